@@ -1,0 +1,2 @@
+# cython: language_level=3
+"""Hamming-distance kernels over packed binary codes (placeholder, filled by the core work)."""

@@ -1,0 +1,2 @@
+# cython: language_level=3
+"""PDQ hot loops (placeholder, filled by the PDQ work)."""
