@@ -4,6 +4,8 @@ Compiled portably (no -march=native): the Hamming kernels pick the best popcount
 run time, and the PDQ kernels must not let the compiler fuse multiply-adds
 (-ffp-contract=off), or exact mode would stop being bit-identical to the C++ reference.
 """
+import os
+
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -27,6 +29,11 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     ),
 ]
+
+# Developers may rebuild one kernel module alone: HASHMATCH_BUILD_ONLY=_hamming
+_only = os.environ.get("HASHMATCH_BUILD_ONLY")
+if _only:
+    extensions = [e for e in extensions if e.name.endswith(_only)]
 
 setup(
     ext_modules=cythonize(

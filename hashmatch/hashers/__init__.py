@@ -1,0 +1,69 @@
+"""Hash algorithms behind one call: ``compute(image, algorithm, exact=...)``.
+
+Each algorithm lives in its own module (pdq.py, imagehash_compat.py); this module only
+dispatches and says what decode each needs, so callers decode once for all of them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PIL import Image
+
+from ..errors import HashFormatError
+from ..fingerprint import ALGORITHMS, Fingerprint
+from . import imagehash_compat
+
+DEFAULT_ALGORITHM = "pdq"
+
+
+@dataclass(frozen=True)
+class DecodeNeeds:
+    """What a hasher needs from decode: colour or grey, and how far JPEG may be pre-shrunk."""
+
+    mode: str  # "RGB" or "L"
+    draft_min_side: int | None  # None: full resolution
+
+
+def decode_needs(algorithm: str, exact: bool) -> DecodeNeeds:
+    check_algorithm(algorithm)
+    if exact:
+        # Exact modes are defined on the full-resolution RGB array / PIL image.
+        return DecodeNeeds("RGB", None)
+    if algorithm == "pdq":
+        from .pdq import FAST_MIN_SIDE
+
+        return DecodeNeeds("L", FAST_MIN_SIDE)
+    grid = {"phash": 32, "dhash": 9, "ahash": 8}[algorithm]
+    return DecodeNeeds("L", max(grid * imagehash_compat.FAST_OVERSAMPLING,
+                                imagehash_compat.FAST_MIN_SIDE))
+
+
+def merge_needs(needs: list[DecodeNeeds]) -> DecodeNeeds:
+    """One decode that serves every hasher in ``needs``."""
+    mode = "RGB" if any(n.mode == "RGB" for n in needs) else "L"
+    if any(n.draft_min_side is None for n in needs):
+        return DecodeNeeds(mode, None)
+    return DecodeNeeds(mode, max(n.draft_min_side for n in needs))
+
+
+def check_algorithm(algorithm: str) -> str:
+    if algorithm not in ALGORITHMS:
+        raise HashFormatError(
+            f"unknown algorithm {algorithm!r}; choose one of: {', '.join(ALGORITHMS)}"
+        )
+    return algorithm
+
+
+def compute(image: Image.Image, algorithm: str = DEFAULT_ALGORITHM, *, exact: bool = False) -> Fingerprint:
+    """The ``algorithm`` fingerprint of an already decoded RGB or L image."""
+    check_algorithm(algorithm)
+    if algorithm == "pdq":
+        from .pdq import pdq_hash_image
+
+        return pdq_hash_image(image, exact=exact)
+    hasher = {
+        "phash": imagehash_compat.phash,
+        "dhash": imagehash_compat.dhash,
+        "ahash": imagehash_compat.ahash,
+    }[algorithm]
+    return hasher(image, exact=exact)

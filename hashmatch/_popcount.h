@@ -1,0 +1,229 @@
+/* Hamming-distance row kernels with run-time popcount dispatch.
+ *
+ * The extension is compiled portably (no -march=native, wheels must run anywhere), so each
+ * kernel is compiled several times with GCC `target` attributes and the best variant the CPU
+ * supports is chosen once at import (hm_select_best). A variant works on one *block* of rows
+ * per call, never on one pair, so the indirect call is amortised over hundreds of rows.
+ *
+ * Codes are arrays of uint64 words, `nwords` words per row, rows contiguous.
+ * Variants: "portable" (plain C, no popcnt instruction), "popcnt" (scalar POPCNT),
+ * "avx512" (AVX-512 VPOPCNTDQ: 8 words per instruction).
+ */
+#ifndef HASHMATCH_POPCOUNT_H
+#define HASHMATCH_POPCOUNT_H
+
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define HM_X86 1
+#include <immintrin.h>
+#else
+#define HM_X86 0
+#endif
+
+/* out[i] = popcount(q ^ db[i]) for i < n */
+typedef void (*hm_rowdist_fn)(const uint64_t *q, const uint64_t *db, int64_t n, int nwords,
+                              int32_t *out);
+/* out[i] = popcount(q ^ db[rows[i]]) for i < n (gather: verifies candidate rows) */
+typedef void (*hm_gatherdist_fn)(const uint64_t *q, const uint64_t *db, const int64_t *rows,
+                                 int64_t n, int nwords, int32_t *out);
+/* out_min[i] = min_j popcount(needles[j] ^ db[i]); out_arg[i] = lowest j reaching it */
+typedef void (*hm_rowmin_fn)(const uint64_t *needles, int m, const uint64_t *db, int64_t n,
+                             int nwords, int32_t *out_min, int8_t *out_arg);
+
+typedef struct {
+    const char *name;
+    hm_rowdist_fn rowdist;
+    hm_gatherdist_fn gatherdist;
+    hm_rowmin_fn rowmin;
+} hm_impl;
+
+/* ------------------------------------------------------------------------------------- */
+/* Generic bodies, instantiated once per target through this macro. POPC is the popcount  */
+/* expression used for one 64-bit word.                                                   */
+#define HM_DEFINE_SCALAR(SUFFIX, ATTR, POPC)                                                  \
+    ATTR static inline int32_t hm_dist_##SUFFIX(const uint64_t *a, const uint64_t *b,        \
+                                                int nwords) {                                 \
+        int32_t d = 0;                                                                        \
+        for (int w = 0; w < nwords; w++) d += (int32_t)POPC(a[w] ^ b[w]);                     \
+        return d;                                                                             \
+    }                                                                                         \
+    ATTR static void hm_rowdist_##SUFFIX(const uint64_t *q, const uint64_t *db, int64_t n,   \
+                                         int nwords, int32_t *out) {                          \
+        if (nwords == 1) {                                                                    \
+            const uint64_t q0 = q[0];                                                         \
+            for (int64_t i = 0; i < n; i++) out[i] = (int32_t)POPC(db[i] ^ q0);               \
+        } else if (nwords == 4) {                                                             \
+            const uint64_t q0 = q[0], q1 = q[1], q2 = q[2], q3 = q[3];                        \
+            for (int64_t i = 0; i < n; i++) {                                                 \
+                const uint64_t *r = db + 4 * i;                                               \
+                out[i] = (int32_t)(POPC(r[0] ^ q0) + POPC(r[1] ^ q1) + POPC(r[2] ^ q2) +      \
+                                   POPC(r[3] ^ q3));                                          \
+            }                                                                                 \
+        } else {                                                                              \
+            for (int64_t i = 0; i < n; i++)                                                   \
+                out[i] = hm_dist_##SUFFIX(q, db + (int64_t)nwords * i, nwords);               \
+        }                                                                                     \
+    }                                                                                         \
+    ATTR static void hm_gatherdist_##SUFFIX(const uint64_t *q, const uint64_t *db,           \
+                                            const int64_t *rows, int64_t n, int nwords,       \
+                                            int32_t *out) {                                   \
+        for (int64_t i = 0; i < n; i++)                                                       \
+            out[i] = hm_dist_##SUFFIX(q, db + (int64_t)nwords * rows[i], nwords);             \
+    }                                                                                         \
+    ATTR static void hm_rowmin_##SUFFIX(const uint64_t *needles, int m, const uint64_t *db,  \
+                                        int64_t n, int nwords, int32_t *out_min,              \
+                                        int8_t *out_arg) {                                    \
+        for (int64_t i = 0; i < n; i++) {                                                     \
+            const uint64_t *r = db + (int64_t)nwords * i;                                     \
+            int32_t best = hm_dist_##SUFFIX(needles, r, nwords);                              \
+            int8_t arg = 0;                                                                   \
+            for (int j = 1; j < m; j++) {                                                     \
+                int32_t d = hm_dist_##SUFFIX(needles + (int64_t)nwords * j, r, nwords);       \
+                if (d < best) { best = d; arg = (int8_t)j; }                                  \
+            }                                                                                 \
+            out_min[i] = best;                                                                \
+            out_arg[i] = arg;                                                                 \
+        }                                                                                     \
+    }
+
+/* Portable popcount: no POPCNT instruction assumed (SWAR bit counting). */
+static inline uint64_t hm_popc_swar(uint64_t x) {
+    x = x - ((x >> 1) & 0x5555555555555555ULL);
+    x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
+    return (x * 0x0101010101010101ULL) >> 56;
+}
+
+HM_DEFINE_SCALAR(portable, , hm_popc_swar)
+
+#if HM_X86
+#define HM_ATTR_POPCNT __attribute__((target("popcnt")))
+HM_DEFINE_SCALAR(popcnt, HM_ATTR_POPCNT, __builtin_popcountll)
+
+/* --- AVX-512 VPOPCNTDQ ---------------------------------------------------------------- */
+#define HM_ATTR_AVX512 __attribute__((target("popcnt,avx512f,avx512vpopcntdq")))
+HM_DEFINE_SCALAR(avx512s, HM_ATTR_AVX512, __builtin_popcountll)
+
+/* Sum the 4 word counts of each 256-bit row in 4 registers of per-word counts
+ * (p0 = rows 0,1; p1 = rows 2,3; p2 = rows 4,5; p3 = rows 6,7) -> 8 int32, rows in order. */
+HM_ATTR_AVX512 static inline __m256i hm_sum4x8(__m512i p0, __m512i p1, __m512i p2,
+                                               __m512i p3) {
+    /* per 128-bit lane: [a.w0+a.w1 | b.w0+b.w1] for the two registers' rows */
+    __m512i s01 = _mm512_add_epi64(_mm512_unpacklo_epi64(p0, p1), _mm512_unpackhi_epi64(p0, p1));
+    __m512i s23 = _mm512_add_epi64(_mm512_unpacklo_epi64(p2, p3), _mm512_unpackhi_epi64(p2, p3));
+    /* add the two 128-bit halves of each row: lanes come out as rows 0,2,1,3,4,6,5,7 */
+    __m512i x = _mm512_shuffle_i64x2(s01, s23, _MM_SHUFFLE(2, 0, 2, 0));
+    __m512i y = _mm512_shuffle_i64x2(s01, s23, _MM_SHUFFLE(3, 1, 3, 1));
+    __m512i s = _mm512_add_epi64(x, y);
+    s = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 1, 3, 4, 6, 5, 7), s);
+    return _mm512_cvtepi64_epi32(s);
+}
+
+HM_ATTR_AVX512 static inline __m256i hm_dist8_w4(__m512i qq, const uint64_t *r) {
+    __m512i p0 = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(r), qq));
+    __m512i p1 = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(r + 8), qq));
+    __m512i p2 = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(r + 16), qq));
+    __m512i p3 = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(r + 24), qq));
+    return hm_sum4x8(p0, p1, p2, p3);
+}
+
+HM_ATTR_AVX512 static inline __m256i hm_dist8_w1(__m512i qq, const uint64_t *r) {
+    return _mm512_cvtepi64_epi32(_mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(r), qq)));
+}
+
+HM_ATTR_AVX512 static void hm_rowdist_avx512(const uint64_t *q, const uint64_t *db, int64_t n,
+                                             int nwords, int32_t *out) {
+    int64_t i = 0;
+    if (nwords == 4) {
+        const __m512i qq = _mm512_setr_epi64(q[0], q[1], q[2], q[3], q[0], q[1], q[2], q[3]);
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_si256((__m256i *)(out + i), hm_dist8_w4(qq, db + 4 * i));
+    } else if (nwords == 1) {
+        const __m512i qq = _mm512_set1_epi64((long long)q[0]);
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_si256((__m256i *)(out + i), hm_dist8_w1(qq, db + i));
+    }
+    /* tail rows (and other code lengths) */
+    hm_rowdist_avx512s(q, db + (int64_t)nwords * i, n - i, nwords, out + i);
+}
+
+/* The multi-needle scan loads each block of 8 rows once and compares it with every needle
+ * while it is in registers: the database memory is read once for up to 8 needles. */
+HM_ATTR_AVX512 static void hm_rowmin_avx512(const uint64_t *needles, int m, const uint64_t *db,
+                                            int64_t n, int nwords, int32_t *out_min,
+                                            int8_t *out_arg) {
+    int64_t i = 0;
+    if ((nwords == 4 || nwords == 1) && m <= 8) {
+        __m512i qq[8];
+        for (int j = 0; j < m; j++) {
+            const uint64_t *q = needles + (int64_t)nwords * j;
+            qq[j] = nwords == 4
+                        ? _mm512_setr_epi64(q[0], q[1], q[2], q[3], q[0], q[1], q[2], q[3])
+                        : _mm512_set1_epi64((long long)q[0]);
+        }
+        for (; i + 8 <= n; i += 8) {
+            const uint64_t *r = db + (int64_t)nwords * i;
+            __m512i v[4];
+            if (nwords == 4) {
+                for (int k = 0; k < 4; k++) v[k] = _mm512_loadu_si512(r + 8 * k);
+            } else {
+                v[0] = _mm512_loadu_si512(r);
+            }
+            __m256i best = _mm256_set1_epi32(0x7fffffff), arg = _mm256_setzero_si256();
+            for (int j = 0; j < m; j++) {
+                __m256i d;
+                if (nwords == 4) {
+                    d = hm_sum4x8(_mm512_popcnt_epi64(_mm512_xor_si512(v[0], qq[j])),
+                                  _mm512_popcnt_epi64(_mm512_xor_si512(v[1], qq[j])),
+                                  _mm512_popcnt_epi64(_mm512_xor_si512(v[2], qq[j])),
+                                  _mm512_popcnt_epi64(_mm512_xor_si512(v[3], qq[j])));
+                } else {
+                    d = _mm512_cvtepi64_epi32(_mm512_popcnt_epi64(_mm512_xor_si512(v[0], qq[j])));
+                }
+                /* strictly smaller only, so ties keep the lowest needle index */
+                __mmask8 lt = _mm256_cmpgt_epi32_mask(best, d);
+                best = _mm256_mask_mov_epi32(best, lt, d);
+                arg = _mm256_mask_mov_epi32(arg, lt, _mm256_set1_epi32(j));
+            }
+            _mm256_storeu_si256((__m256i *)(out_min + i), best);
+            int32_t a32[8];
+            _mm256_storeu_si256((__m256i *)a32, arg);
+            for (int k = 0; k < 8; k++) out_arg[i + k] = (int8_t)a32[k];
+        }
+    }
+    hm_rowmin_avx512s(needles, m, db + (int64_t)nwords * i, n - i, nwords, out_min + i,
+                      out_arg + i);
+}
+#endif /* HM_X86 */
+
+static const hm_impl hm_impl_portable = {"portable", hm_rowdist_portable, hm_gatherdist_portable,
+                                         hm_rowmin_portable};
+#if HM_X86
+static const hm_impl hm_impl_popcnt = {"popcnt", hm_rowdist_popcnt, hm_gatherdist_popcnt,
+                                       hm_rowmin_popcnt};
+static const hm_impl hm_impl_avx512 = {"avx512_vpopcntdq", hm_rowdist_avx512,
+                                       hm_gatherdist_avx512s, hm_rowmin_avx512};
+#endif
+
+/* Implementations this CPU can run, best first. Returns how many were written to `out`. */
+static int hm_supported(const hm_impl **out) {
+    int n = 0;
+#if HM_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq") &&
+        __builtin_cpu_supports("popcnt"))
+        out[n++] = &hm_impl_avx512;
+    if (__builtin_cpu_supports("popcnt")) out[n++] = &hm_impl_popcnt;
+#endif
+    out[n++] = &hm_impl_portable;
+    return n;
+}
+
+/* The implementation in use; switched only between calls (tests, benchmarks). */
+static const hm_impl *hm_active = &hm_impl_portable;
+static inline const hm_impl *hm_get_active(void) { return hm_active; }
+static inline void hm_set_active(const hm_impl *impl) { hm_active = impl; }
+
+#endif /* HASHMATCH_POPCOUNT_H */

@@ -1,0 +1,277 @@
+"""Safe image loading: one place where outside bytes become pixels.
+
+Everything hashmatch hashes goes through :func:`decode`: paths, bytes, file objects, PIL images
+and numpy arrays. It enforces size limits before decoding (decompression bombs), applies EXIF
+orientation, turns every Pillow mode into 8-bit RGB (alpha composited on white) or 8-bit
+grey, and reports any failure as one :class:`~hashmatch.ImageError` naming the file and the
+reason.
+
+The fast path (``draft_min_side``) asks libjpeg for a DCT-domain downscale (1/2, 1/4, 1/8)
+that keeps both sides at least that long, and, when only luma is needed, for the Y channel
+alone (no chroma upsampling or colour conversion). Hashers downsample to 64x64 or less anyway;
+the drift this causes is measured in benchmarks/RESULTS.md.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import struct
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+# 2x Pillow's own warning threshold (89.5 Mpx): a 12,000 x 14,000 scan still loads, a
+# 30,000 x 30,000 header-only bomb does not.
+DEFAULT_MAX_PIXELS = 179_000_000
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+
+# Pillow must never silently decode half an image: a truncated file is an error, not a hash.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+_KNOWN_UNSUPPORTED = (
+    (b"%PDF", "unsupported format: PDF"),
+    (b"<svg", "unsupported format: SVG"),
+    (b"<?xml", "unsupported format: XML/SVG"),
+)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded image and what an evidence report needs to know about its file."""
+
+    image: Image.Image  # mode "RGB" or "L"
+    name: str  # path, or a description such as "<bytes>"
+    format: str | None  # "JPEG", "PNG", ... (None for in-memory images)
+    original_size: tuple[int, int]  # (width, height) as stored, before draft/EXIF
+    sha256: str | None  # of the file bytes; None for in-memory images
+    file_size: int | None
+
+
+def describe(source) -> str:
+    """A short name for a source, for messages."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "<bytes>"
+    if isinstance(source, Image.Image):
+        return "<PIL image>"
+    if isinstance(source, np.ndarray):
+        return "<array>"
+    return getattr(source, "name", None) or f"<{type(source).__name__}>"
+
+
+def read_bytes(source, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[bytes, str]:
+    """The raw bytes of a path, bytes-like or binary file object, with the size limit applied."""
+    name = describe(source)
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            size = os.path.getsize(source)
+            if size > max_bytes:
+                raise ImageError(name, "too large", f"{size} bytes > limit {max_bytes}")
+            with open(source, "rb") as handle:
+                data = handle.read(max_bytes + 1)
+        except ImageError:
+            raise
+        except IsADirectoryError:
+            raise ImageError(name, "is a directory") from None
+        except FileNotFoundError:
+            raise ImageError(name, "file not found") from None
+        except PermissionError:
+            raise ImageError(name, "permission denied") from None
+        except OSError as exc:
+            raise ImageError(name, "unreadable", str(exc)) from None
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    elif hasattr(source, "read"):
+        data = source.read(max_bytes + 1)
+        if not isinstance(data, (bytes, bytearray)):
+            raise ImageError(name, "not a binary file object")
+    else:
+        raise ImageError(name, "unsupported input type", type(source).__name__)
+    if len(data) > max_bytes:
+        raise ImageError(name, "too large", f"more than {max_bytes} bytes")
+    if not data:
+        raise ImageError(name, "empty file")
+    return bytes(data), name
+
+
+def decode(
+    source,
+    *,
+    mode: str = "RGB",
+    exif_transpose: bool = True,
+    draft_min_side: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Decoded:
+    """Decode ``source`` into an 8-bit ``mode`` ("RGB" or "L") image.
+
+    ``draft_min_side``: allow a JPEG DCT-domain downscale keeping both sides >= this (fast
+    path; None = full resolution, as exact hashing needs).
+    """
+    if mode not in ("RGB", "L"):
+        raise ValueError(f"mode must be 'RGB' or 'L', not {mode!r}")
+    if isinstance(source, Image.Image):
+        image = _oriented(source, describe(source), exif_transpose)
+        return Decoded(to_mode(image, mode), "<PIL image>", None, source.size, None, None)
+    if isinstance(source, np.ndarray):
+        image = array_to_image(source)
+        return Decoded(to_mode(image, mode), "<array>", None, image.size, None, None)
+
+    data, name = read_bytes(source, max_bytes)
+    image = _open_checked(data, name, max_pixels)
+    original_size = image.size
+    image_format = image.format
+    try:
+        if draft_min_side and image_format == "JPEG":
+            # Asking for "L" makes libjpeg return the Y channel alone: PDQ's luma, for free.
+            draft_mode = "L" if mode == "L" else "RGB"
+            image.draft(draft_mode, (draft_min_side, draft_min_side))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.load()
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(name, "too large", str(exc)) from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
+        raise ImageError(name, _load_failure_reason(exc), str(exc)) from None
+    except MemoryError:
+        raise ImageError(name, "too large", "out of memory while decoding") from None
+    image = _oriented(image, name, exif_transpose)
+    try:
+        converted = to_mode(image, mode)
+    except (OSError, ValueError) as exc:
+        raise ImageError(name, "unsupported image mode", str(exc)) from None
+    return Decoded(
+        converted,
+        name,
+        image_format,
+        original_size,
+        hashlib.sha256(data).hexdigest(),
+        len(data),
+    )
+
+
+def load_image(source, **options) -> Image.Image:
+    """Just the decoded PIL image of :func:`decode` (same options)."""
+    return decode(source, **options).image
+
+
+def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    head = data[:64].lstrip()
+    for magic, reason in _KNOWN_UNSUPPORTED:
+        if head.startswith(magic):
+            raise ImageError(name, reason)
+    if data[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftyphevc"):
+        raise ImageError(name, "unsupported format: HEIC/HEIF")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageError(name, "not an image", "unrecognised file format") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(name, "too large", str(exc)) from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
+        raise ImageError(name, _load_failure_reason(exc), str(exc)) from None
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise ImageError(name, "corrupt", f"invalid size {width}x{height}")
+    if width * height > max_pixels:
+        raise ImageError(
+            name, "too large", f"{width}x{height} = {width * height} pixels > limit {max_pixels}"
+        )
+    if getattr(image, "n_frames", 1) > 1:
+        image.seek(0)  # animated GIF/WebP/APNG: the first frame stands for the file
+    return image
+
+
+def _load_failure_reason(exc: BaseException) -> str:
+    text = str(exc).lower()
+    if "truncated" in text or isinstance(exc, EOFError) or "premature end" in text:
+        return "truncated"
+    if "decoder" in text and "not available" in text:
+        return "unsupported format"
+    return "corrupt"
+
+
+def _oriented(image: Image.Image, name: str, exif_transpose: bool) -> Image.Image:
+    if not exif_transpose:
+        return image
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the picture
+        # Orientation is advisory metadata; the pixels are still good. Hash them upright-as-stored.
+        return image
+
+
+def array_to_image(array: np.ndarray) -> Image.Image:
+    """A PIL image from an HxW (grey) or HxWx3/4 (RGB/RGBA) array of uint8 (or floats in 0..1)."""
+    arr = np.asarray(array)
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
+        raise ImageError("<array>", "unsupported array shape", str(arr.shape))
+    if arr.size == 0:
+        raise ImageError("<array>", "empty image", str(arr.shape))
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating) and arr.size and np.nanmax(arr) <= 1.0:
+            arr = np.nan_to_num(arr) * 255.0
+        arr = np.clip(np.nan_to_num(arr), 0, 255).astype(np.uint8)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    arr = np.ascontiguousarray(arr)
+    if arr.ndim == 2:
+        return Image.fromarray(arr, "L")
+    return Image.fromarray(arr, "RGBA" if arr.shape[2] == 4 else "RGB")
+
+
+def to_mode(image: Image.Image, mode: str = "RGB") -> Image.Image:
+    """Any Pillow image as 8-bit ``mode`` ("RGB" or "L"), transparency composited on white."""
+    image = _to_8bit(image)
+    if image.mode in ("La", "RGBa"):
+        # Premultiplied alpha: over white, a pixel is colour_premultiplied + (255 - alpha).
+        arr = np.asarray(image, dtype=np.int32)
+        over_white = arr[..., :-1] + (255 - arr[..., -1:])
+        image = Image.fromarray(np.clip(over_white, 0, 255).astype(np.uint8).squeeze(),
+                                "L" if image.mode == "La" else "RGB")
+    if _has_alpha(image):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba).convert("RGB")
+    if image.mode == mode:
+        return image
+    if mode == "L" and image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    return image.convert(mode)
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return True
+    return image.mode == "P" and "transparency" in image.info
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16/32-bit integer and float images rescaled to 0..255 (Pillow's convert would clip)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        arr = np.asarray(image, dtype=np.uint16)
+        return Image.fromarray((arr >> 8).astype(np.uint8), "L")
+    if image.mode in ("I", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        finite = arr[np.isfinite(arr)]
+        if finite.size == 0:
+            return Image.new("L", image.size, 0)
+        low, high = float(finite.min()), float(finite.max())
+        if low >= 0 and high <= 255:
+            scaled = arr  # already 8-bit range (e.g. an L image converted to I or F)
+        elif low >= 0 and high <= 65535:
+            scaled = arr / 257.0  # 16-bit data stored as I (as 16-bit PNGs open)
+        else:
+            scaled = (arr - low) * (255.0 / (high - low))
+        return Image.fromarray(np.clip(np.nan_to_num(np.rint(scaled)), 0, 255).astype(np.uint8), "L")
+    return image

@@ -1,0 +1,118 @@
+"""From files and images to fingerprints: decode once, hash with every requested algorithm.
+
+This is the public hashing API (``hash_file``, ``hash_image``, ``hash_files``) and the
+per-file work unit (:func:`fingerprint_file`) that indexing runs in worker processes.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+from . import decode as decoding
+from .errors import ImageError
+from .fingerprint import Fingerprint
+from .hashers import DEFAULT_ALGORITHM, compute, decode_needs, merge_needs
+from .parallel import ordered_map
+
+
+@dataclass
+class FileFingerprints:
+    """Everything hashing learnt about one file; ``error`` set (and no fingerprints) on failure."""
+
+    path: str
+    fingerprints: list[Fingerprint] = field(default_factory=list)
+    sha256: str | None = None
+    file_size: int | None = None
+    format: str | None = None
+    width: int | None = None
+    height: int | None = None
+    error: str | None = None  # "reason (detail)" as ImageError words it
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def fingerprint(self) -> Fingerprint | None:
+        return self.fingerprints[0] if self.fingerprints else None
+
+
+def hash_image(image, algorithm: str = DEFAULT_ALGORITHM, *, exact: bool = False,
+               exif_transpose: bool = True) -> Fingerprint:
+    """Fingerprint of a PIL image or numpy array (HxW grey, HxWx3 RGB, HxWx4 RGBA)."""
+    needs = decode_needs(algorithm, exact)
+    decoded = decoding.decode(image, mode=needs.mode, exif_transpose=exif_transpose)
+    return compute(decoded.image, algorithm, exact=exact)
+
+
+def hash_file(source, algorithm: str = DEFAULT_ALGORITHM, *, exact: bool = False,
+              exif_transpose: bool = True) -> Fingerprint:
+    """Fingerprint of an image file (path, bytes or binary file object).
+
+    Raises :class:`hashmatch.ImageError` naming the file and the reason when it cannot be read.
+    """
+    needs = decode_needs(algorithm, exact)
+    decoded = decoding.decode(source, mode=needs.mode, draft_min_side=needs.draft_min_side,
+                              exif_transpose=exif_transpose)
+    return compute(decoded.image, algorithm, exact=exact)
+
+
+def fingerprint_file(path, algorithms: Sequence[str] = (DEFAULT_ALGORITHM,), exact: bool = False,
+                     exif_transpose: bool = True) -> FileFingerprints:
+    """Decode ``path`` once and fingerprint it with each algorithm; never raises for bad files."""
+    name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else decoding.describe(path)
+    result = FileFingerprints(path=name)
+    try:
+        needs = merge_needs([decode_needs(a, exact) for a in algorithms])
+        decoded = decoding.decode(path, mode=needs.mode, draft_min_side=needs.draft_min_side,
+                                  exif_transpose=exif_transpose)
+        result.sha256, result.file_size = decoded.sha256, decoded.file_size
+        result.format = decoded.format
+        result.width, result.height = decoded.original_size
+        result.fingerprints = [compute(decoded.image, a, exact=exact) for a in algorithms]
+    except ImageError as exc:
+        result.error = exc.reason + (f" ({exc.detail})" if exc.detail else "")
+    except Exception as exc:  # noqa: BLE001 - one bad file must never stop a batch
+        result.error = f"internal error ({type(exc).__name__}: {exc})"
+        result.fingerprints = []
+    return result
+
+
+def hash_files(paths: Iterable, algorithm: str = DEFAULT_ALGORITHM, *, exact: bool = False,
+               workers: int | None = None, exif_transpose: bool = True,
+               progress: Callable[[int], None] | None = None) -> list[FileFingerprints]:
+    """Hash many files in worker processes; results in input order, errors returned not raised.
+
+    ``progress`` is called with the number of files finished so far.
+    """
+    return list(iter_hash_files(paths, (algorithm,), exact=exact, workers=workers,
+                                exif_transpose=exif_transpose, progress=progress))
+
+
+def iter_hash_files(paths: Iterable, algorithms: Sequence[str] = (DEFAULT_ALGORITHM,), *,
+                    exact: bool = False, workers: int | None = None, exif_transpose: bool = True,
+                    progress: Callable[[int], None] | None = None):
+    """Like :func:`hash_files` but yields results in order as they are ready (streaming)."""
+    from .hashers import check_algorithm
+
+    algorithms = tuple(check_algorithm(a) for a in algorithms)
+    job = _FingerprintJob(algorithms, exact, exif_transpose)
+    done = 0
+    for result in ordered_map(job, list(paths), workers=workers):
+        done += 1
+        if progress is not None:
+            progress(done)
+        yield result
+
+
+@dataclass(frozen=True)
+class _FingerprintJob:
+    """A picklable callable for worker processes (module-level, plain data)."""
+
+    algorithms: tuple
+    exact: bool
+    exif_transpose: bool
+
+    def __call__(self, path) -> FileFingerprints:
+        return fingerprint_file(path, self.algorithms, self.exact, self.exif_transpose)

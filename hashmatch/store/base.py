@@ -1,0 +1,283 @@
+"""The store contract: what every backend (embedded SQLite, shared PostgreSQL) promises.
+
+A store keeps *items* (an indexed file or a hash-list entry, with its metadata), their
+*fingerprints* (packed perceptual-hash codes), a *change log* and an append-only *audit log*.
+
+The change log is what lets many matcher processes share one store without full rebuilds:
+every add and every remove appends one row with a strictly increasing ``seq``. A matcher loads
+a snapshot (``load_codes`` reports the ``seq`` it reflects), then repeatedly asks
+``changes_since(seq)`` and fetches the codes of the added items with
+``load_codes(..., item_ids=...)``. Backends must make a change visible only once every
+change with a smaller ``seq`` is visible (SQLite gets this for free because writers are
+serialised), otherwise a matcher could skip a change for good.
+
+Removal is a tombstone (``removed_at`` set), never a delete: the change log has to be able to
+say "removed", and an investigator's record of what was once in the store must survive.
+"""
+from __future__ import annotations
+
+import abc
+import json
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Iterable, NamedTuple, Sequence
+
+import numpy as np
+
+from ..errors import HashmatchError
+
+
+class StoreError(HashmatchError):
+    """The store could not be opened or used: names the database and the reason."""
+
+
+class FingerprintRecord(NamedTuple):
+    """One fingerprint to store. ``code`` is the packed bits (``Fingerprint.bits`` bytes)."""
+
+    algorithm: str
+    nbits: int
+    region: str  # 'full', 'content', 'crop:...'
+    variant: str  # 'original', or the dihedral transform stored
+    code: bytes
+    quality: int | None = None
+
+    @classmethod
+    def from_fingerprint(cls, fp, region: str = "full", variant: str = "original") -> "FingerprintRecord":
+        """From a :class:`hashmatch.Fingerprint`."""
+        return cls(fp.algorithm, fp.nbits, region, variant, fp.bits.tobytes(), fp.quality)
+
+
+@dataclass
+class ItemRecord:
+    """One item to add: a file (``sha256`` of its bytes) or a hash-list entry (``sha256=None``)."""
+
+    path: str
+    sha256: str | None
+    size: int | None = None
+    labels: Sequence[str] = ()
+    source: str | None = None
+    meta: dict = field(default_factory=dict)
+    fingerprints: Sequence[FingerprintRecord | tuple] = ()
+
+
+class AddOutcome(NamedTuple):
+    """Result of adding one record: ``status`` is 'added' or 'duplicate' (of ``item_id``)."""
+
+    status: str
+    item_id: int
+
+
+@dataclass(frozen=True)
+class Item:
+    """A stored item. ``added_at``/``removed_at`` are UTC ISO-8601 strings."""
+
+    id: int
+    path: str
+    sha256: str | None
+    size: int | None
+    added_at: str
+    labels: list[str]
+    source: str | None
+    meta: dict
+    removed_at: str | None = None
+
+    @property
+    def removed(self) -> bool:
+        return self.removed_at is not None
+
+
+class Change(NamedTuple):
+    """One change-log row: ``op`` is 'add' or 'remove'."""
+
+    seq: int
+    item_id: int
+    op: str
+
+
+class AuditEntry(NamedTuple):
+    id: int
+    at: str
+    actor: str
+    action: str
+    detail: dict
+
+
+@dataclass(frozen=True)
+class Codes:
+    """Every live fingerprint of one (algorithm, nbits), as parallel arrays (row i = one fingerprint).
+
+    ``regions``/``variants`` are small-int codes into ``region_names``/``variant_names``;
+    ``qualities`` is -1 where the quality is unknown. ``seq`` is the last change the snapshot
+    reflects: pass it to ``changes_since`` to catch up later.
+    """
+
+    algorithm: str
+    nbits: int
+    seq: int
+    item_ids: np.ndarray  # int64[n]
+    fingerprint_ids: np.ndarray  # int64[n]
+    codes: np.ndarray  # uint8[n, nbits // 8]
+    regions: np.ndarray  # int16[n]
+    region_names: tuple[str, ...]
+    variants: np.ndarray  # int16[n]
+    variant_names: tuple[str, ...]
+    qualities: np.ndarray  # int16[n]
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+
+class Store(abc.ABC):
+    """Abstract store. Use as a context manager; not shareable across processes (open one each).
+
+    Writes are atomic per call: a call either commits entirely and is durable when it returns,
+    or raises and changes nothing.
+    """
+
+    uuid: str  # random identity fixed at creation; caches are bound to it
+    path: str  # where the store lives (file path or connection description)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    # -- writes -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def add_items(
+        self, records: Iterable[ItemRecord], *, action: str = "add", detail: dict | None = None
+    ) -> list[AddOutcome]:
+        """Add items with their fingerprints in one transaction; one outcome per record.
+
+        A record whose ``sha256`` equals a live item's (or an earlier record's in the same call)
+        is a 'duplicate' and is not stored again. One audit row (``action``, counts + ``detail``)
+        is written in the same transaction. Invalid records raise StoreError before anything
+        is written.
+        """
+
+    @abc.abstractmethod
+    def remove_items(self, item_ids: Iterable[int], *, detail: dict | None = None) -> int:
+        """Tombstone live items (unknown or already removed ids are ignored); returns how many."""
+
+    @abc.abstractmethod
+    def audit(self, action: str, detail: dict | None = None) -> None:
+        """Append one audit row."""
+
+    # -- reads --------------------------------------------------------------------------
+    @abc.abstractmethod
+    def snapshot(self) -> AbstractContextManager:
+        """Context manager: every read inside sees the same consistent state of the store."""
+
+    @abc.abstractmethod
+    def get_items(self, item_ids: Iterable[int]) -> dict[int, Item]:
+        """Items by id, removed ones included (``item.removed``); unknown ids are absent."""
+
+    @abc.abstractmethod
+    def find_by_sha256(self, sha256: str) -> Item | None:
+        """The live item with this file SHA-256 (hex), or None."""
+
+    @abc.abstractmethod
+    def load_codes(self, algorithm: str, nbits: int, item_ids: Iterable[int] | None = None) -> Codes:
+        """Fingerprints of live items for (algorithm, nbits), ordered by fingerprint id.
+
+        With ``item_ids``, only those items' fingerprints (incremental sync after
+        ``changes_since``).
+        """
+
+    @abc.abstractmethod
+    def algorithms(self) -> list[tuple[str, int]]:
+        """(algorithm, nbits) pairs that live items have fingerprints for."""
+
+    @abc.abstractmethod
+    def count_items(self) -> int:
+        """Number of live items."""
+
+    @abc.abstractmethod
+    def stats(self) -> dict: ...
+
+    @abc.abstractmethod
+    def last_change_seq(self) -> int:
+        """The newest change's seq (0 for an empty store)."""
+
+    @abc.abstractmethod
+    def changes_since(self, seq: int, limit: int | None = None) -> list[Change]:
+        """Changes with seq > ``seq``, oldest first."""
+
+    @abc.abstractmethod
+    def audit_log(self, limit: int = 100) -> list[AuditEntry]:
+        """The newest ``limit`` audit rows, newest first."""
+
+    @abc.abstractmethod
+    def integrity_check(self) -> list[str]:
+        """Problems found (storage-level and invariants); an empty list means healthy."""
+
+
+# -- shared by the backends ---------------------------------------------------------------
+_HEX = frozenset("0123456789abcdef")
+_MAX_QUALITY = 32767  # qualities travel as int16 with -1 for "unknown"
+
+
+def prepare_record(record: ItemRecord) -> tuple[ItemRecord, str, str]:
+    """Validate one record; returns it normalised plus its JSON-encoded labels and meta.
+
+    Normalised: sha256 lower-case, labels a list, fingerprints FingerprintRecords with bytes codes.
+
+    Backends call this for every record *before* writing, so that a bad record aborts the
+    call with a clear message instead of leaving a half-written batch.
+    """
+    where = f"record {record.path!r}" if isinstance(getattr(record, "path", None), str) else "record"
+    if not isinstance(record.path, str):
+        raise StoreError(f"{where}: path must be a string")
+    sha256 = record.sha256
+    if sha256 is not None:
+        if not isinstance(sha256, str) or len(sha256) != 64 or not set(sha256.lower()) <= _HEX:
+            raise StoreError(f"{where}: sha256 must be 64 hex digits or None")
+        sha256 = sha256.lower()
+    if record.size is not None and (not isinstance(record.size, int) or record.size < 0):
+        raise StoreError(f"{where}: size must be a non-negative int or None")
+    # A bare string is a sequence of str too; refuse it rather than store ['a', 'd'].
+    if isinstance(record.labels, str) or not all(isinstance(x, str) for x in record.labels):
+        raise StoreError(f"{where}: labels must be a list of strings")
+    if record.source is not None and not isinstance(record.source, str):
+        raise StoreError(f"{where}: source must be a string or None")
+    if not isinstance(record.meta, dict):
+        raise StoreError(f"{where}: meta must be a dict")
+    try:
+        # allow_nan=False: keep the stored text strict JSON that any tool (and jsonb) reads.
+        meta_json = json.dumps(record.meta, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise StoreError(f"{where}: meta is not JSON-serialisable ({e})") from None
+    labels = list(record.labels)
+    fingerprints = [_prepare_fingerprint(where, fp) for fp in record.fingerprints]
+    normalised = ItemRecord(record.path, sha256, record.size, labels, record.source, record.meta, fingerprints)
+    return normalised, json.dumps(labels, ensure_ascii=False), meta_json
+
+
+def _prepare_fingerprint(where: str, fp) -> FingerprintRecord:
+    try:
+        algorithm, nbits, region, variant, code, quality = fp
+    except (TypeError, ValueError):
+        raise StoreError(
+            f"{where}: a fingerprint must be (algorithm, nbits, region, variant, code, quality)"
+        ) from None
+    if not isinstance(algorithm, str) or not algorithm:
+        raise StoreError(f"{where}: fingerprint algorithm must be a non-empty string")
+    if not isinstance(region, str) or not isinstance(variant, str):
+        raise StoreError(f"{where}: fingerprint region and variant must be strings")
+    if isinstance(code, np.ndarray):
+        code = np.ascontiguousarray(code, dtype=np.uint8).tobytes()
+    elif isinstance(code, (bytes, bytearray, memoryview)):
+        code = bytes(code)
+    else:
+        raise StoreError(f"{where}: fingerprint code must be bytes or a uint8 array")
+    if not isinstance(nbits, (int, np.integer)) or nbits <= 0 or nbits % 8 or len(code) * 8 != nbits:
+        raise StoreError(f"{where}: {algorithm} code has {len(code) * 8} bits, declared {nbits}")
+    if quality is not None:
+        if not isinstance(quality, (int, np.integer)) or not 0 <= quality <= _MAX_QUALITY:
+            raise StoreError(f"{where}: fingerprint quality must be an int in 0..{_MAX_QUALITY} or None")
+        quality = int(quality)
+    return FingerprintRecord(algorithm, int(nbits), region, variant, code, quality)

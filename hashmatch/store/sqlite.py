@@ -1,0 +1,505 @@
+"""The embedded store: one SQLite file in WAL mode.
+
+Durability: ``journal_mode=WAL`` with ``synchronous=FULL``. In WAL mode a commit is one append
+to the -wal file; NORMAL would already survive ``kill -9`` of the writer (the appended pages
+are in the OS page cache), but it can lose the last commits on power loss or an OS crash, after
+``add_items`` told the caller (and an investigator's report) that they were added. FULL fsyncs
+the WAL on every commit, which closes that gap; callers commit per batch of files, so the cost
+is one fsync per batch, negligible next to decoding and hashing the batch.
+
+Concurrency: readers never block the writer nor each other (WAL). Writers start with
+``BEGIN IMMEDIATE`` so they queue on the busy timeout instead of failing half-way when two
+transactions try to upgrade a read lock at once.
+
+Every statement is parameterised; id lists travel as one JSON array parameter (``json_each``).
+"""
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import sqlite3
+import threading
+import uuid as uuid_module
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Iterable
+
+import numpy as np
+
+from .base import (
+    AddOutcome,
+    AuditEntry,
+    Change,
+    Codes,
+    Item,
+    ItemRecord,
+    Store,
+    StoreError,
+    prepare_record,
+)
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x484D4442  # 'HMDB' in the SQLite header, so `file` can tell what this is
+
+_SCHEMA = [
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE items (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: an id is never reused
+        path TEXT NOT NULL,
+        sha256 TEXT,
+        size INTEGER,
+        added_at TEXT NOT NULL,
+        labels TEXT NOT NULL DEFAULT '[]',
+        source TEXT,
+        meta TEXT NOT NULL DEFAULT '{}',
+        removed_at TEXT
+    )""",
+    "CREATE UNIQUE INDEX items_live_sha256 ON items (sha256) WHERE removed_at IS NULL",
+    """CREATE TABLE fingerprints (
+        id INTEGER PRIMARY KEY,
+        item_id INTEGER NOT NULL REFERENCES items (id),
+        algorithm TEXT NOT NULL,
+        nbits INTEGER NOT NULL,
+        region TEXT NOT NULL,
+        variant TEXT NOT NULL,
+        code BLOB NOT NULL CHECK (length(code) * 8 = nbits),
+        quality INTEGER
+    )""",
+    "CREATE INDEX fingerprints_algorithm ON fingerprints (algorithm, nbits)",
+    "CREATE INDEX fingerprints_item ON fingerprints (item_id)",
+    """CREATE TABLE changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        item_id INTEGER NOT NULL REFERENCES items (id),
+        op TEXT NOT NULL CHECK (op IN ('add', 'remove')),
+        at TEXT NOT NULL
+    )""",
+    """CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{}'
+    )""",
+    # The logs are append-only; the database itself refuses edits, not just this code.
+    *(
+        f"CREATE TRIGGER {table}_append_only_{op.lower()} BEFORE {op} ON {table} "
+        f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
+        for table in ("audit", "changes")
+        for op in ("UPDATE", "DELETE")
+    ),
+]
+
+_LOAD_CODES = """
+    SELECT f.item_id, f.id, f.region, f.variant, COALESCE(f.quality, -1), f.code
+    FROM fingerprints f JOIN items i ON i.id = f.item_id
+    WHERE f.algorithm = ? AND f.nbits = ? AND i.removed_at IS NULL
+"""
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _actor() -> str:
+    """Who is acting, for the audit log: OS user, host and process."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry (containers): the uid still identifies the account
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()} pid {os.getpid()}"
+
+
+def _id_list(item_ids: Iterable[int]) -> str:
+    """Ids as one JSON array parameter, for ``IN (SELECT value FROM json_each(?))``."""
+    return json.dumps(sorted({int(i) for i in item_ids}))
+
+
+class SQLiteStore(Store):
+    """The embedded SQLite store. Open with :meth:`open`; one instance per process.
+
+    Thread-safe: calls are serialised on an internal lock.
+    """
+
+    def __init__(self, connection: sqlite3.Connection, path: str, store_uuid: str):
+        self._conn = connection
+        self._lock = threading.RLock()
+        self.path = path
+        self.uuid = store_uuid
+
+    # -- opening ------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path, create: bool = False, timeout: float = 30.0) -> "SQLiteStore":
+        """Open the store at ``path``; with ``create=True`` make it if missing or empty.
+
+        ``timeout`` is how long (seconds) to wait for another process's write to finish.
+        Raises StoreError naming the path if it is missing, not a hashmatch database,
+        corrupt, or of a newer schema version than this hashmatch knows.
+        """
+        path = os.fspath(path)
+        if not create and not os.path.exists(path):
+            raise StoreError(f"{path}: no such hashmatch database (use create=True to make one)")
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves (see _write).
+            conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise StoreError(f"{path}: cannot open database ({e})") from e
+        try:
+            store_uuid = _prepare_database(conn, path, create)
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise StoreError(f"{path}: not a hashmatch database or corrupt ({e})") from e
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, path, store_uuid)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    # -- transactions -------------------------------------------------------------------
+    @contextmanager
+    def _write(self):
+        """One write transaction: commits on success (durably), rolls back on any error."""
+        with self._lock:
+            db = self._connection()
+            if db.in_transaction:
+                raise StoreError(f"{self.path}: cannot write inside snapshot()")
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+            except sqlite3.DatabaseError as e:
+                raise StoreError(f"{self.path}: {e}") from e
+
+    @contextmanager
+    def _read(self):
+        """A read transaction, so multi-statement reads see one state; joins an open snapshot."""
+        with self._lock:
+            db = self._connection()
+            if db.in_transaction:
+                yield db
+                return
+            try:
+                db.execute("BEGIN")
+                try:
+                    yield db
+                finally:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")  # nothing to commit; releases the snapshot
+            except sqlite3.DatabaseError as e:
+                raise StoreError(f"{self.path}: {e}") from e
+
+    def snapshot(self):
+        """Context manager: reads inside see one consistent state (no writes allowed inside)."""
+        return self._read()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"{self.path}: store is closed")
+        return self._conn
+
+    # -- writes -------------------------------------------------------------------------
+    def add_items(self, records, *, action="add", detail=None) -> list[AddOutcome]:
+        prepared = [prepare_record(r) for r in records]  # all validated before any write
+        if not prepared:
+            return []
+        now = _utc_now()
+        outcomes = []
+        with self._write() as db:
+            for record, labels_json, meta_json in prepared:
+                if record.sha256 is not None:
+                    row = db.execute(
+                        "SELECT id FROM items WHERE sha256 = ? AND removed_at IS NULL", (record.sha256,)
+                    ).fetchone()
+                    if row is not None:
+                        outcomes.append(AddOutcome("duplicate", row[0]))
+                        continue
+                item_id = db.execute(
+                    "INSERT INTO items (path, sha256, size, added_at, labels, source, meta)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (record.path, record.sha256, record.size, now, labels_json, record.source, meta_json),
+                ).lastrowid
+                db.executemany(
+                    "INSERT INTO fingerprints (item_id, algorithm, nbits, region, variant, code, quality)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(item_id, *fp) for fp in record.fingerprints],
+                )
+                db.execute("INSERT INTO changes (item_id, op, at) VALUES (?, 'add', ?)", (item_id, now))
+                outcomes.append(AddOutcome("added", item_id))
+            added = sum(o.status == "added" for o in outcomes)
+            summary = {"added": added, "duplicates": len(outcomes) - added, **(detail or {})}
+            _append_audit(db, now, action, summary)
+        return outcomes
+
+    def remove_items(self, item_ids, *, detail=None) -> int:
+        requested = _id_list(item_ids)
+        if requested == "[]":
+            return 0
+        now = _utc_now()
+        with self._write() as db:
+            live = [
+                row[0]
+                for row in db.execute(
+                    "SELECT id FROM items WHERE id IN (SELECT value FROM json_each(?))"
+                    " AND removed_at IS NULL ORDER BY id",
+                    (requested,),
+                )
+            ]
+            db.executemany("UPDATE items SET removed_at = ? WHERE id = ?", [(now, i) for i in live])
+            db.executemany(
+                "INSERT INTO changes (item_id, op, at) VALUES (?, 'remove', ?)", [(i, now) for i in live]
+            )
+            _append_audit(db, now, "remove", {"requested": json.loads(requested), "removed": live, **(detail or {})})
+        return len(live)
+
+    def audit(self, action: str, detail: dict | None = None) -> None:
+        with self._write() as db:
+            _append_audit(db, _utc_now(), action, detail or {})
+
+    # -- reads --------------------------------------------------------------------------
+    def get_items(self, item_ids) -> dict[int, Item]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT id, path, sha256, size, added_at, labels, source, meta, removed_at"
+                " FROM items WHERE id IN (SELECT value FROM json_each(?))",
+                (_id_list(item_ids),),
+            ).fetchall()
+        return {row[0]: _item(row) for row in rows}
+
+    def find_by_sha256(self, sha256: str) -> Item | None:
+        with self._read() as db:
+            row = db.execute(
+                "SELECT id, path, sha256, size, added_at, labels, source, meta, removed_at"
+                " FROM items WHERE sha256 = ? AND removed_at IS NULL",
+                (sha256.lower(),),
+            ).fetchone()
+        return None if row is None else _item(row)
+
+    def load_codes(self, algorithm: str, nbits: int, item_ids=None) -> Codes:
+        with self._read() as db:
+            seq = _last_seq(db)
+            if item_ids is None:
+                rows = db.execute(_LOAD_CODES + " ORDER BY f.id", (algorithm, nbits)).fetchall()
+            else:
+                rows = db.execute(
+                    _LOAD_CODES + " AND f.item_id IN (SELECT value FROM json_each(?)) ORDER BY f.id",
+                    (algorithm, nbits, _id_list(item_ids)),
+                ).fetchall()
+        return _codes_from_rows(algorithm, nbits, seq, rows)
+
+    def algorithms(self) -> list[tuple[str, int]]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT DISTINCT f.algorithm, f.nbits FROM fingerprints f"
+                " JOIN items i ON i.id = f.item_id WHERE i.removed_at IS NULL ORDER BY 1, 2"
+            ).fetchall()
+        return [(algorithm, nbits) for algorithm, nbits in rows]
+
+    def count_items(self) -> int:
+        with self._read() as db:
+            return db.execute("SELECT COUNT(*) FROM items WHERE removed_at IS NULL").fetchone()[0]
+
+    def last_change_seq(self) -> int:
+        with self._read() as db:
+            return _last_seq(db)
+
+    def changes_since(self, seq: int, limit: int | None = None) -> list[Change]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT seq, item_id, op FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
+                (int(seq), -1 if limit is None else int(limit)),  # LIMIT -1: no limit
+            ).fetchall()
+        return [Change(*row) for row in rows]
+
+    def audit_log(self, limit: int = 100) -> list[AuditEntry]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT id, at, actor, action, detail FROM audit ORDER BY id DESC LIMIT ?", (int(limit),)
+            ).fetchall()
+        return [AuditEntry(i, at, actor, action, json.loads(detail)) for i, at, actor, action, detail in rows]
+
+    def stats(self) -> dict:
+        with self._read() as db:
+            live = db.execute("SELECT COUNT(*) FROM items WHERE removed_at IS NULL").fetchone()[0]
+            removed = db.execute("SELECT COUNT(*) FROM items WHERE removed_at IS NOT NULL").fetchone()[0]
+            per_algorithm = db.execute(
+                "SELECT f.algorithm, f.nbits, COUNT(*) FROM fingerprints f"
+                " JOIN items i ON i.id = f.item_id WHERE i.removed_at IS NULL GROUP BY 1, 2 ORDER BY 1, 2"
+            ).fetchall()
+            seq = _last_seq(db)
+        db_bytes = sum(os.path.getsize(p) for p in (self.path, self.path + "-wal") if os.path.exists(p))
+        return {
+            "path": self.path,
+            "uuid": self.uuid,
+            "schema_version": SCHEMA_VERSION,
+            "items": live,
+            "removed_items": removed,
+            "fingerprints": {f"{algorithm}/{nbits}": n for algorithm, nbits, n in per_algorithm},
+            "last_change_seq": seq,
+            "db_bytes": db_bytes,
+        }
+
+    def integrity_check(self) -> list[str]:
+        problems = []
+        with self._read() as db:
+            result = [row[0] for row in db.execute("PRAGMA integrity_check")]
+            if result != ["ok"]:
+                problems += [f"sqlite integrity_check: {line}" for line in result]
+            for table, rowid, parent, _ in db.execute("PRAGMA foreign_key_check"):
+                problems.append(f"{table} row {rowid} refers to a missing {parent} row")
+            for description, query in _INVARIANTS:
+                count = db.execute(query).fetchone()[0]
+                if count:
+                    problems.append(f"{count} {description}")
+            meta = dict(db.execute("SELECT key, value FROM meta"))
+            for key in ("schema_version", "store_uuid"):
+                if key not in meta:
+                    problems.append(f"meta has no {key}")
+        return problems
+
+
+# Each query counts violations of one invariant the write paths maintain.
+_INVARIANTS = [
+    (
+        "fingerprints whose code length does not match nbits",
+        "SELECT COUNT(*) FROM fingerprints WHERE length(code) * 8 != nbits",
+    ),
+    (
+        "items without exactly one 'add' change",
+        "SELECT COUNT(*) FROM items i LEFT JOIN (SELECT item_id, COUNT(*) AS n FROM changes"
+        " WHERE op = 'add' GROUP BY item_id) c ON c.item_id = i.id WHERE COALESCE(c.n, 0) != 1",
+    ),
+    (
+        "items whose removed_at disagrees with the 'remove' changes",
+        "SELECT COUNT(*) FROM items i LEFT JOIN (SELECT item_id, COUNT(*) AS n FROM changes"
+        " WHERE op = 'remove' GROUP BY item_id) c ON c.item_id = i.id"
+        " WHERE COALESCE(c.n, 0) != (i.removed_at IS NOT NULL)",
+    ),
+    (
+        "live items sharing a sha256",
+        "SELECT COUNT(*) FROM (SELECT sha256 FROM items WHERE removed_at IS NULL AND sha256 IS NOT NULL"
+        " GROUP BY sha256 HAVING COUNT(*) > 1)",
+    ),
+    (
+        "items whose labels or meta are not valid JSON",
+        "SELECT COUNT(*) FROM items WHERE NOT json_valid(labels) OR NOT json_valid(meta)",
+    ),
+]
+
+
+def _prepare_database(conn: sqlite3.Connection, path: str, create: bool) -> str:
+    """Check (or create) the schema and set per-connection pragmas; returns the store uuid."""
+    tables = _table_names(conn)  # raises DatabaseError on a file that is not SQLite
+    if "meta" not in tables:
+        if tables - {"sqlite_sequence"}:
+            raise StoreError(f"{path}: an SQLite database, but not a hashmatch one (no meta table)")
+        if not create:
+            raise StoreError(f"{path}: empty file, not a hashmatch database (use create=True)")
+    # WAL is persistent in the file; setting it again is a no-op. Must be outside a transaction.
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if mode.lower() != "wal":
+        raise StoreError(f"{path}: cannot use WAL journal mode here (got {mode!r})")
+    conn.execute("PRAGMA synchronous=FULL")  # see the module docstring
+    conn.execute("PRAGMA foreign_keys=ON")
+    if "meta" not in tables:
+        _create_schema(conn)
+    meta = dict(conn.execute("SELECT key, value FROM meta"))
+    if meta.get("format") != "hashmatch" or "schema_version" not in meta or "store_uuid" not in meta:
+        raise StoreError(f"{path}: not a hashmatch database (meta table incomplete)")
+    version = int(meta["schema_version"])
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path}: schema version {version} is newer than this hashmatch supports "
+            f"({SCHEMA_VERSION}); upgrade hashmatch to open it"
+        )
+    if version < SCHEMA_VERSION:  # no older versions exist yet; migrations go here
+        raise StoreError(f"{path}: schema version {version} is unknown")
+    return meta["store_uuid"]
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if "meta" not in _table_names(conn):  # another process may have created it meanwhile
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            conn.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)",
+                [
+                    ("format", "hashmatch"),
+                    ("schema_version", str(SCHEMA_VERSION)),
+                    ("store_uuid", str(uuid_module.uuid4())),
+                    ("created_at", _utc_now()),
+                ],
+            )
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID:d}")  # a constant int, not input
+            _append_audit(conn, _utc_now(), "create", {"schema_version": SCHEMA_VERSION})
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _table_names(conn: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _append_audit(db: sqlite3.Connection, at: str, action: str, detail: dict) -> None:
+    db.execute(
+        "INSERT INTO audit (at, actor, action, detail) VALUES (?, ?, ?, ?)",
+        (at, _actor(), action, json.dumps(detail, ensure_ascii=False, default=str)),
+    )
+
+
+def _last_seq(db: sqlite3.Connection) -> int:
+    return db.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
+
+
+def _item(row) -> Item:
+    item_id, path, sha256, size, added_at, labels, source, meta, removed_at = row
+    return Item(item_id, path, sha256, size, added_at, json.loads(labels), source, json.loads(meta), removed_at)
+
+
+def _codes_from_rows(algorithm: str, nbits: int, seq: int, rows: list) -> Codes:
+    """Turn (item_id, fingerprint_id, region, variant, quality, code) rows into arrays."""
+    n = len(rows)
+    if n == 0:
+        item_ids = fingerprint_ids = ()
+        regions = variants = qualities = ()
+        codes = b""
+    else:
+        item_ids, fingerprint_ids, regions, variants, qualities, codes = zip(*rows)
+        codes = b"".join(codes)
+    region_names, region_codes = _small_int_codes(regions)
+    variant_names, variant_codes = _small_int_codes(variants)
+    return Codes(
+        algorithm=algorithm,
+        nbits=nbits,
+        seq=seq,
+        item_ids=np.array(item_ids, dtype=np.int64),
+        fingerprint_ids=np.array(fingerprint_ids, dtype=np.int64),
+        codes=np.frombuffer(codes, dtype=np.uint8).reshape(n, nbits // 8),
+        regions=region_codes,
+        region_names=region_names,
+        variants=variant_codes,
+        variant_names=variant_names,
+        qualities=np.array(qualities, dtype=np.int16),
+    )
+
+
+def _small_int_codes(values) -> tuple[tuple[str, ...], np.ndarray]:
+    """Strings -> (sorted distinct names, int16 index of each value into them)."""
+    names = tuple(sorted(set(values)))
+    index = {name: i for i, name in enumerate(names)}
+    return names, np.fromiter(map(index.__getitem__, values), dtype=np.int16, count=len(values))
