@@ -1,0 +1,82 @@
+"""Query results as a readable table, JSON lines or CSV (the CLI's outputs, usable from Python)."""
+from __future__ import annotations
+
+import csv
+import json
+from typing import Iterable, TextIO
+
+VARIANT_WORDS = {
+    "original": "as is",
+    "rot90": "rotated 90",
+    "rot180": "rotated 180",
+    "rot270": "rotated 270",
+    "flipx": "flipped upside down",
+    "flipy": "mirrored",
+    "flipplus1": "mirrored + rotated",
+    "flipminus1": "mirrored + rotated",
+}
+
+CSV_COLUMNS = ["query", "query_sha256", "distance", "algorithm", "item_id", "match_path",
+               "match_sha256", "source", "labels", "query_variant", "query_region",
+               "stored_region", "query_quality", "stored_quality"]
+
+
+def match_row(result, match) -> dict:
+    return {
+        "query": result.path, "query_sha256": result.sha256, "distance": match.distance,
+        "algorithm": match.algorithm, "item_id": match.item_id, "match_path": match.path,
+        "match_sha256": match.sha256, "source": match.source, "labels": ";".join(match.labels),
+        "query_variant": match.query_variant, "query_region": match.query_region,
+        "stored_region": match.stored_region, "query_quality": match.query_quality,
+        "stored_quality": match.stored_quality,
+    }
+
+
+def result_json(result) -> dict:
+    return {
+        "query": result.path,
+        "sha256": result.sha256,
+        "error": result.error,
+        "fingerprints": [{"algorithm": f.algorithm, "hash": f.hex(), "quality": f.quality}
+                         for f in result.fingerprints],
+        "matches": [m.to_dict() for m in result.matches],
+    }
+
+
+def write_query_results(results: Iterable, fmt: str, out: TextIO) -> None:
+    if fmt == "json":
+        for result in results:
+            out.write(json.dumps(result_json(result), default=str) + "\n")
+    elif fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for result in results:
+            for match in result.matches:
+                writer.writerow(match_row(result, match))
+    else:
+        _write_table(list(results), out)
+
+
+def _write_table(results, out: TextIO) -> None:
+    for result in results:
+        if result.error:
+            out.write(f"{result.path}: could not be read: {result.error}\n")
+            continue
+        if not result.matches:
+            out.write(f"{result.path}: no match\n")
+            continue
+        quality = next((f.quality for f in result.fingerprints if f.quality is not None), None)
+        q_text = f", quality {quality}" if quality is not None else ""
+        out.write(f"{result.path}: {len(result.matches)} match"
+                  f"{'es' if len(result.matches) != 1 else ''}{q_text}\n")
+        rows = [("DIST", "MATCHED IMAGE", "LABELS", "SOURCE", "HOW", "ID")]
+        for m in result.matches:
+            how = VARIANT_WORDS.get(m.query_variant, m.query_variant)
+            if m.query_region != "full" or m.stored_region != "full":
+                how += f" ({m.query_region} ~ {m.stored_region})"
+            rows.append((str(m.distance), m.path or "(hash only)", ",".join(m.labels) or "-",
+                         m.source or "-", how, str(m.item_id)))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            cells = [row[0].rjust(widths[0])] + [c.ljust(w) for c, w in zip(row[1:], widths[1:])]
+            out.write("  " + "  ".join(cells).rstrip() + "\n")

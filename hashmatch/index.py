@@ -1,0 +1,535 @@
+"""The Index: a persistent store of known images' fingerprints with exact in-memory search.
+
+``Index`` joins the stages: files are fingerprinted (:mod:`hashmatch.hashing`, in worker
+processes), written to the store (:mod:`hashmatch.store`, committed in batches) and added to
+the in-memory code index (:mod:`hashmatch.codeindex`, one per algorithm and bit length).
+Queries expand the query into its variants (PDQ's 8 rotations/flips from one DCT), search
+every stored fingerprint within the radius exactly, and aggregate per item.
+"""
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from . import decode as decoding
+from .codeindex import CodeIndex
+from .errors import HashFormatError, HashmatchError, ImageError
+from .fingerprint import DEFAULT_BITS, Fingerprint
+from .hashers import check_algorithm, decode_needs, merge_needs
+from .hashing import FileFingerprints, iter_hash_files
+from .store import open_store
+
+# Industry defaults: PDQ matches at distance <= 31 of 256 (ThreatExchange, HMA); for the
+# 64-bit imagehash family, 10 is the usual "same picture" cut-off.
+DEFAULT_MAX_DISTANCE = {"pdq": 31, "phash": 10, "dhash": 10, "ahash": 10}
+
+# The eight rotations/flips, in the order PDQ's dihedral hashes come in.
+DIHEDRAL_VARIANTS = ("original", "rot90", "rot180", "rot270", "flipx", "flipy", "flipplus1",
+                     "flipminus1")
+_PIL_DIHEDRAL = {
+    "original": None,
+    "rot90": Image.Transpose.ROTATE_90,
+    "rot180": Image.Transpose.ROTATE_180,
+    "rot270": Image.Transpose.ROTATE_270,
+    "flipx": Image.Transpose.FLIP_TOP_BOTTOM,
+    "flipy": Image.Transpose.FLIP_LEFT_RIGHT,
+    "flipplus1": Image.Transpose.TRANSPOSE,
+    "flipminus1": Image.Transpose.TRANSVERSE,
+}
+FULL_REGION = "full"
+BATCH_SIZE = 64  # files per store transaction: what add_files reports committed is durable
+
+
+def default_db_path() -> str:
+    """$HASHMATCH_DB, else hashmatch.hmdb in the working directory."""
+    return os.environ.get("HASHMATCH_DB") or os.path.join(os.getcwd(), "hashmatch.hmdb")
+
+
+@dataclass
+class Match:
+    """One stored item that matched a query, with the evidence of why."""
+
+    item_id: int
+    distance: int  # smallest Hamming distance over every fingerprint pair compared
+    algorithm: str
+    path: str | None
+    source: str | None
+    labels: list[str]
+    meta: dict
+    sha256: str | None
+    query_region: str
+    query_variant: str  # which rotation/flip of the query matched ("original" = as is)
+    stored_region: str
+    stored_variant: str
+    query_quality: int | None
+    stored_quality: int | None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class QueryResult:
+    """The matches of one query file (or the reason it could not be read)."""
+
+    path: str
+    matches: list[Match] = field(default_factory=list)
+    error: str | None = None
+    sha256: str | None = None
+    fingerprints: list[Fingerprint] = field(default_factory=list)
+
+
+@dataclass
+class AddOutcome:
+    path: str
+    status: str  # "added" | "duplicate" | "skipped" | "failed"
+    item_id: int | None = None
+    reason: str | None = None
+    quality: int | None = None
+
+
+@dataclass
+class AddReport:
+    """Per-file outcomes of :meth:`Index.add_files`, in input order."""
+
+    outcomes: list[AddOutcome] = field(default_factory=list)
+
+    def _with(self, status):
+        return [o for o in self.outcomes if o.status == status]
+
+    @property
+    def added(self):
+        return self._with("added")
+
+    @property
+    def duplicates(self):
+        return self._with("duplicate")
+
+    @property
+    def skipped(self):
+        return self._with("skipped")
+
+    @property
+    def failed(self):
+        return self._with("failed")
+
+    def counts(self) -> dict:
+        return {s: len(self._with(s)) for s in ("added", "duplicate", "skipped", "failed")}
+
+
+class _Shard:
+    """The codes of one (algorithm, nbits) in memory, with per-row metadata."""
+
+    def __init__(self, algorithm: str, nbits: int):
+        self.algorithm, self.nbits = algorithm, nbits
+        self.codes = CodeIndex(nbits)
+        self.fp_ids = np.empty(0, np.int64)  # ascending: rows are appended in id order
+        self.item_ids = np.empty(0, np.int64)
+        self.regions = np.empty(0, object)
+        self.variants = np.empty(0, object)
+        self.qualities = np.empty(0, np.int16)
+
+    def append(self, fp_ids, item_ids, codes, regions, variants, qualities) -> None:
+        if len(fp_ids) == 0:
+            return
+        order = np.argsort(fp_ids, kind="stable")
+        fp_ids = np.asarray(fp_ids, np.int64)[order]
+        self.codes.add(np.ascontiguousarray(np.asarray(codes, np.uint8)[order]), fp_ids)
+        self.fp_ids = np.concatenate([self.fp_ids, fp_ids])
+        self.item_ids = np.concatenate([self.item_ids, np.asarray(item_ids, np.int64)[order]])
+        self.regions = np.concatenate([self.regions, np.asarray(regions, object)[order]])
+        self.variants = np.concatenate([self.variants, np.asarray(variants, object)[order]])
+        self.qualities = np.concatenate([self.qualities, np.asarray(qualities, np.int16)[order]])
+        if len(self.fp_ids) > 1 and np.any(np.diff(self.fp_ids) <= 0):
+            self._resort()
+
+    def _resort(self) -> None:
+        order = np.argsort(self.fp_ids, kind="stable")
+        for name in ("fp_ids", "item_ids", "regions", "variants", "qualities"):
+            setattr(self, name, getattr(self, name)[order])
+
+    def remove_items(self, item_ids) -> None:
+        mask = np.isin(self.item_ids, np.asarray(list(item_ids), np.int64))
+        if not mask.any():
+            return
+        self.codes.remove(self.fp_ids[mask])
+        keep = ~mask
+        for name in ("fp_ids", "item_ids", "regions", "variants", "qualities"):
+            setattr(self, name, getattr(self, name)[keep])
+
+    def rows_of(self, fp_ids: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.fp_ids, fp_ids)
+
+    def __len__(self) -> int:
+        return len(self.fp_ids)
+
+
+class Index:
+    """A persistent image-fingerprint index. Use :meth:`open`; close it (or use ``with``)."""
+
+    def __init__(self, store, path: str, algorithms: Sequence[str]):
+        self.store = store
+        self.path = path
+        self.algorithms = tuple(check_algorithm(a) for a in algorithms)
+        self._shards: dict[tuple[str, int], _Shard] = {}
+        self._seq = 0
+        self._load()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | None = None, create: bool = False,
+             algorithms: Sequence[str] = ("pdq",)) -> "Index":
+        """Open (or with ``create=True`` create) the index at ``path`` (default: see
+        :func:`default_db_path`). ``algorithms``: what :meth:`add_files` computes."""
+        path = os.fspath(path) if path is not None else default_db_path()
+        store = open_store(path, create=create)
+        return cls(store, path, algorithms)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self._save_cache()
+            self.store.close()
+            self.store = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __len__(self) -> int:
+        return self.store.count_items()
+
+    # -- loading and syncing --------------------------------------------------------------
+    def _load(self) -> None:
+        from .store.cache import load_index_cache
+
+        self._seq = self.store.last_change_seq()
+        cached = load_index_cache(self.store, self._seq)
+        for algorithm, nbits in self.store.algorithms():
+            rows = cached.get((algorithm, nbits)) if cached else None
+            if rows is None:
+                rows = self.store.load_codes(algorithm, nbits)
+            self._shard(algorithm, nbits).append(
+                rows.fingerprint_ids, rows.item_ids, rows.codes, rows.regions, rows.variants,
+                rows.qualities)
+        self._cache_dirty = cached is None
+
+    def _save_cache(self) -> None:
+        from .store.cache import save_index_cache
+
+        if not self._cache_dirty:
+            return
+        try:
+            save_index_cache(self.store, self._seq, self._shards)
+        except OSError:
+            pass  # a cache is an optimisation; the store stays the truth
+        self._cache_dirty = False
+
+    def sync(self) -> int:
+        """Apply the store's adds and removes made since this index last looked (by this
+        process or another). Returns the number of changes applied. Incremental: only the
+        changed items' fingerprints are read."""
+        changes = self.store.changes_since(self._seq)
+        if not changes:
+            return 0
+        removed = {item for _, item, op in changes if op == "remove"}
+        added = [item for _, item, op in changes if op == "add" and item not in removed]
+        for shard in self._shards.values():
+            shard.remove_items(removed)
+        if added:
+            for (algorithm, nbits), rows in self.store.load_codes_for_items(added).items():
+                self._shard(algorithm, nbits).append(
+                    rows.fingerprint_ids, rows.item_ids, rows.codes, rows.regions, rows.variants,
+                    rows.qualities)
+        self._seq = changes[-1][0]
+        self._cache_dirty = True
+        return len(changes)
+
+    def _shard(self, algorithm: str, nbits: int) -> _Shard:
+        key = (algorithm, nbits)
+        if key not in self._shards:
+            self._shards[key] = _Shard(algorithm, nbits)
+        return self._shards[key]
+
+    # -- adding ---------------------------------------------------------------------------
+    def add_files(self, paths: Iterable, labels: Sequence[str] | None = None,
+                  source: str | None = None, meta: dict | None = None, workers: int | None = None,
+                  progress: Callable[[int], None] | None = None, exact: bool = False,
+                  min_quality: int | None = None) -> AddReport:
+        """Fingerprint and store image files. Never raises for one bad file.
+
+        Returns an :class:`AddReport` with, per file: added (new item id), duplicate (same
+        SHA-256 as a stored item), skipped (PDQ quality below ``min_quality``) or failed
+        (reason). Files are committed in batches; a batch reported is durable.
+        """
+        paths = [os.fspath(p) for p in paths]
+        report = AddReport()
+        batch: list[FileFingerprints] = []
+        for result in iter_hash_files(paths, self.algorithms, exact=exact, workers=workers,
+                                      progress=progress):
+            batch.append(result)
+            if len(batch) >= BATCH_SIZE:
+                report.outcomes.extend(self._commit_files(batch, labels, source, meta, min_quality))
+                batch = []
+        if batch:
+            report.outcomes.extend(self._commit_files(batch, labels, source, meta, min_quality))
+        self.store.audit("index", {"files": len(paths), **report.counts(), "source": source,
+                                   "labels": list(labels or []), "actor": _actor()})
+        return report
+
+    def _commit_files(self, batch, labels, source, meta, min_quality) -> list[AddOutcome]:
+        outcomes: list[AddOutcome | None] = []
+        records = []
+        for result in batch:
+            quality = _pdq_quality(result.fingerprints)
+            if not result.ok:
+                outcomes.append(AddOutcome(result.path, "failed", reason=result.error))
+            elif min_quality is not None and quality is not None and quality < min_quality:
+                outcomes.append(AddOutcome(result.path, "skipped", quality=quality,
+                                           reason=f"low quality ({quality} < {min_quality})"))
+            else:
+                outcomes.append(None)
+                records.append(self._record_for(result, labels, source, meta))
+        stored = self.store.add_items(records) if records else []
+        stored_iter = iter(stored)
+        final = []
+        for result, outcome in zip(batch, outcomes):
+            if outcome is None:
+                added = next(stored_iter)
+                outcome = AddOutcome(result.path, added.status, added.item_id,
+                                     quality=_pdq_quality(result.fingerprints))
+            final.append(outcome)
+        self.sync()  # brings this batch (and any other writer's changes) into memory
+        return final
+
+    def _record_for(self, result: FileFingerprints, labels, source, meta):
+        from .store import ItemRecord
+
+        item_meta = dict(meta or {})
+        item_meta.update({"format": result.format, "width": result.width,
+                          "height": result.height})
+        return ItemRecord(
+            path=os.path.abspath(result.path), sha256=result.sha256, size=result.file_size,
+            labels=list(labels or []), source=source, meta=item_meta,
+            fingerprints=[(fp.algorithm, fp.nbits, FULL_REGION, "original", fp.bits.tobytes(),
+                           fp.quality) for fp in result.fingerprints])
+
+    def add_hashes(self, hashes, algorithm: str = "pdq", qualities=None,
+                   labels: Sequence[str] | None = None, source: str | None = None,
+                   meta: dict | Sequence[dict] | None = None) -> list[int]:
+        """Store hashes without images (hash lists from partners). Returns item ids.
+
+        ``hashes``: hex strings, Fingerprints, or a uint8 array (n, nbits/8) of packed codes.
+        """
+        from .store import ItemRecord
+
+        fingerprints = _as_fingerprints(hashes, algorithm, qualities)
+        metas = meta if isinstance(meta, (list, tuple)) else [meta] * len(fingerprints)
+        records = [
+            ItemRecord(path=None, sha256=None, size=None, labels=list(labels or []), source=source,
+                       meta=dict(m or {}),
+                       fingerprints=[(fp.algorithm, fp.nbits, FULL_REGION, "original",
+                                      fp.bits.tobytes(), fp.quality)])
+            for fp, m in zip(fingerprints, metas)
+        ]
+        stored = self.store.add_items(records) if records else []
+        ids = [s.item_id for s in stored]
+        self.sync()
+        self.store.audit("import", {"hashes": len(ids), "algorithm": algorithm, "source": source,
+                                    "actor": _actor()})
+        return ids
+
+    def remove(self, item_ids) -> int:
+        """Remove items (an id or ids); they never match again. Returns how many existed."""
+        ids = [int(item_ids)] if np.isscalar(item_ids) else [int(i) for i in item_ids]
+        removed = self.store.remove_items(ids)
+        self.sync()
+        return removed
+
+    # -- querying -------------------------------------------------------------------------
+    def query(self, image, max_distance: int | None = None, top_k: int | None = None,
+              exact: bool = False, dihedral: bool = True, min_quality: int | None = None
+              ) -> list[Match]:
+        """Stored items matching an image (path, bytes, PIL image or array), best first.
+
+        Raises :class:`hashmatch.ImageError` if the image cannot be read.
+        """
+        fingerprints, _ = self._query_fingerprints(image, exact, dihedral)
+        return self._search(fingerprints, max_distance, top_k, min_quality)
+
+    def query_many(self, sources: Iterable, max_distance: int | None = None,
+                   top_k: int | None = None, exact: bool = False, dihedral: bool = True,
+                   min_quality: int | None = None, workers: int | None = None,
+                   progress: Callable[[int], None] | None = None) -> list[QueryResult]:
+        """Query many files; hashing runs in worker processes. Per-file errors are returned."""
+        from .parallel import ordered_map
+
+        sources = [os.fspath(s) if isinstance(s, os.PathLike) else s for s in sources]
+        job = _QueryFingerprintJob(self._query_algorithms(), exact, dihedral)
+        results = []
+        for done, (name, fingerprints, sha256, error) in enumerate(
+                ordered_map(job, sources, workers=workers), start=1):
+            if error:
+                results.append(QueryResult(name, error=error))
+            else:
+                matches = self._search(fingerprints, max_distance, top_k, min_quality)
+                results.append(QueryResult(name, matches, sha256=sha256,
+                                           fingerprints=[f for f, v in fingerprints
+                                                         if v == "original"]))
+            if progress:
+                progress(done)
+        return results
+
+    def query_hashes(self, hashes, algorithm: str = "pdq", max_distance: int | None = None,
+                     top_k: int | None = None) -> list[list[Match]]:
+        """Match hashes (hex strings, Fingerprints or packed array) without images."""
+        fingerprints = _as_fingerprints(hashes, algorithm, None)
+        return [self._search([(fp, "original")], max_distance, top_k, None)
+                for fp in fingerprints]
+
+    def _query_algorithms(self) -> tuple[str, ...]:
+        stored = {a for a, _ in self._shards}
+        return tuple(a for a in self.algorithms if a in stored) or self.algorithms
+
+    def _query_fingerprints(self, image, exact: bool, dihedral: bool):
+        return query_fingerprints(image, self._query_algorithms(), exact, dihedral)
+
+    def _search(self, fingerprints, max_distance, top_k, min_quality) -> list[Match]:
+        """Exact range search of every (fingerprint, variant) and per-item aggregation."""
+        best: dict[int, tuple] = {}
+        by_algorithm: dict[tuple[str, int], list] = {}
+        for fp, variant in fingerprints:
+            by_algorithm.setdefault((fp.algorithm, fp.nbits), []).append((fp, variant))
+        for (algorithm, nbits), group in by_algorithm.items():
+            shard = self._shards.get((algorithm, nbits))
+            if shard is None or len(shard) == 0:
+                continue
+            radius = DEFAULT_MAX_DISTANCE[algorithm] if max_distance is None else int(max_distance)
+            radius = max(0, min(radius, nbits))
+            query_quality = group[0][0].quality
+            if min_quality is not None and query_quality is not None and query_quality < min_quality:
+                continue
+            needles = np.stack([fp.bits for fp, _ in group])
+            hit_ids, distances, needle_index = shard.codes.range_search_multi(needles, radius)
+            if len(hit_ids) == 0:
+                continue
+            rows = shard.rows_of(hit_ids)
+            for row, distance, which in zip(rows, distances, needle_index):
+                if min_quality is not None and shard.qualities[row] >= 0 and \
+                        shard.qualities[row] < min_quality:
+                    continue
+                item = int(shard.item_ids[row])
+                key = (int(distance), algorithm != "pdq")  # prefer PDQ evidence on ties
+                if item not in best or key < best[item][0]:
+                    best[item] = (key, algorithm, int(distance), group[which][1],
+                                  shard.regions[row], shard.variants[row], query_quality,
+                                  int(shard.qualities[row]))
+        ranked = sorted(best.items(), key=lambda kv: (kv[1][0], kv[0]))
+        if top_k is not None:
+            ranked = ranked[: int(top_k)]
+        items = self.store.get_items([item for item, _ in ranked])
+        matches = []
+        for item_id, (_, algorithm, distance, qvariant, sregion, svariant, qq, sq) in ranked:
+            item = items[item_id]
+            matches.append(Match(
+                item_id=item_id, distance=distance, algorithm=algorithm, path=item.path,
+                source=item.source, labels=list(item.labels), meta=dict(item.meta),
+                sha256=item.sha256, query_region=FULL_REGION, query_variant=qvariant,
+                stored_region=str(sregion), stored_variant=str(svariant), query_quality=qq,
+                stored_quality=None if sq < 0 else sq))
+        return matches
+
+    # -- information ----------------------------------------------------------------------
+    def stats(self) -> dict:
+        stats = dict(self.store.stats())
+        stats["path"] = self.path
+        stats["in_memory"] = {
+            f"{a}/{n}": {"fingerprints": len(s), "bytes": int(s.codes.nbytes)}
+            for (a, n), s in self._shards.items()
+        }
+        return stats
+
+
+def query_fingerprints(image, algorithms: Sequence[str], exact: bool, dihedral: bool):
+    """The (Fingerprint, variant) pairs to search for one query image."""
+    needs = merge_needs([decode_needs(a, exact) for a in algorithms])
+    decoded = decoding.decode(image, mode=needs.mode, draft_min_side=needs.draft_min_side)
+    pairs = []
+    for algorithm in algorithms:
+        pairs.extend(_variants(decoded.image, algorithm, exact, dihedral))
+    return pairs, decoded
+
+
+def _variants(image: Image.Image, algorithm: str, exact: bool, dihedral: bool):
+    from .hashers import compute
+
+    if not dihedral:
+        return [(compute(image, algorithm, exact=exact), "original")]
+    if algorithm == "pdq":
+        from .hashers.pdq import pdq_hash_image
+
+        # One DCT gives all eight, as in the reference implementation.
+        return list(zip(pdq_hash_image(image, exact=exact, dihedral=True), DIHEDRAL_VARIANTS))
+    return [(compute(image if op is None else image.transpose(op), algorithm, exact=exact), name)
+            for name, op in _PIL_DIHEDRAL.items()]
+
+
+@dataclass(frozen=True)
+class _QueryFingerprintJob:
+    algorithms: tuple
+    exact: bool
+    dihedral: bool
+
+    def __call__(self, source):
+        name = decoding.describe(source)
+        try:
+            pairs, decoded = query_fingerprints(source, self.algorithms, self.exact, self.dihedral)
+            return name, pairs, decoded.sha256, None
+        except ImageError as exc:
+            return name, [], None, exc.reason + (f" ({exc.detail})" if exc.detail else "")
+
+
+def _pdq_quality(fingerprints) -> int | None:
+    for fp in fingerprints:
+        if fp.algorithm == "pdq":
+            return fp.quality
+    return None
+
+
+def _as_fingerprints(hashes, algorithm: str, qualities) -> list[Fingerprint]:
+    check_algorithm(algorithm)
+    if isinstance(hashes, (str, Fingerprint)):
+        hashes = [hashes]
+    if isinstance(hashes, np.ndarray):
+        arr = np.atleast_2d(np.asarray(hashes, np.uint8))
+        if arr.shape[1] * 8 != DEFAULT_BITS[algorithm] and algorithm == "pdq":
+            raise HashFormatError(f"pdq codes must be 32 bytes each, got {arr.shape[1]}")
+        hashes = [Fingerprint(algorithm, row) for row in arr]
+    out = []
+    qualities = list(qualities) if qualities is not None else [None] * len(hashes)
+    for value, quality in zip(hashes, qualities):
+        if isinstance(value, Fingerprint):
+            if value.algorithm != algorithm:
+                raise HashFormatError(f"got a {value.algorithm} fingerprint, expected {algorithm}")
+            out.append(value if quality is None else Fingerprint(algorithm, value.bits, quality))
+        else:
+            out.append(Fingerprint.from_hex(str(value), algorithm, quality))
+    return out
+
+
+def _actor() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user} pid {os.getpid()}"
+
+
+__all__ = ["AddOutcome", "AddReport", "Index", "Match", "QueryResult", "DEFAULT_MAX_DISTANCE",
+           "HashmatchError"]

@@ -1,0 +1,167 @@
+"""Decoding: every input type and Pillow mode, EXIF orientation, limits, clear errors."""
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import hashmatch as hm
+from hashmatch.decode import decode, load_image
+from conftest import PDQ_REF
+
+MODES_DIR = PDQ_REF / "images" / "misc-images" / "modes"
+ORIGINAL = MODES_DIR / "original.jpg"
+
+
+def _phash_distance(a, b):
+    return hm.hash_image(a, "phash", exact=True) - hm.hash_image(b, "phash", exact=True)
+
+
+@pytest.mark.parametrize("path", sorted(MODES_DIR.iterdir()), ids=lambda p: p.name)
+def test_every_mode_file_decodes_to_the_same_picture(path):
+    original = load_image(ORIGINAL)
+    image = load_image(path)
+    assert image.mode == "RGB" and image.size == original.size
+    # 1-bit is dithered, HSV/LAB round-trip lossy: the picture must still be the same one.
+    assert _phash_distance(image, original) <= 8
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "CMYK",
+                                  "YCbCr", "I", "I;16", "F", "HSV", "LAB"])
+def test_every_pillow_mode_in_memory(mode):
+    base = Image.open(ORIGINAL).reduce(4)
+    if mode == "I;16":
+        image = Image.fromarray(np.asarray(base.convert("L"), dtype=np.uint16) * 257)
+        assert image.mode.startswith("I;16")
+    else:
+        image = base.convert(mode)
+    decoded = load_image(image)
+    assert decoded.mode == "RGB" and decoded.size == base.size
+    assert _phash_distance(decoded, base) <= 8
+
+
+def test_alpha_is_composited_on_white():
+    rgba = Image.new("RGBA", (64, 64), (255, 0, 0, 0))  # fully transparent red
+    rgba.paste((0, 0, 255, 255), (16, 16, 48, 48))
+    arr = np.asarray(load_image(rgba))
+    assert tuple(arr[0, 0]) == (255, 255, 255)
+    assert tuple(arr[32, 32]) == (0, 0, 255)
+    palette = Image.new("P", (8, 8), 0)
+    palette.putpalette([0, 0, 0, 10, 20, 30] + [0] * 762)
+    palette.info["transparency"] = 0
+    assert tuple(np.asarray(load_image(palette))[0, 0]) == (255, 255, 255)
+
+
+def test_inputs_path_bytes_fileobj_pil_array_agree():
+    data = ORIGINAL.read_bytes()
+    expected = hm.hash_file(ORIGINAL, "phash", exact=True)
+    assert hm.hash_file(data, "phash", exact=True) == expected
+    assert hm.hash_file(io.BytesIO(data), "phash", exact=True) == expected
+    assert hm.hash_image(Image.open(ORIGINAL), "phash", exact=True) == expected
+    assert hm.hash_image(np.asarray(Image.open(ORIGINAL)), "phash", exact=True) == expected
+
+
+@pytest.mark.parametrize("orientation, to_stored", [
+    (3, Image.Transpose.ROTATE_180), (6, Image.Transpose.ROTATE_90),
+    (8, Image.Transpose.ROTATE_270), (2, Image.Transpose.FLIP_LEFT_RIGHT)])
+def test_exif_orientation_makes_a_file_hash_like_its_upright_twin(tmp_path, orientation, to_stored):
+    upright = Image.open(ORIGINAL).reduce(2)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"rotated-{orientation}.png"
+    upright.transpose(to_stored).save(path, exif=exif)
+    for algorithm in ("pdq", "phash"):
+        twin = hm.hash_image(upright, algorithm, exact=True)
+        assert hm.hash_file(path, algorithm, exact=True) == twin
+        assert hm.hash_file(path, algorithm, exact=True, exif_transpose=False) - twin > 16
+
+
+def test_exif_rotn_reference_photos_come_out_upright():
+    # Four shots of one desk, stored sideways/upside down with EXIF tags saying so.
+    folder = PDQ_REF / "images" / "reg-test-input" / "exif-rotn"
+    upright = hm.hash_file(folder / "exif-rotn-1.jpg", "pdq")
+    for n in (3, 6, 8):
+        path = folder / f"exif-rotn-{n}.jpg"
+        assert load_image(path).size[0] < load_image(path).size[1] or n == 3
+        assert hm.hash_file(path, "pdq") - upright < hm.hash_file(path, "pdq", exif_transpose=False) - upright
+
+
+def test_animated_gif_hashes_its_first_frame(tmp_path):
+    frames = [Image.new("RGB", (64, 64), c) for c in ("white", "black")]
+    draw_target = frames[0].copy()
+    draw_target.paste((0, 0, 0), (0, 0, 32, 64))
+    frames[0] = draw_target
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    assert hm.hash_file(path, "phash", exact=True) == hm.hash_image(frames[0], "phash", exact=True)
+
+
+def _png_header_only(width, height):
+    def chunk(kind, payload):
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b""))
+
+
+def _jpeg_bytes():
+    buf = io.BytesIO()
+    Image.open(ORIGINAL).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda: b"", "empty file"),
+    (lambda: _jpeg_bytes()[:5000], "truncated"),
+    (lambda: b"hello, I am a text file\n" * 20, "not an image"),
+    (lambda: b"%PDF-1.7\n" + b"x" * 100, "unsupported format"),
+    (lambda: _png_header_only(30000, 30000), "too large"),
+    (lambda: b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "not an image"),
+])
+def test_bad_input_raises_image_error_naming_file_and_reason(tmp_path, make, reason):
+    path = tmp_path / "evidence file.jpg"
+    path.write_bytes(make())
+    with pytest.raises(hm.ImageError) as info:
+        hm.hash_file(path)
+    assert info.value.source == str(path)
+    assert info.value.reason.startswith(reason)
+    assert str(path) in str(info.value)
+
+
+def test_size_limits_are_configurable(tmp_path):
+    path = tmp_path / "a.jpg"
+    path.write_bytes(_jpeg_bytes())
+    with pytest.raises(hm.ImageError, match="too large"):
+        decode(path, max_bytes=1000)
+    with pytest.raises(hm.ImageError, match="too large"):
+        decode(path, max_pixels=1000)
+    assert decode(path).image.size == (1600, 1004)
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(hm.ImageError, match="file not found"):
+        hm.hash_file(tmp_path / "nope.jpg")
+    with pytest.raises(hm.ImageError, match="is a directory"):
+        hm.hash_file(tmp_path)
+
+
+def test_draft_decode_keeps_both_sides_at_least_the_minimum():
+    decoded = decode(ORIGINAL, mode="L", draft_min_side=128)
+    assert decoded.image.mode == "L"
+    assert min(decoded.image.size) >= 128 and decoded.image.size[0] < 1600
+    assert decoded.original_size == (1600, 1004)
+
+
+def test_hash_files_keeps_order_and_reports_errors(tmp_path):
+    good = [PDQ_REF / "images" / "bridge-mods" / n for n in ("aaa-orig.jpg", "blur-a-lot.jpg")]
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    paths = [good[0], bad, good[1], good[0], tmp_path / "missing.png"]
+    results = hm.hash_files(paths, "phash", workers=2)
+    assert [r.path for r in results] == [str(p) for p in paths]
+    assert [r.ok for r in results] == [True, False, True, True, False]
+    assert results[1].error.startswith("not an image")
+    assert results[4].error.startswith("file not found")
+    assert results[0].fingerprint == results[3].fingerprint == hm.hash_file(good[0], "phash")
+    assert results[0].sha256 == results[3].sha256 and len(results[0].sha256) == 64
