@@ -8,7 +8,6 @@ every stored fingerprint within the radius exactly, and aggregate per item.
 """
 from __future__ import annotations
 
-import getpass
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
@@ -172,6 +171,8 @@ class _Shard:
 class Index:
     """A persistent image-fingerprint index. Use :meth:`open`; close it (or use ``with``)."""
 
+    batch_size = BATCH_SIZE
+
     def __init__(self, store, path: str, algorithms: Sequence[str]):
         self.store = store
         self.path = path
@@ -261,12 +262,14 @@ class Index:
     def add_files(self, paths: Iterable, labels: Sequence[str] | None = None,
                   source: str | None = None, meta: dict | None = None, workers: int | None = None,
                   progress: Callable[[int], None] | None = None, exact: bool = False,
-                  min_quality: int | None = None) -> AddReport:
+                  min_quality: int | None = None,
+                  on_commit: Callable[[list[AddOutcome]], None] | None = None) -> AddReport:
         """Fingerprint and store image files. Never raises for one bad file.
 
         Returns an :class:`AddReport` with, per file: added (new item id), duplicate (same
         SHA-256 as a stored item), skipped (PDQ quality below ``min_quality``) or failed
-        (reason). Files are committed in batches; a batch reported is durable.
+        (reason). Files are committed in batches of BATCH_SIZE; ``on_commit`` is called with
+        each batch's outcomes once that batch is durable on disk.
         """
         paths = [os.fspath(p) for p in paths]
         report = AddReport()
@@ -274,16 +277,19 @@ class Index:
         for result in iter_hash_files(paths, self.algorithms, exact=exact, workers=workers,
                                       progress=progress):
             batch.append(result)
-            if len(batch) >= BATCH_SIZE:
-                report.outcomes.extend(self._commit_files(batch, labels, source, meta, min_quality))
+            if len(batch) >= self.batch_size:
+                report.outcomes.extend(self._commit_files(batch, labels, source, meta, min_quality,
+                                                          on_commit))
                 batch = []
         if batch:
-            report.outcomes.extend(self._commit_files(batch, labels, source, meta, min_quality))
-        self.store.audit("index", {"files": len(paths), **report.counts(), "source": source,
-                                   "labels": list(labels or []), "actor": _actor()})
+            report.outcomes.extend(self._commit_files(batch, labels, source, meta, min_quality,
+                                                      on_commit))
+        self.store.audit("index-summary", {"files": len(paths), **report.counts(),
+                                           "source": source, "labels": list(labels or [])})
         return report
 
-    def _commit_files(self, batch, labels, source, meta, min_quality) -> list[AddOutcome]:
+    def _commit_files(self, batch, labels, source, meta, min_quality, on_commit
+                      ) -> list[AddOutcome]:
         outcomes: list[AddOutcome | None] = []
         records = []
         for result in batch:
@@ -296,7 +302,7 @@ class Index:
             else:
                 outcomes.append(None)
                 records.append(self._record_for(result, labels, source, meta))
-        stored = self.store.add_items(records) if records else []
+        stored = self.store.add_items(records, action="index") if records else []
         stored_iter = iter(stored)
         final = []
         for result, outcome in zip(batch, outcomes):
@@ -306,6 +312,8 @@ class Index:
                                      quality=_pdq_quality(result.fingerprints))
             final.append(outcome)
         self.sync()  # brings this batch (and any other writer's changes) into memory
+        if on_commit is not None:
+            on_commit(final)
         return final
 
     def _record_for(self, result: FileFingerprints, labels, source, meta):
@@ -338,12 +346,11 @@ class Index:
                                       fp.bits.tobytes(), fp.quality)])
             for fp, m in zip(fingerprints, metas)
         ]
-        stored = self.store.add_items(records) if records else []
-        ids = [s.item_id for s in stored]
+        stored = self.store.add_items(
+            records, action="import", detail={"algorithm": algorithm, "source": source}
+        ) if records else []
         self.sync()
-        self.store.audit("import", {"hashes": len(ids), "algorithm": algorithm, "source": source,
-                                    "actor": _actor()})
-        return ids
+        return [s.item_id for s in stored]
 
     def remove(self, item_ids) -> int:
         """Remove items (an id or ids); they never match again. Returns how many existed."""
@@ -521,14 +528,6 @@ def _as_fingerprints(hashes, algorithm: str, qualities) -> list[Fingerprint]:
         else:
             out.append(Fingerprint.from_hex(str(value), algorithm, quality))
     return out
-
-
-def _actor() -> str:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"{user} pid {os.getpid()}"
 
 
 __all__ = ["AddOutcome", "AddReport", "Index", "Match", "QueryResult", "DEFAULT_MAX_DISTANCE",

@@ -14,6 +14,7 @@ serialised), otherwise a matcher could skip a change for good.
 Removal is a tombstone (``removed_at`` set), never a delete: the change log has to be able to
 say "removed", and an investigator's record of what was once in the store must survive.
 """
+
 from __future__ import annotations
 
 import abc
@@ -42,16 +43,21 @@ class FingerprintRecord(NamedTuple):
     quality: int | None = None
 
     @classmethod
-    def from_fingerprint(cls, fp, region: str = "full", variant: str = "original") -> "FingerprintRecord":
+    def from_fingerprint(
+        cls, fp, region: str = "full", variant: str = "original"
+    ) -> "FingerprintRecord":
         """From a :class:`hashmatch.Fingerprint`."""
         return cls(fp.algorithm, fp.nbits, region, variant, fp.bits.tobytes(), fp.quality)
 
 
 @dataclass
 class ItemRecord:
-    """One item to add: a file (``sha256`` of its bytes) or a hash-list entry (``sha256=None``)."""
+    """One item to add: a file (``sha256`` of its bytes) or a hash-list entry (``sha256=None``).
 
-    path: str
+    ``path`` is the file path or source URI (None for a hash-list entry that has neither).
+    """
+
+    path: str | None
     sha256: str | None
     size: int | None = None
     labels: Sequence[str] = ()
@@ -72,7 +78,7 @@ class Item:
     """A stored item. ``added_at``/``removed_at`` are UTC ISO-8601 strings."""
 
     id: int
-    path: str
+    path: str | None
     sha256: str | None
     size: int | None
     added_at: str
@@ -104,23 +110,22 @@ class AuditEntry(NamedTuple):
 
 @dataclass(frozen=True)
 class Codes:
-    """Every live fingerprint of one (algorithm, nbits), as parallel arrays (row i = one fingerprint).
+    """Every live fingerprint of one (algorithm, nbits), as parallel arrays (row = fingerprint).
 
-    ``regions``/``variants`` are small-int codes into ``region_names``/``variant_names``;
-    ``qualities`` is -1 where the quality is unknown. ``seq`` is the last change the snapshot
-    reflects: pass it to ``changes_since`` to catch up later.
+    ``regions``/``variants`` are object arrays of ``str`` whose equal values share one
+    object (a handful of distinct names, so they cost a pointer per row). ``qualities`` is -1
+    where the quality is unknown. ``seq`` is the last change the snapshot reflects: pass it to
+    ``changes_since`` to catch up later.
     """
 
     algorithm: str
     nbits: int
     seq: int
     item_ids: np.ndarray  # int64[n]
-    fingerprint_ids: np.ndarray  # int64[n]
+    fingerprint_ids: np.ndarray  # int64[n], ascending
     codes: np.ndarray  # uint8[n, nbits // 8]
-    regions: np.ndarray  # int16[n]
-    region_names: tuple[str, ...]
-    variants: np.ndarray  # int16[n]
-    variant_names: tuple[str, ...]
+    regions: np.ndarray  # object[n] of str: 'full', 'content', 'crop:...'
+    variants: np.ndarray  # object[n] of str: 'original', ...
     qualities: np.ndarray  # int16[n]
 
     def __len__(self) -> int:
@@ -181,12 +186,18 @@ class Store(abc.ABC):
         """The live item with this file SHA-256 (hex), or None."""
 
     @abc.abstractmethod
-    def load_codes(self, algorithm: str, nbits: int, item_ids: Iterable[int] | None = None) -> Codes:
+    def load_codes(
+        self, algorithm: str, nbits: int, item_ids: Iterable[int] | None = None
+    ) -> Codes:
         """Fingerprints of live items for (algorithm, nbits), ordered by fingerprint id.
 
         With ``item_ids``, only those items' fingerprints (incremental sync after
         ``changes_since``).
         """
+
+    @abc.abstractmethod
+    def load_codes_for_items(self, item_ids: Iterable[int]) -> dict[tuple[str, int], Codes]:
+        """Fingerprints of these items (live ones only), by (algorithm, nbits): for syncing."""
 
     @abc.abstractmethod
     def algorithms(self) -> list[tuple[str, int]]:
@@ -229,16 +240,19 @@ def prepare_record(record: ItemRecord) -> tuple[ItemRecord, str, str]:
     Backends call this for every record *before* writing, so that a bad record aborts the
     call with a clear message instead of leaving a half-written batch.
     """
-    where = f"record {record.path!r}" if isinstance(getattr(record, "path", None), str) else "record"
-    if not isinstance(record.path, str):
-        raise StoreError(f"{where}: path must be a string")
+    where = f"record {record.path!r}"
+    if record.path is not None and not isinstance(record.path, str):
+        raise StoreError(f"{where}: path must be a string or None")
     sha256 = record.sha256
     if sha256 is not None:
         if not isinstance(sha256, str) or len(sha256) != 64 or not set(sha256.lower()) <= _HEX:
             raise StoreError(f"{where}: sha256 must be 64 hex digits or None")
         sha256 = sha256.lower()
-    if record.size is not None and (not isinstance(record.size, int) or record.size < 0):
-        raise StoreError(f"{where}: size must be a non-negative int or None")
+    size = record.size
+    if size is not None:
+        if not isinstance(size, (int, np.integer)) or size < 0:
+            raise StoreError(f"{where}: size must be a non-negative int or None")
+        size = int(size)
     # A bare string is a sequence of str too; refuse it rather than store ['a', 'd'].
     if isinstance(record.labels, str) or not all(isinstance(x, str) for x in record.labels):
         raise StoreError(f"{where}: labels must be a list of strings")
@@ -253,7 +267,15 @@ def prepare_record(record: ItemRecord) -> tuple[ItemRecord, str, str]:
         raise StoreError(f"{where}: meta is not JSON-serialisable ({e})") from None
     labels = list(record.labels)
     fingerprints = [_prepare_fingerprint(where, fp) for fp in record.fingerprints]
-    normalised = ItemRecord(record.path, sha256, record.size, labels, record.source, record.meta, fingerprints)
+    normalised = ItemRecord(
+        path=record.path,
+        sha256=sha256,
+        size=size,
+        labels=labels,
+        source=record.source,
+        meta=record.meta,
+        fingerprints=fingerprints,
+    )
     return normalised, json.dumps(labels, ensure_ascii=False), meta_json
 
 
@@ -274,10 +296,17 @@ def _prepare_fingerprint(where: str, fp) -> FingerprintRecord:
         code = bytes(code)
     else:
         raise StoreError(f"{where}: fingerprint code must be bytes or a uint8 array")
-    if not isinstance(nbits, (int, np.integer)) or nbits <= 0 or nbits % 8 or len(code) * 8 != nbits:
+    if (
+        not isinstance(nbits, (int, np.integer))
+        or nbits <= 0
+        or nbits % 8
+        or len(code) * 8 != nbits
+    ):
         raise StoreError(f"{where}: {algorithm} code has {len(code) * 8} bits, declared {nbits}")
     if quality is not None:
         if not isinstance(quality, (int, np.integer)) or not 0 <= quality <= _MAX_QUALITY:
-            raise StoreError(f"{where}: fingerprint quality must be an int in 0..{_MAX_QUALITY} or None")
+            raise StoreError(
+                f"{where}: fingerprint quality must be an int in 0..{_MAX_QUALITY} or None"
+            )
         quality = int(quality)
     return FingerprintRecord(algorithm, int(nbits), region, variant, code, quality)
