@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.hashmatch-installed
 DEMO_DB := demo-out/demo.hmdb
 
-.PHONY: install demo test bench clean
+.PHONY: install system-deps demo test bench clean
 
 # Editable install: builds the Cython kernels in place; rebuilt when their sources change.
 $(STAMP): pyproject.toml setup.py hashmatch/*.pyx $(wildcard hashmatch/*.h)
@@ -25,7 +25,10 @@ demo: install
 	@echo "== 3. Which of the later re-posts are copies of a known image?"
 	-$(VENV)/bin/hashmatch query --db $(DEMO_DB) examples/reposts/*
 
-test: install
+system-deps:
+	bash scripts/install-system-deps.sh
+
+test: install system-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: install
