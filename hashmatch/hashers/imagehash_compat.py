@@ -13,7 +13,6 @@ whatever colour the invisible pixels happen to hold).
 from __future__ import annotations
 
 import numpy as np
-import scipy.fftpack
 from PIL import Image
 
 from ..errors import HashFormatError
@@ -48,6 +47,8 @@ def _grey_at(image: Image.Image, size: tuple[int, int], fast: bool) -> np.ndarra
 
 def phash(image: Image.Image, hash_size: int = 8, highfreq_factor: int = 4, *, exact: bool = True) -> Fingerprint:
     """imagehash.phash: DCT of a 32x32 grey image, low 8x8 frequencies above their median."""
+    import scipy.fftpack  # imported here: it costs ~0.3 s, and most runs never need it
+
     _check_hash_size(hash_size)
     side = hash_size * highfreq_factor
     pixels = _grey_at(image, (side, side), fast=not exact)
