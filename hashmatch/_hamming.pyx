@@ -1,2 +1,788 @@
 # cython: language_level=3
-"""Hamming-distance kernels over packed binary codes (placeholder, filled by the core work)."""
+"""Hamming-distance kernels over packed binary codes.
+
+Codes are C-contiguous uint8 arrays of shape (n, nbytes), nbytes a multiple of 8, read as
+uint64 words (1 word = 64-bit phash, 4 words = 256-bit PDQ). Every kernel releases the GIL and
+takes ``threads`` (None = all cores, 1 = single-threaded for benchmarks). Every kernel has a
+plain-numpy twin in ``hashmatch._hamming_ref``; tests prove the two equal.
+
+Result conventions (shared with the twins):
+- range searches return CSR arrays ``(offsets int64[nq+1], ids int64, distances int32)``;
+  the hits of query q are ``ids[offsets[q]:offsets[q+1]]``, ids ascending. Multi-needle
+  searches add ``variants int8``: the needle index achieving the minimum distance (lowest
+  index on ties).
+- ``topk`` returns ``(ids int64 (nq, k), distances int32 (nq, k))`` sorted by (distance, id);
+  when fewer than k rows are eligible the tail is padded with id -1 and distance PAD_DISTANCE.
+"""
+import os
+
+import numpy as np
+
+cimport cython
+cimport numpy as cnp
+from cython.parallel cimport parallel, prange
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy, memset
+
+cnp.import_array()
+
+cdef extern from "_popcount.h" nogil:
+    ctypedef void (*hm_rowdist_fn)(const uint64_t *q, const uint64_t *db, int64_t n, int nwords,
+                                   int32_t *out)
+    ctypedef void (*hm_gatherdist_fn)(const uint64_t *q, const uint64_t *db, const int64_t *rows,
+                                      int64_t n, int nwords, int32_t *out)
+    ctypedef void (*hm_rowmin_fn)(const uint64_t *needles, int m, const uint64_t *db, int64_t n,
+                                  int nwords, int32_t *out_min, int8_t *out_arg)
+    ctypedef struct hm_impl:
+        const char *name
+        hm_rowdist_fn rowdist
+        hm_gatherdist_fn gatherdist
+        hm_rowmin_fn rowmin
+    int hm_supported(const hm_impl **out)
+    const hm_impl *hm_get_active()
+    void hm_set_active(const hm_impl *impl)
+
+cdef extern from *:
+    """
+    #define hm_prefetch(p) __builtin_prefetch((const void *)(p))
+    """
+    void hm_prefetch(const void *p) nogil
+
+PAD_DISTANCE = 2147483647
+MAX_NEEDLES = 8
+
+# Rows per database block: 4096 PDQ rows = 128 KiB, stays in L2 while a chunk of queries
+# runs over it, so a batch reads the database from memory once per query chunk.
+DEF BLOCK_ROWS = 4096
+DEF QUERY_CHUNK = 32
+
+
+# --------------------------------------------------------------------------------------------
+# popcount implementation selection
+
+cdef const hm_impl *_impls[8]
+cdef int _n_impls = hm_supported(_impls)
+hm_set_active(_impls[0])
+
+
+def available_popcount_impls():
+    """Names of the popcount implementations this CPU can run, best first."""
+    return [_impls[i].name.decode() for i in range(_n_impls)]
+
+
+def popcount_impl():
+    """Name of the popcount implementation in use ("avx512_vpopcntdq", "popcnt", "portable")."""
+    return hm_get_active().name.decode()
+
+
+def set_popcount_impl(name):
+    """Switch implementation (tests and benchmarks). Not thread-safe with running kernels."""
+    for i in range(_n_impls):
+        if _impls[i].name.decode() == name:
+            hm_set_active(_impls[i])
+            return
+    raise ValueError(f"popcount implementation {name!r} not available here; "
+                     f"choose from {available_popcount_impls()}")
+
+
+# --------------------------------------------------------------------------------------------
+# argument checking
+
+def _threads(threads):
+    if threads is None:
+        return os.cpu_count() or 1
+    threads = int(threads)
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    return threads
+
+
+def _as_codes(codes, name):
+    """C-contiguous uint8 (n, nbytes) array with nbytes a positive multiple of 8."""
+    arr = np.ascontiguousarray(codes, dtype=np.uint8)
+    if arr.ndim != 2 or arr.shape[1] == 0 or arr.shape[1] % 8:
+        raise ValueError(f"{name} must have shape (n, nbytes) with nbytes a positive multiple "
+                         f"of 8, got {arr.shape}")
+    return arr
+
+
+def _as_needles(needles, nbytes):
+    """(nq, m, nbytes) uint8 array; a 2-D (m, nbytes) array is one query."""
+    arr = np.ascontiguousarray(needles, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[2] != nbytes:
+        raise ValueError(f"needles must have shape (nq, m, {nbytes}) or (m, {nbytes}), "
+                         f"got {np.shape(needles)}")
+    if not 1 <= arr.shape[1] <= MAX_NEEDLES:
+        raise ValueError(f"between 1 and {MAX_NEEDLES} needles per query, got {arr.shape[1]}")
+    return arr
+
+
+def _check_same_width(a, b):
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"code lengths differ: {a.shape[1] * 8} and {b.shape[1] * 8} bits")
+
+
+cdef inline const uint64_t *_words(cnp.ndarray arr):
+    return <const uint64_t *> cnp.PyArray_DATA(arr)
+
+
+# --------------------------------------------------------------------------------------------
+# growable hit lists (one per query, or per query x database part)
+
+cdef struct HitList:
+    int64_t *rows
+    int32_t *dist
+    int8_t *var
+    int64_t n
+    int64_t cap
+    int failed
+
+
+cdef inline void hits_push(HitList *h, int64_t row, int32_t d, int8_t v) noexcept nogil:
+    cdef int64_t cap
+    if h.n == h.cap:
+        cap = 64 if h.cap == 0 else 2 * h.cap
+        h.rows = <int64_t *> realloc(h.rows, cap * sizeof(int64_t))
+        h.dist = <int32_t *> realloc(h.dist, cap * sizeof(int32_t))
+        h.var = <int8_t *> realloc(h.var, cap * sizeof(int8_t))
+        if h.rows == NULL or h.dist == NULL or h.var == NULL:
+            h.failed = 1
+            h.n = 0
+            h.cap = 0
+            return
+        h.cap = cap
+    h.rows[h.n] = row
+    h.dist[h.n] = d
+    h.var[h.n] = v
+    h.n += 1
+
+
+cdef HitList *hits_new(int64_t count) except NULL:
+    cdef HitList *h = <HitList *> malloc(max(count, 1) * sizeof(HitList))
+    if h == NULL:
+        raise MemoryError()
+    memset(h, 0, max(count, 1) * sizeof(HitList))
+    return h
+
+
+cdef void hits_free(HitList *h, int64_t count) noexcept:
+    for i in range(count):
+        free(h[i].rows)
+        free(h[i].dist)
+        free(h[i].var)
+    free(h)
+
+
+cdef tuple hits_to_csr(HitList *h, int64_t nq, int64_t nparts, bint with_variants):
+    """Concatenate the lists of query q's parts in part order (= ascending rows)."""
+    cdef int64_t q, p, total = 0, at = 0
+    for q in range(nq * nparts):
+        if h[q].failed:
+            raise MemoryError("out of memory collecting search hits")
+        total += h[q].n
+    offsets = np.zeros(nq + 1, dtype=np.int64)
+    rows = np.empty(total, dtype=np.int64)
+    dist = np.empty(total, dtype=np.int32)
+    var = np.empty(total, dtype=np.int8)
+    cdef int64_t[::1] off_v = offsets
+    cdef int64_t[::1] rows_v = rows
+    cdef int32_t[::1] dist_v = dist
+    cdef int8_t[::1] var_v = var
+    cdef HitList *part
+    for q in range(nq):
+        for p in range(nparts):
+            part = &h[q * nparts + p]
+            if part.n:
+                memcpy(&rows_v[at], part.rows, part.n * sizeof(int64_t))
+                memcpy(&dist_v[at], part.dist, part.n * sizeof(int32_t))
+                memcpy(&var_v[at], part.var, part.n * sizeof(int8_t))
+                at += part.n
+        off_v[q + 1] = at
+    if with_variants:
+        return offsets, rows, dist, var
+    return offsets, rows, dist
+
+
+def _split_parts(int64_t nq, int64_t n, int nthreads):
+    """Split the database into parts when there are too few queries to keep threads busy."""
+    if nthreads > 1 and nq < 2 * nthreads and n >= 4 * BLOCK_ROWS:
+        return nthreads
+    return 1
+
+
+# --------------------------------------------------------------------------------------------
+# distance matrix
+
+def distance_matrix(a, b, threads=None):
+    """int32 (na, nb) matrix of Hamming distances between the rows of a and b."""
+    a = _as_codes(a, "a")
+    b = _as_codes(b, "b")
+    _check_same_width(a, b)
+    cdef int nthreads = _threads(threads)
+    cdef int64_t na = a.shape[0], nb = b.shape[0]
+    cdef int nw = a.shape[1] // 8
+    out = np.empty((na, nb), dtype=np.int32)
+    if na == 0 or nb == 0:
+        return out
+    cdef const uint64_t *pa = _words(a)
+    cdef const uint64_t *pb = _words(b)
+    cdef int32_t *po = <int32_t *> cnp.PyArray_DATA(out)
+    cdef int64_t nparts = _split_parts(na, nb, nthreads)
+    cdef int64_t part_rows = (nb + nparts - 1) // nparts
+    cdef int64_t item, i, lo, hi
+    cdef hm_rowdist_fn rowdist = hm_get_active().rowdist
+    with nogil:
+        for item in prange(na * nparts, num_threads=min(nthreads, na * nparts),
+                         schedule="dynamic"):
+            i = item // nparts
+            lo = (item % nparts) * part_rows
+            hi = min(lo + part_rows, nb)
+            if hi > lo:
+                rowdist(pa + i * nw, pb + lo * nw, hi - lo, nw, po + i * nb + lo)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# linear range scan, 1..8 needles per query
+
+cdef void scan_range_item(const uint64_t *needles, int64_t q_lo, int64_t q_hi, int m,
+                          const uint64_t *db, int64_t lo, int64_t hi, int nw, int radius,
+                          HitList *hits, int64_t nparts, int64_t part) noexcept nogil:
+    """Scan rows [lo, hi) for queries [q_lo, q_hi), block by block, appending hits."""
+    cdef int32_t dmin[BLOCK_ROWS]
+    cdef int8_t darg[BLOCK_ROWS]
+    cdef const hm_impl *impl = hm_get_active()
+    cdef int64_t b0, nb, q, i
+    cdef HitList *h
+    memset(darg, 0, sizeof(darg))
+    b0 = lo
+    while b0 < hi:
+        nb = min(<int64_t> BLOCK_ROWS, hi - b0)
+        for q in range(q_lo, q_hi):
+            if m == 1:
+                impl.rowdist(needles + q * nw, db + b0 * nw, nb, nw, dmin)
+            else:
+                impl.rowmin(needles + q * m * nw, m, db + b0 * nw, nb, nw, dmin, darg)
+            h = &hits[q * nparts + part]
+            for i in range(nb):
+                if dmin[i] <= radius:
+                    hits_push(h, b0 + i, dmin[i], darg[i])
+        b0 += nb
+
+
+cdef tuple scan_range(cnp.ndarray needles, cnp.ndarray database, int radius, int nthreads,
+                      bint with_variants):
+    cdef int64_t nq = needles.shape[0], n = database.shape[0]
+    cdef int m = needles.shape[1], nw = database.shape[1] // 8
+    cdef int64_t nparts = _split_parts(nq, n, nthreads)
+    cdef int64_t part_rows = (n + nparts - 1) // nparts
+    cdef int64_t nchunks = (nq + QUERY_CHUNK - 1) // QUERY_CHUNK
+    cdef HitList *hits = hits_new(nq * nparts)
+    cdef const uint64_t *pn = _words(needles)
+    cdef const uint64_t *pd = _words(database)
+    cdef int64_t item, chunk, part
+    try:
+        if radius >= 0 and n > 0:
+            with nogil:
+                for item in prange(nchunks * nparts, num_threads=min(nthreads, nchunks * nparts),
+                         schedule="dynamic"):
+                    chunk = item // nparts
+                    part = item % nparts
+                    scan_range_item(pn, chunk * QUERY_CHUNK, min((chunk + 1) * QUERY_CHUNK, nq),
+                                    m, pd, part * part_rows, min((part + 1) * part_rows, n), nw,
+                                    radius, hits, nparts, part)
+        return hits_to_csr(hits, nq, nparts, with_variants)
+    finally:
+        hits_free(hits, nq * nparts)
+
+
+def range_search(queries, database, radius, threads=None):
+    """All database rows within distance <= radius of each query: (offsets, ids, distances)."""
+    queries = _as_codes(queries, "queries")
+    database = _as_codes(database, "database")
+    _check_same_width(queries, database)
+    return scan_range(queries[:, None, :], database, int(radius), _threads(threads), False)
+
+
+def range_search_multi(needles, database, radius, threads=None):
+    """Range search with up to 8 needles (e.g. dihedral variants) per query, one database pass.
+
+    needles: (nq, m, nbytes), or (m, nbytes) for one query. A row is a hit when its minimum
+    distance over the query's needles is <= radius. Returns (offsets, ids, distances, variants).
+    """
+    database = _as_codes(database, "database")
+    needles = _as_needles(needles, database.shape[1])
+    return scan_range(needles, database, int(radius), _threads(threads), True)
+
+
+# --------------------------------------------------------------------------------------------
+# verification of candidate rows
+
+def range_search_multi_candidates(needles, database, cand_offsets, cand_rows, radius,
+                                  threads=None):
+    """range_search_multi restricted to candidate rows (CSR: query q's candidates are
+    cand_rows[cand_offsets[q]:cand_offsets[q+1]], any order, repeats allowed).
+
+    Verifies candidates proposed by a sub-linear structure. Same result format.
+    """
+    database = _as_codes(database, "database")
+    needles = _as_needles(needles, database.shape[1])
+    cdef cnp.ndarray coff = np.ascontiguousarray(cand_offsets, dtype=np.int64)
+    cdef cnp.ndarray crow = np.ascontiguousarray(cand_rows, dtype=np.int64)
+    cdef int64_t nq = needles.shape[0], n = database.shape[0]
+    if coff.shape[0] != nq + 1 or (nq and (coff[0] != 0 or coff[nq] != crow.shape[0]
+                                           or np.any(np.diff(coff) < 0))):
+        raise ValueError("cand_offsets must be a CSR offsets array of length nq + 1")
+    if crow.shape[0] and (crow.min() < 0 or crow.max() >= n):
+        raise IndexError("candidate row out of range")
+    cdef int m = needles.shape[1], nw = database.shape[1] // 8
+    cdef int r = int(radius)
+    cdef int nthreads = _threads(threads)
+    cdef HitList *hits = hits_new(nq)
+    cdef const uint64_t *pn = _words(needles)
+    cdef const uint64_t *pd = _words(database)
+    cdef const int64_t *po = <const int64_t *> cnp.PyArray_DATA(coff)
+    cdef const int64_t *pr = <const int64_t *> cnp.PyArray_DATA(crow)
+    cdef int64_t q
+    try:
+        if r >= 0:
+            with nogil:
+                for q in prange(nq, num_threads=min(nthreads, nq), schedule="dynamic"):
+                    verify_candidates(pn + q * m * nw, m, pd, nw, pr + po[q], po[q + 1] - po[q],
+                                      r, &hits[q])
+        result = hits_to_csr(hits, nq, 1, True)
+    finally:
+        hits_free(hits, nq)
+    return sort_unique_hits(*result)
+
+
+cdef void verify_candidates(const uint64_t *needles, int m, const uint64_t *db, int nw,
+                            const int64_t *rows, int64_t count, int radius,
+                            HitList *out) noexcept nogil:
+    """Push (row, min distance, argmin needle) for candidates within radius (unsorted)."""
+    cdef int32_t d[BLOCK_ROWS]
+    cdef int32_t best[BLOCK_ROWS]
+    cdef int8_t arg[BLOCK_ROWS]
+    cdef hm_gatherdist_fn gather = hm_get_active().gatherdist
+    cdef int64_t b0 = 0, nb, i
+    cdef int j
+    while b0 < count:
+        nb = min(<int64_t> BLOCK_ROWS, count - b0)
+        gather(needles, db, rows + b0, nb, nw, best)
+        memset(arg, 0, nb)
+        for j in range(1, m):
+            gather(needles + j * nw, db, rows + b0, nb, nw, d)
+            for i in range(nb):
+                if d[i] < best[i]:
+                    best[i] = d[i]
+                    arg[i] = <int8_t> j
+        for i in range(nb):
+            if best[i] <= radius:
+                hits_push(out, rows[b0 + i], best[i], arg[i])
+        b0 += nb
+
+
+@cython.wraparound(True)
+def sort_unique_hits(offsets, rows, dist, var):
+    """Sort each query's hits by row; of repeated rows keep the smallest distance (lowest
+    variant on ties). Used after candidate verification, where rows may repeat."""
+    nq = offsets.shape[0] - 1
+    query = np.repeat(np.arange(nq, dtype=np.int64), np.diff(offsets))
+    order = np.lexsort((var, dist, rows, query))
+    query, rows, dist, var = query[order], rows[order], dist[order], var[order]
+    first = np.ones(rows.shape[0], dtype=bool)
+    first[1:] = (rows[1:] != rows[:-1]) | (query[1:] != query[:-1])
+    query, rows, dist, var = query[first], rows[first], dist[first], var[first]
+    new_offsets = np.zeros(nq + 1, dtype=np.int64)
+    np.cumsum(np.bincount(query, minlength=nq), out=new_offsets[1:])
+    return new_offsets, rows, dist, var
+
+
+# --------------------------------------------------------------------------------------------
+# top-k
+
+cdef inline void heap_sift_down(int32_t *hd, int64_t *hr, int64_t k, int64_t at) noexcept nogil:
+    """Max-heap on (distance, row): restore order below `at`."""
+    cdef int64_t child, big
+    cdef int32_t td
+    cdef int64_t tr
+    while True:
+        child = 2 * at + 1
+        if child >= k:
+            return
+        big = child
+        if child + 1 < k and (hd[child + 1] > hd[child] or
+                              (hd[child + 1] == hd[child] and hr[child + 1] > hr[child])):
+            big = child + 1
+        if hd[big] < hd[at] or (hd[big] == hd[at] and hr[big] < hr[at]):
+            return
+        td = hd[at]; hd[at] = hd[big]; hd[big] = td
+        tr = hr[at]; hr[at] = hr[big]; hr[big] = tr
+        at = big
+
+
+cdef void topk_item(const uint64_t *queries, int64_t q_lo, int64_t q_hi, const uint64_t *db,
+                    int64_t lo, int64_t hi, int nw, int64_t k, const uint8_t *live,
+                    int32_t *heap_d, int64_t *heap_r, int64_t nparts,
+                    int64_t part) noexcept nogil:
+    """Keep the k best (distance, row) of rows [lo, hi) per query in a max-heap.
+
+    Heaps start full of (PAD_DISTANCE, row past the end) so no fill phase is needed; rows
+    arrive in ascending order, so a row enters only when strictly closer than the worst kept
+    (that is what breaks ties by lower row)."""
+    cdef int32_t d[BLOCK_ROWS]
+    cdef hm_rowdist_fn rowdist = hm_get_active().rowdist
+    cdef int64_t b0, nb, q, i
+    cdef int32_t *hd
+    cdef int64_t *hr
+    b0 = lo
+    while b0 < hi:
+        nb = min(<int64_t> BLOCK_ROWS, hi - b0)
+        for q in range(q_lo, q_hi):
+            rowdist(queries + q * nw, db + b0 * nw, nb, nw, d)
+            hd = heap_d + (q * nparts + part) * k
+            hr = heap_r + (q * nparts + part) * k
+            for i in range(nb):
+                if d[i] < hd[0] and (live == NULL or live[b0 + i]):
+                    hd[0] = d[i]
+                    hr[0] = b0 + i
+                    heap_sift_down(hd, hr, k, 0)
+        b0 += nb
+
+
+def topk(queries, database, k, threads=None, live=None):
+    """The k nearest database rows of each query: (ids (nq, k) int64, distances (nq, k) int32),
+    sorted by (distance, id). Fewer than k eligible rows: padded with id -1 and
+    distance PAD_DISTANCE. ``live`` (optional bool/uint8 per database row) excludes rows."""
+    queries = _as_codes(queries, "queries")
+    database = _as_codes(database, "database")
+    _check_same_width(queries, database)
+    cdef int64_t kk = int(k)
+    if kk < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    cdef int64_t nq = queries.shape[0], n = database.shape[0]
+    cdef cnp.ndarray live_arr
+    cdef const uint8_t *plive = NULL
+    if live is not None:
+        live_arr = np.ascontiguousarray(live).astype(np.uint8, copy=False)
+        if live_arr.shape[0] != n:
+            raise ValueError("live must have one entry per database row")
+        plive = <const uint8_t *> cnp.PyArray_DATA(live_arr)
+    cdef int nthreads = _threads(threads)
+    cdef int nw = queries.shape[1] // 8
+    cdef int64_t nparts = _split_parts(nq, n, nthreads)
+    cdef int64_t part_rows = (n + nparts - 1) // nparts
+    cdef int64_t nchunks = (nq + QUERY_CHUNK - 1) // QUERY_CHUNK
+    sentinel_row = np.iinfo(np.int64).max
+    heap_d = np.full((nq, nparts * kk), PAD_DISTANCE, dtype=np.int32)
+    heap_r = np.full((nq, nparts * kk), sentinel_row, dtype=np.int64)
+    cdef int32_t *phd = <int32_t *> cnp.PyArray_DATA(heap_d)
+    cdef int64_t *phr = <int64_t *> cnp.PyArray_DATA(heap_r)
+    cdef const uint64_t *pq = _words(queries)
+    cdef const uint64_t *pd = _words(database)
+    cdef int64_t item, chunk, part
+    if kk > 0 and n > 0:
+        with nogil:
+            for item in prange(nchunks * nparts, num_threads=min(nthreads, nchunks * nparts),
+                         schedule="dynamic"):
+                chunk = item // nparts
+                part = item % nparts
+                topk_item(pq, chunk * QUERY_CHUNK, min((chunk + 1) * QUERY_CHUNK, nq), pd,
+                          part * part_rows, min((part + 1) * part_rows, n), nw, kk, plive,
+                          phd, phr, nparts, part)
+    order = np.lexsort((heap_r, heap_d), axis=1)[:, :kk]
+    ids = np.take_along_axis(heap_r, order, axis=1)
+    dist = np.take_along_axis(heap_d, order, axis=1)
+    ids[ids == sentinel_row] = -1
+    return ids, dist
+
+
+# --------------------------------------------------------------------------------------------
+# multi-index hashing (MIH): exact sub-linear range search
+#
+# The code's bits are split into M substrings (widths differ by at most one bit; bit j of a
+# code is bit j % 64 of uint64 word j // 64). Table t maps each substring value to the rows
+# holding it, as a direct-addressed CSR: rows_t[offsets_t[key]:offsets_t[key + 1]].
+# Pigeonhole: write r = s*M + a with 0 <= a < M. If every table t <= a differed by > s bits
+# and every other table by > s - 1 bits, the total would exceed r; so probing tables
+# 0..a at radius s and the rest at radius s - 1 finds every row within r.
+
+cdef inline uint32_t substring_key(const uint64_t *code, int start, int width) noexcept nogil:
+    cdef int w = start >> 6, sh = start & 63
+    cdef uint64_t x = code[w] >> sh
+    if sh + width > 64:
+        x |= code[w + 1] << (64 - sh)
+    return <uint32_t> (x & ((<uint64_t> 1 << width) - 1))
+
+
+@cython.wraparound(True)
+def mih_layout(int nbits, int nsub):
+    """Bit starts and widths of nsub substrings of nbits bits, the wider ones first."""
+    base, extra = divmod(nbits, nsub)
+    widths = np.array([base + 1] * extra + [base] * (nsub - extra), dtype=np.int32)
+    starts = np.zeros(nsub, dtype=np.int32)
+    starts[1:] = np.cumsum(widths)[:-1]
+    return starts, widths
+
+
+@cython.wraparound(True)
+def mih_table_starts(widths):
+    """Where each table's offsets begin in the concatenated offsets array (length M + 1)."""
+    sizes = (np.int64(1) << np.asarray(widths, dtype=np.int64)) + 1
+    out = np.zeros(len(sizes) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=out[1:])
+    return out
+
+
+@cython.wraparound(True)
+def mih_build(codes, starts, widths, threads=None):
+    """Build the MIH tables: (offsets uint32 concatenated per table, rows uint32 (M, n)).
+
+    Counting sort per table (O(n + 2^width)), rows ascending within each bucket."""
+    codes = _as_codes(codes, "codes")
+    cdef cnp.ndarray st = np.ascontiguousarray(starts, dtype=np.int32)
+    cdef cnp.ndarray wd = np.ascontiguousarray(widths, dtype=np.int32)
+    cdef int nsub = st.shape[0]
+    cdef int64_t n = codes.shape[0]
+    cdef int nw = codes.shape[1] // 8
+    if n >= 2 ** 32 - 1:
+        raise ValueError("MIH tables hold at most 2**32 - 2 rows")
+    if np.any(wd < 1) or np.any(wd > 32) or (nsub and st[nsub - 1] + wd[nsub - 1] > nw * 64):
+        raise ValueError("substrings must lie inside the code and be 1..32 bits wide")
+    table_starts = mih_table_starts(wd)
+    offsets = np.zeros(table_starts[-1], dtype=np.uint32)
+    rows = np.empty((nsub, n), dtype=np.uint32)
+    cdef const uint64_t *pc = _words(codes)
+    cdef uint32_t *po = <uint32_t *> cnp.PyArray_DATA(offsets)
+    cdef uint32_t *pr = <uint32_t *> cnp.PyArray_DATA(rows)
+    cdef int64_t *pts = <int64_t *> cnp.PyArray_DATA(table_starts)
+    cdef int32_t *pst = <int32_t *> cnp.PyArray_DATA(st)
+    cdef int32_t *pwd = <int32_t *> cnp.PyArray_DATA(wd)
+    cdef int t, failed = 0
+    cdef int nthreads = _threads(threads)
+    with nogil:
+        for t in prange(nsub, num_threads=nthreads, schedule="dynamic"):
+            failed += build_table(pc, n, nw, pst[t], pwd[t], po + pts[t], pr + t * n) != 0
+    if failed:
+        raise MemoryError("out of memory building MIH tables")
+    return offsets, rows
+
+
+cdef int build_table(const uint64_t *codes, int64_t n, int nw, int start, int width,
+                     uint32_t *offsets, uint32_t *rows) noexcept nogil:
+    cdef int64_t nkeys = (<int64_t> 1) << width, i
+    cdef uint32_t key
+    cdef uint32_t *fill = <uint32_t *> malloc(nkeys * sizeof(uint32_t))
+    if fill == NULL:
+        return -1
+    for i in range(n):
+        offsets[substring_key(codes + i * nw, start, width) + 1] += 1
+    for i in range(nkeys):
+        offsets[i + 1] += offsets[i]
+    memcpy(fill, offsets, nkeys * sizeof(uint32_t))
+    for i in range(n):
+        key = substring_key(codes + i * nw, start, width)
+        rows[fill[key]] = <uint32_t> i
+        fill[key] += 1
+    free(fill)
+    return 0
+
+
+cdef struct Probe:
+    int32_t table
+    int8_t needle
+    uint32_t key
+    int64_t lo       # bucket bounds, filled in stage 2
+    int64_t hi
+
+
+cdef struct MihScratch:
+    Probe *probes
+    int64_t nprobes, probes_cap
+    int64_t *cand
+    int8_t *cand_needle
+    int64_t ncand, cand_cap, cand_needle_cap
+    int failed
+
+
+# How far ahead each stage prefetches. Enough independent misses in flight to cover the
+# memory latency (~100 ns on this class of machine), few enough to fit the fill buffers.
+DEF PREFETCH_AHEAD = 16
+
+
+cdef inline int grow(void **p, int64_t *cap, int64_t need, size_t item) noexcept nogil:
+    cdef int64_t c = cap[0]
+    cdef void *q
+    if need <= c:
+        return 0
+    while c < need:
+        c = 256 if c == 0 else 2 * c
+    q = realloc(p[0], c * item)
+    if q == NULL:
+        return -1
+    p[0] = q
+    cap[0] = c
+    return 0
+
+
+cdef void enumerate_probes(MihScratch *s, int table, int needle, uint32_t key, int width,
+                           int radius, int from_bit) noexcept nogil:
+    """Append every key within `radius` bits of `key`, flipping only bits >= from_bit."""
+    cdef int b
+    if grow(<void **> &s.probes, &s.probes_cap, s.nprobes + 1, sizeof(Probe)):
+        s.failed = 1
+        return
+    s.probes[s.nprobes].table = table
+    s.probes[s.nprobes].needle = <int8_t> needle
+    s.probes[s.nprobes].key = key
+    s.nprobes += 1
+    if radius == 0:
+        return
+    for b in range(from_bit, width):
+        enumerate_probes(s, table, needle, key ^ (<uint32_t> 1 << b), width, radius - 1, b + 1)
+
+
+cdef void mih_query(const uint64_t *needles, int m, const uint64_t *codes, int nw, int radius,
+                    int nsub, const int32_t *starts, const int32_t *widths,
+                    const int64_t *table_starts, const uint32_t *offsets, const uint32_t *rows,
+                    int64_t n, MihScratch *s, HitList *out) noexcept nogil:
+    """Probe keys -> bucket bounds -> candidate rows -> verified hits.
+
+    Every access of stages 2-4 is a likely cache miss into a table far larger than the
+    cache; each stage prefetches PREFETCH_AHEAD items ahead so the misses overlap."""
+    cdef int s_rad = radius // nsub, a = radius % nsub
+    cdef int j, t, rad
+    cdef int64_t p, i, total = 0, first
+    cdef Probe *pr
+    s.nprobes = 0
+    s.ncand = 0
+    # stage 1: the keys to look up (pigeonhole radius per table)
+    for j in range(m):
+        for t in range(nsub):
+            rad = s_rad if t <= a else s_rad - 1
+            if rad >= 0:
+                enumerate_probes(s, t, j, substring_key(needles + j * nw, starts[t], widths[t]),
+                                 widths[t], rad, 0)
+    if s.failed:
+        return
+    # stage 2: bucket bounds
+    for p in range(s.nprobes):
+        if p + PREFETCH_AHEAD < s.nprobes:
+            pr = &s.probes[p + PREFETCH_AHEAD]
+            hm_prefetch(offsets + table_starts[pr.table] + pr.key)
+        pr = &s.probes[p]
+        pr.lo = offsets[table_starts[pr.table] + pr.key]
+        pr.hi = offsets[table_starts[pr.table] + pr.key + 1]
+        total += pr.hi - pr.lo
+    if grow(<void **> &s.cand, &s.cand_cap, total, sizeof(int64_t)) or \
+            grow(<void **> &s.cand_needle, &s.cand_needle_cap, total, sizeof(int8_t)):
+        s.failed = 1
+        return
+    # stage 3: candidate rows of every non-empty bucket
+    for p in range(s.nprobes):
+        if p + PREFETCH_AHEAD < s.nprobes:
+            pr = &s.probes[p + PREFETCH_AHEAD]
+            if pr.hi > pr.lo:
+                hm_prefetch(rows + pr.table * n + pr.lo)
+        pr = &s.probes[p]
+        for i in range(pr.lo, pr.hi):
+            s.cand[s.ncand] = rows[pr.table * n + i]
+            s.cand_needle[s.ncand] = pr.needle
+            s.ncand += 1
+    # stage 4: verify each needle's candidates against that needle (they are contiguous)
+    first = 0
+    while first < s.ncand:
+        j = s.cand_needle[first]
+        i = first
+        while i < s.ncand and s.cand_needle[i] == j:
+            i += 1
+        verify_candidates_one(needles + j * nw, j, codes, nw, s.cand + first, i - first,
+                              radius, out)
+        first = i
+
+
+cdef void verify_candidates_one(const uint64_t *needle, int needle_index, const uint64_t *db,
+                                int nw, const int64_t *rows, int64_t count, int radius,
+                                HitList *out) noexcept nogil:
+    cdef int32_t d[BLOCK_ROWS]
+    cdef hm_gatherdist_fn gather = hm_get_active().gatherdist
+    cdef int64_t b0 = 0, nb, i, j, ahead
+    while b0 < count:
+        nb = min(<int64_t> BLOCK_ROWS, count - b0)
+        # prefetch in small steps ahead of the gather instead of the whole block at once
+        i = 0
+        while i < nb:
+            ahead = min(<int64_t> PREFETCH_AHEAD, nb - i)
+            for j in range(ahead):
+                if b0 + i + PREFETCH_AHEAD + j < count:
+                    hm_prefetch(db + rows[b0 + i + PREFETCH_AHEAD + j] * nw)
+            gather(needle, db, rows + b0 + i, ahead, nw, d + i)
+            i += ahead
+        for i in range(nb):
+            if d[i] <= radius:
+                hits_push(out, rows[b0 + i], d[i], <int8_t> needle_index)
+        b0 += nb
+
+
+def mih_range_search_multi(needles, codes, starts, widths, offsets, rows, radius,
+                           threads=None):
+    """Exact range search through MIH tables built by mih_build on `codes`.
+
+    Same arguments and result as range_search_multi(needles, codes, radius)."""
+    codes = _as_codes(codes, "codes")
+    needles = _as_needles(needles, codes.shape[1])
+    cdef cnp.ndarray st = np.ascontiguousarray(starts, dtype=np.int32)
+    cdef cnp.ndarray wd = np.ascontiguousarray(widths, dtype=np.int32)
+    cdef cnp.ndarray ts = mih_table_starts(wd)
+    cdef cnp.ndarray off = np.ascontiguousarray(offsets, dtype=np.uint32)
+    cdef cnp.ndarray rw = np.ascontiguousarray(rows, dtype=np.uint32)
+    cdef int64_t nq = needles.shape[0], n = codes.shape[0]
+    cdef int nsub = st.shape[0]
+    if off.shape[0] != ts[nsub] or rw.shape[0] != nsub or rw.shape[1] != n:
+        raise ValueError("MIH tables do not match the codes and layout")
+    cdef int m = needles.shape[1], nw = codes.shape[1] // 8, r = int(radius)
+    cdef int nthreads = _threads(threads)
+    cdef HitList *hits = hits_new(nq)
+    cdef MihScratch *scratch = <MihScratch *> malloc(nthreads * sizeof(MihScratch))
+    if scratch == NULL:
+        hits_free(hits, nq)
+        raise MemoryError()
+    memset(scratch, 0, nthreads * sizeof(MihScratch))
+    cdef const uint64_t *pn = _words(needles)
+    cdef const uint64_t *pc = _words(codes)
+    cdef const int32_t *pst = <const int32_t *> cnp.PyArray_DATA(st)
+    cdef const int32_t *pwd = <const int32_t *> cnp.PyArray_DATA(wd)
+    cdef const int64_t *pts = <const int64_t *> cnp.PyArray_DATA(ts)
+    cdef const uint32_t *po = <const uint32_t *> cnp.PyArray_DATA(off)
+    cdef const uint32_t *pr = <const uint32_t *> cnp.PyArray_DATA(rw)
+    cdef int64_t q
+    cdef int tid = 0, failed = 0
+    try:
+        if r >= 0 and n > 0:
+            # never more threads than queries: an idle thread still joins (and, on a busy
+            # machine, delays) the parallel region
+            with nogil, parallel(num_threads=min(nthreads, nq)):
+                tid = openmp_thread_num()
+                for q in prange(nq, schedule="dynamic"):
+                    mih_query(pn + q * m * nw, m, pc, nw, r, nsub, pst, pwd, pts, po, pr, n,
+                              &scratch[tid], &hits[q])
+            for tid in range(nthreads):
+                failed |= scratch[tid].failed
+            if failed:
+                raise MemoryError("out of memory in MIH search")
+        result = hits_to_csr(hits, nq, 1, True)
+    finally:
+        for tid in range(nthreads):
+            free(scratch[tid].probes)
+            free(scratch[tid].cand)
+            free(scratch[tid].cand_needle)
+        free(scratch)
+        hits_free(hits, nq)
+    return sort_unique_hits(*result)
+
+
+cdef extern from "<omp.h>":
+    int openmp_thread_num "omp_get_thread_num"() nogil

@@ -183,9 +183,9 @@ HM_ATTR_AVX512 static void hm_rowmin_avx512(const uint64_t *needles, int m, cons
                     d = _mm512_cvtepi64_epi32(_mm512_popcnt_epi64(_mm512_xor_si512(v[0], qq[j])));
                 }
                 /* strictly smaller only, so ties keep the lowest needle index */
-                __mmask8 lt = _mm256_cmpgt_epi32_mask(best, d);
-                best = _mm256_mask_mov_epi32(best, lt, d);
-                arg = _mm256_mask_mov_epi32(arg, lt, _mm256_set1_epi32(j));
+                __m256i lt = _mm256_cmpgt_epi32(best, d);
+                best = _mm256_blendv_epi8(best, d, lt);
+                arg = _mm256_blendv_epi8(arg, _mm256_set1_epi32(j), lt);
             }
             _mm256_storeu_si256((__m256i *)(out_min + i), best);
             int32_t a32[8];

@@ -1,0 +1,122 @@
+"""Plain-numpy twins of the kernels in ``hashmatch._hamming``.
+
+Written for obviousness, not speed: every result is derived from the full distance matrix.
+tests/test_hamming_twins.py proves each kernel equal to its twin. Conventions (CSR results,
+ordering, padding) are documented in ``hashmatch._hamming``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+PAD_DISTANCE = 2147483647
+
+
+def _bits(codes: np.ndarray) -> np.ndarray:
+    """(n, nbits) 0/1 array; bit j is bit j % 64 of little-endian uint64 word j // 64."""
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    return np.unpackbits(codes, axis=-1, bitorder="little")
+
+
+def distance_matrix(a, b, threads=None) -> np.ndarray:
+    a_bits = _bits(a).astype(np.int32)
+    b_bits = _bits(b).astype(np.int32)
+    # |a xor b| = |a| + |b| - 2 |a and b|
+    return (a_bits.sum(1)[:, None] + b_bits.sum(1)[None, :] - 2 * a_bits @ b_bits.T).astype(
+        np.int32
+    )
+
+
+def _csr_from_mask(mask: np.ndarray):
+    offsets = np.zeros(mask.shape[0] + 1, dtype=np.int64)
+    np.cumsum(mask.sum(1), out=offsets[1:])
+    _, ids = np.nonzero(mask)  # row-major: per query, ids ascending
+    return offsets, ids.astype(np.int64)
+
+
+def range_search(queries, database, radius, threads=None):
+    d = distance_matrix(queries, database)
+    mask = d <= radius
+    offsets, ids = _csr_from_mask(mask)
+    return offsets, ids, d[mask].astype(np.int32)
+
+
+def _multi_min(needles, database):
+    """(nq, n) minimum distance over each query's needles and the lowest needle reaching it."""
+    needles = np.asarray(needles, dtype=np.uint8)
+    if needles.ndim == 2:
+        needles = needles[None]
+    nq, m, nbytes = needles.shape
+    n = np.asarray(database).shape[0]
+    d = distance_matrix(needles.reshape(nq * m, nbytes), database).reshape(nq, m, n)
+    if m == 0 or n == 0:
+        return np.zeros((nq, n), np.int32), np.zeros((nq, n), np.int8)
+    return d.min(axis=1), d.argmin(axis=1).astype(np.int8)  # argmin: first minimum
+
+
+def range_search_multi(needles, database, radius, threads=None):
+    dmin, arg = _multi_min(needles, database)
+    mask = dmin <= radius
+    offsets, ids = _csr_from_mask(mask)
+    return offsets, ids, dmin[mask].astype(np.int32), arg[mask]
+
+
+def range_search_multi_candidates(needles, database, cand_offsets, cand_rows, radius,
+                                  threads=None):
+    dmin, arg = _multi_min(needles, database)
+    allowed = np.zeros(dmin.shape, dtype=bool)
+    for q in range(dmin.shape[0]):
+        allowed[q, cand_rows[cand_offsets[q]:cand_offsets[q + 1]]] = True
+    mask = (dmin <= radius) & allowed
+    offsets, ids = _csr_from_mask(mask)
+    return offsets, ids, dmin[mask].astype(np.int32), arg[mask]
+
+
+def topk(queries, database, k, threads=None, live=None):
+    d = distance_matrix(queries, database).astype(np.int64)
+    nq, n = d.shape
+    if live is not None:
+        d[:, ~np.asarray(live, dtype=bool)] = PAD_DISTANCE
+    ids = np.broadcast_to(np.arange(n, dtype=np.int64), d.shape)
+    order = np.lexsort((ids, d), axis=1)[:, :k]
+    out_ids = np.full((nq, k), -1, dtype=np.int64)
+    out_d = np.full((nq, k), PAD_DISTANCE, dtype=np.int32)
+    take = min(k, n)
+    if take:
+        chosen_d = np.take_along_axis(d, order, axis=1)
+        chosen_ids = np.take_along_axis(ids, order, axis=1)
+        chosen_ids = np.where(chosen_d == PAD_DISTANCE, -1, chosen_ids)
+        out_ids[:, :take] = chosen_ids
+        out_d[:, :take] = chosen_d
+    return out_ids, out_d
+
+
+# --- multi-index hashing -------------------------------------------------------------------
+
+def mih_layout(nbits, nsub):
+    base, extra = divmod(nbits, nsub)
+    widths = np.array([base + 1] * extra + [base] * (nsub - extra), dtype=np.int32)
+    starts = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int32)
+    return starts, widths
+
+
+def substring_keys(codes, start, width) -> np.ndarray:
+    """Value of bits [start, start + width) of each code, bit start as the least significant."""
+    bits = _bits(codes)[:, start:start + width].astype(np.uint64)
+    return (bits << np.arange(width, dtype=np.uint64)).sum(axis=1).astype(np.uint32)
+
+
+def mih_build(codes, starts, widths, threads=None):
+    offsets, rows = [], []
+    for start, width in zip(starts, widths):
+        keys = substring_keys(codes, int(start), int(width))
+        counts = np.bincount(keys, minlength=1 << int(width))
+        offsets.append(np.concatenate([[0], np.cumsum(counts)]))
+        rows.append(np.argsort(keys, kind="stable"))
+    n = np.asarray(codes).shape[0]
+    return (np.concatenate(offsets).astype(np.uint32) if offsets else np.zeros(0, np.uint32),
+            np.array(rows, dtype=np.uint32).reshape(len(rows), n))
+
+
+def mih_range_search_multi(needles, codes, starts, widths, offsets, rows, radius, threads=None):
+    """MIH is exact, so its twin is the brute-force multi-needle range search."""
+    return range_search_multi(needles, codes, radius)

@@ -1,0 +1,440 @@
+"""In-memory exact index over packed binary codes (one bit length, int64 external ids).
+
+Layout: a log-structured set of *segments*. New codes go to a small append buffer that is
+scanned linearly; a full buffer is sealed into a segment (rows sorted by id, so removal is a
+binary search), and similar-sized segments are merged, so adds never trigger a full rebuild
+and each code is re-indexed O(log N) times overall. Removal marks a tombstone; a segment with
+too many tombstones is compacted.
+
+Search is exact by default. Each segment is searched with whichever exact method the cost
+model says is cheaper for this call's radius and needle count:
+- the Cython linear scan (``hashmatch._hamming``), best for small segments or large radii;
+- multi-index hashing (MIH, built for segments of at least ``MIH_MIN_ROWS``): pigeonhole
+  probing of per-substring tables, candidates verified with the Cython kernel.
+Approximate FAISS search is opt-in (``approximate="ivf"``) and reports no exactness.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _hamming
+
+# Cost model, measured with benchmarks/bench_index.py on a 2-core AMD EPYC VM (1 thread):
+# a random memory access (bucket probe or candidate verification) costs ~40 ns there, a
+# streamed PDQ row ~1.2 ns; an extra needle adds ~0.2 ns per row to the scan (AVX-512).
+NS_PER_PROBE = 25.0
+NS_PER_CANDIDATE = 45.0
+NS_PER_SCANNED_WORD = 0.3
+NS_PER_EXTRA_NEEDLE_WORD = 0.06
+
+MIH_MIN_ROWS = 200_000       # smaller segments are scanned (< 0.2 ms, as fast as MIH here)
+MIH_MAX_WIDTH = 24           # direct-addressed tables: 2**24 uint32 offsets = 64 MiB each
+MIH_TABLE_BYTES_PER_CODE = 84  # keeps the whole index <= 128 B per PDQ code
+BUFFER_ROWS = 65_536         # append buffer size before sealing into a segment
+COMPACT_DEAD_FRACTION = 0.25
+
+METHODS = ("auto", "scan", "mih")
+
+
+def _probe_count(width: int, radius: int) -> int:
+    return sum(math.comb(width, i) for i in range(radius + 1)) if radius >= 0 else 0
+
+
+def mih_cost(n: int, widths, radius: int, needles: int = 1) -> tuple[float, int]:
+    """Estimated (ns, probes) of an MIH search on n uniformly spread codes."""
+    nsub = len(widths)
+    s, a = divmod(radius, nsub)
+    probes = 0
+    candidates = 0.0
+    for t, w in enumerate(widths):
+        count = _probe_count(int(w), s if t <= a else s - 1)
+        probes += count
+        candidates += n * count / 2.0 ** int(w)
+    return needles * (probes * NS_PER_PROBE + candidates * NS_PER_CANDIDATE), probes
+
+
+def scan_cost(n: int, nwords: int, needles: int = 1) -> float:
+    return n * nwords * (NS_PER_SCANNED_WORD + (needles - 1) * NS_PER_EXTRA_NEEDLE_WORD)
+
+
+def mih_table_bytes(n: int, widths) -> int:
+    return sum(4 * ((1 << int(w)) + 1) + 4 * n for w in widths)
+
+
+def choose_mih_substrings(n: int, nbits: int, design_radius: int, force: bool = False):
+    """Number of MIH substrings with the lowest estimated cost at design_radius among those
+    whose tables fit the memory budget; None when none fits (the segment is then scanned).
+    force (method="mih"): a few MiB are always allowed, so small test indexes get tables."""
+    budget = MIH_TABLE_BYTES_PER_CODE * n + (4 << 20 if force else 0)
+    best, best_cost = None, math.inf
+    for nsub in range(max(1, -(-nbits // MIH_MAX_WIDTH)), nbits // 4 + 1):
+        _, widths = _hamming.mih_layout(nbits, nsub)
+        if mih_table_bytes(n, widths) > budget:
+            continue
+        cost, _ = mih_cost(n, widths, design_radius)
+        if cost < best_cost:
+            best, best_cost = nsub, cost
+    if best is None and force:
+        best = -(-nbits // 16)  # 16-bit tables: 256 KiB of offsets each
+    return best
+
+
+class _Segment:
+    """Sealed rows: codes sorted by external id, tombstones, optional MIH tables."""
+
+    __slots__ = ("codes", "ids", "live", "n_dead", "mih")
+
+    def __init__(self, codes: np.ndarray, ids: np.ndarray):
+        if ids.size > 1 and not np.all(ids[1:] > ids[:-1]):
+            order = np.argsort(ids, kind="stable")
+            codes, ids = codes[order], ids[order]
+        self.codes = np.ascontiguousarray(codes)
+        self.ids = np.ascontiguousarray(ids, dtype=np.int64)
+        self.live = np.ones(len(ids), dtype=bool)
+        self.n_dead = 0
+        self.mih = None  # (starts, widths, offsets, rows)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def build_mih(self, nbits: int, design_radius: int, threads, force: bool) -> None:
+        nsub = choose_mih_substrings(len(self), nbits, design_radius, force)
+        if nsub is None:
+            return
+        starts, widths = _hamming.mih_layout(nbits, nsub)
+        offsets, rows = _hamming.mih_build(self.codes, starts, widths, threads=threads)
+        self.mih = (starts, widths, offsets, rows)
+
+    def rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """Positions of the given ids that are present and live here."""
+        pos = np.searchsorted(self.ids, ids)
+        inside = pos < len(self.ids)
+        pos = pos[inside]
+        pos = pos[self.ids[pos] == ids[inside]]
+        return pos[self.live[pos]]
+
+    def nbytes(self) -> int:
+        total = self.codes.nbytes + self.ids.nbytes + self.live.nbytes
+        if self.mih is not None:
+            total += self.mih[2].nbytes + self.mih[3].nbytes
+        return total
+
+
+class CodeIndex:
+    """Exact Hamming range / top-k search over codes of one bit length.
+
+    >>> idx = CodeIndex(256)
+    >>> idx.add(codes, ids)                 # codes: uint8 (n, 32); ids: int64 (n,), unique
+    >>> offsets, ids, dist = idx.range_search(queries, radius=31)
+    >>> offsets, ids, dist, variant = idx.range_search_multi(dihedral_needles, radius=31)
+
+    method: "auto" (cost model per segment and call), "scan" or "mih" (force a path; "mih"
+    also seals every add immediately so that all codes live in MIH tables).
+    approximate: None (exact) or "ivf" (FAISS IndexBinaryIVF, opt-in, recall < 1: see
+    benchmarks/RESULTS.md); nprobe applies to it.
+    """
+
+    def __init__(self, nbits: int, *, method: str = "auto", approximate: str | None = None,
+                 nprobe: int = 16, design_radius: int | None = None, threads: int | None = None):
+        if nbits <= 0 or nbits % 64:
+            raise ValueError(f"nbits must be a positive multiple of 64, got {nbits}")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if approximate not in (None, "ivf"):
+            raise ValueError(f"approximate must be None or 'ivf', got {approximate!r}")
+        self.nbits = nbits
+        self.nbytes_per_code = nbits // 8
+        self.method = method
+        self.threads = threads
+        # the radius the MIH tables are shaped for (PDQ's usual 31 at 256 bits)
+        self.design_radius = design_radius if design_radius is not None else nbits * 31 // 256
+        self._segments: list[_Segment] = []
+        self._buffer_rows = 0 if method == "mih" else BUFFER_ROWS
+        self._buf_codes = np.empty((0, self.nbytes_per_code), dtype=np.uint8)
+        self._buf_ids = np.empty(0, dtype=np.int64)
+        self._buf_live = np.empty(0, dtype=bool)
+        self._buf_n = 0
+        self._approx = _FaissIVF(nbits, nprobe) if approximate == "ivf" else None
+
+    # -- size --------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        if self._approx is not None:
+            return len(self._approx)
+        return (sum(len(s) - s.n_dead for s in self._segments)
+                + int(self._buf_live[:self._buf_n].sum()))
+
+    @property
+    def nbytes(self) -> int:
+        """Resident bytes of the index's arrays."""
+        if self._approx is not None:
+            return self._approx.nbytes()
+        return (sum(s.nbytes() for s in self._segments) + self._buf_codes.nbytes
+                + self._buf_ids.nbytes + self._buf_live.nbytes)
+
+    # -- updates -----------------------------------------------------------------------------
+    def add(self, codes, ids) -> None:
+        """Add codes with their external ids (unique, not already present)."""
+        codes = np.ascontiguousarray(codes, dtype=np.uint8)
+        ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+        if codes.ndim != 2 or codes.shape[1] != self.nbytes_per_code:
+            raise ValueError(f"codes must have shape (n, {self.nbytes_per_code}), "
+                             f"got {codes.shape}")
+        if len(ids) != len(codes):
+            raise ValueError(f"{len(codes)} codes but {len(ids)} ids")
+        if len(ids) == 0:
+            return
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError("ids must be unique")
+        if self._approx is not None:
+            self._approx.add(codes, ids)
+            return
+        present = self._present(ids)
+        if present.size:
+            raise ValueError(f"ids already in the index: {present[:5].tolist()}")
+        if self._buf_n == 0 and len(ids) >= self._buffer_rows:
+            self._seal(codes, ids)
+            return
+        self._append_to_buffer(codes, ids)
+        if self._buf_n >= max(self._buffer_rows, 1):
+            self._flush_buffer()
+
+    def remove(self, ids) -> int:
+        """Remove ids (unknown ids are ignored). Returns how many were removed."""
+        ids = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1))
+        if self._approx is not None:
+            return self._approx.remove(ids)
+        removed = 0
+        for seg in self._segments:
+            rows = seg.rows_of(ids)
+            seg.live[rows] = False
+            seg.n_dead += len(rows)
+            removed += len(rows)
+        n = self._buf_n
+        hit = np.isin(self._buf_ids[:n], ids) & self._buf_live[:n]
+        self._buf_live[:n][hit] = False
+        removed += int(hit.sum())
+        self._compact()
+        return removed
+
+    def _present(self, ids: np.ndarray) -> np.ndarray:
+        found = [seg.ids[seg.rows_of(ids)] for seg in self._segments]
+        n = self._buf_n
+        found.append(self._buf_ids[:n][self._buf_live[:n] & np.isin(self._buf_ids[:n], ids)])
+        return np.concatenate(found)
+
+    def _append_to_buffer(self, codes, ids):
+        need = self._buf_n + len(ids)
+        if need > len(self._buf_ids):  # grow geometrically: appends are amortised O(1)
+            cap = max(need, 2 * len(self._buf_ids), 1024)
+            self._buf_codes = np.resize(self._buf_codes, (cap, self.nbytes_per_code))
+            self._buf_ids = np.resize(self._buf_ids, cap)
+            self._buf_live = np.resize(self._buf_live, cap)
+        self._buf_codes[self._buf_n:need] = codes
+        self._buf_ids[self._buf_n:need] = ids
+        self._buf_live[self._buf_n:need] = True
+        self._buf_n = need
+
+    def _flush_buffer(self):
+        n = self._buf_n
+        live = self._buf_live[:n]
+        codes, ids = self._buf_codes[:n][live], self._buf_ids[:n][live]
+        self._buf_n = 0
+        self._buf_codes = np.empty((0, self.nbytes_per_code), dtype=np.uint8)
+        self._buf_ids = np.empty(0, dtype=np.int64)
+        self._buf_live = np.empty(0, dtype=bool)
+        if len(ids):
+            self._seal(codes, ids)
+
+    def _seal(self, codes, ids):
+        self._segments.append(self._make_segment(codes, ids))
+        # merge while the newest segment is at least half the size of the one before it
+        while len(self._segments) >= 2 and 2 * len(self._segments[-1]) >= len(self._segments[-2]):
+            newer = self._segments.pop()
+            older = self._segments.pop()
+            self._segments.append(self._merge(older, newer))
+
+    def _make_segment(self, codes, ids) -> _Segment:
+        seg = _Segment(codes, ids)
+        if self.method == "mih" or (self.method == "auto" and len(seg) >= MIH_MIN_ROWS):
+            seg.build_mih(self.nbits, self.design_radius, self.threads, self.method == "mih")
+        return seg
+
+    def _merge(self, a: _Segment, b: _Segment) -> _Segment:
+        return self._make_segment(np.concatenate([a.codes[a.live], b.codes[b.live]]),
+                                  np.concatenate([a.ids[a.live], b.ids[b.live]]))
+
+    def _compact(self):
+        for i, seg in enumerate(self._segments):
+            if seg.n_dead and seg.n_dead >= COMPACT_DEAD_FRACTION * len(seg):
+                self._segments[i] = self._make_segment(seg.codes[seg.live], seg.ids[seg.live])
+        self._segments = [s for s in self._segments if len(s)]
+
+    # -- search ------------------------------------------------------------------------------
+    def range_search(self, queries, radius: int, threads: int | None = None):
+        """CSR (offsets, ids, distances): every stored code within `radius` of each query,
+        ids ascending within a query."""
+        queries = np.ascontiguousarray(queries, dtype=np.uint8)
+        if queries.ndim != 2:
+            raise ValueError(f"queries must be 2-D (nq, nbytes), got shape {queries.shape}")
+        offsets, ids, dist, _ = self.range_search_multi(queries[:, None, :], radius, threads)
+        return offsets, ids, dist
+
+    def range_search_multi(self, needles, radius: int, threads: int | None = None):
+        """Range search with up to 8 needles per query (e.g. the 8 dihedral PDQ hashes).
+
+        needles: (nq, m, nbytes), or (m, nbytes) for one query. Returns CSR
+        (offsets, ids, distances, variants): a code is a hit when its minimum distance over
+        the query's needles is <= radius; `variants` is the needle achieving it."""
+        needles = np.ascontiguousarray(needles, dtype=np.uint8)
+        if needles.ndim == 2:
+            needles = needles[None]
+        if needles.ndim != 3 or needles.shape[2] != self.nbytes_per_code:
+            raise ValueError(f"needles must have shape (nq, m, {self.nbytes_per_code})")
+        threads = self.threads if threads is None else threads
+        radius = int(radius)
+        if self._approx is not None:
+            return self._approx.range_search_multi(needles, radius)
+        nq = needles.shape[0]
+        parts = [self._search_segment(seg, needles, radius, threads)
+                 for seg in self._segments if len(seg) > seg.n_dead]
+        if self._buf_n:
+            parts.append(self._search_buffer(needles, radius, threads))
+        return _merge_hits(nq, parts, presorted=len(parts) == 1 and not self._buf_n)
+
+    def _search_segment(self, seg: _Segment, needles, radius, threads):
+        if self._use_mih(seg, radius, needles.shape[1]):
+            starts, widths, offsets, rows = seg.mih
+            result = _hamming.mih_range_search_multi(needles, seg.codes, starts, widths,
+                                                     offsets, rows, radius, threads=threads)
+        else:
+            result = _hamming.range_search_multi(needles, seg.codes, radius, threads=threads)
+        return _hits_to_ids(result, seg.ids, seg.live if seg.n_dead else None)
+
+    def _search_buffer(self, needles, radius, threads):
+        n = self._buf_n
+        result = _hamming.range_search_multi(needles, self._buf_codes[:n], radius,
+                                             threads=threads)
+        return _hits_to_ids(result, self._buf_ids[:n], self._buf_live[:n])
+
+    def _use_mih(self, seg: _Segment, radius: int, needles: int) -> bool:
+        if seg.mih is None or self.method == "scan":
+            return False
+        if self.method == "mih":
+            return True
+        mih_ns, _ = mih_cost(len(seg), seg.mih[1], radius, needles)
+        return mih_ns < scan_cost(len(seg), self.nbits // 64, needles)
+
+    def topk(self, queries, k: int, threads: int | None = None):
+        """(ids (nq, k), distances (nq, k)) of the k nearest stored codes, sorted by
+        (distance, id); padded with id -1 and distance _hamming.PAD_DISTANCE. Linear scan."""
+        queries = np.ascontiguousarray(queries, dtype=np.uint8)
+        threads = self.threads if threads is None else threads
+        if self._approx is not None:
+            return self._approx.topk(queries, k)
+        nq = len(queries)
+        all_ids = [np.full((nq, k), -1, dtype=np.int64)]
+        all_d = [np.full((nq, k), _hamming.PAD_DISTANCE, dtype=np.int32)]
+        sources = [(s.codes, s.ids, s.live if s.n_dead else None) for s in self._segments]
+        if self._buf_n:
+            n = self._buf_n
+            sources.append((self._buf_codes[:n], self._buf_ids[:n], self._buf_live[:n]))
+        for codes, ids, live in sources:
+            rows, dist = _hamming.topk(queries, codes, k, threads=threads, live=live)
+            all_ids.append(np.where(rows >= 0, ids[rows], -1))
+            all_d.append(dist)
+        ids = np.concatenate(all_ids, axis=1)
+        dist = np.concatenate(all_d, axis=1)
+        # pads (-1) sort last among equal PAD distances
+        order = np.lexsort((np.where(ids < 0, np.iinfo(np.int64).max, ids), dist), axis=1)[:, :k]
+        return np.take_along_axis(ids, order, axis=1), np.take_along_axis(dist, order, axis=1)
+
+    def paths(self, radius: int = 31, needles: int = 1) -> list[str]:
+        """Which method each segment would use for such a call (diagnostics, benchmarks)."""
+        return ["mih" if self._use_mih(s, radius, needles) else "scan" for s in self._segments]
+
+
+def _hits_to_ids(result, ids, live):
+    """Segment-row hits -> (query, external id, distance, variant), tombstones dropped."""
+    offsets, rows, dist, var = result
+    query = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
+    if live is not None:
+        keep = live[rows]
+        query, rows, dist, var = query[keep], rows[keep], dist[keep], var[keep]
+    return query, ids[rows], dist, var
+
+
+def _merge_hits(nq, parts, presorted):
+    if parts:
+        query, ids, dist, var = (np.concatenate(col) for col in zip(*parts))
+    else:
+        query, ids = np.empty(0, np.int64), np.empty(0, np.int64)
+        dist, var = np.empty(0, np.int32), np.empty(0, np.int8)
+    if not presorted:
+        order = np.lexsort((ids, query))
+        query, ids, dist, var = query[order], ids[order], dist[order], var[order]
+    offsets = np.zeros(nq + 1, dtype=np.int64)
+    np.cumsum(np.bincount(query, minlength=nq), out=offsets[1:])
+    return offsets, ids, dist, var
+
+
+class _FaissIVF:
+    """Opt-in approximate search: FAISS IndexBinaryIVF (trained on the first add)."""
+
+    def __init__(self, nbits: int, nprobe: int):
+        self.nbits = nbits
+        self.nprobe = nprobe
+        self.index = None
+
+    def _ensure(self, codes):
+        import faiss
+
+        if self.index is None:
+            nlist = max(1, min(int(4 * math.sqrt(len(codes))), len(codes) // 39 or 1))
+            self._quantizer = faiss.IndexBinaryFlat(self.nbits)
+            self.index = faiss.IndexBinaryIVF(self._quantizer, self.nbits, nlist)
+            self.index.train(codes)
+            self.index.nprobe = self.nprobe
+
+    def __len__(self):
+        return 0 if self.index is None else self.index.ntotal
+
+    def nbytes(self):
+        if self.index is None:
+            return 0
+        # inverted lists hold code + int64 id per entry; the quantizer its centroids
+        return self.index.ntotal * (self.nbits // 8 + 8) + self._quantizer.ntotal * self.nbits // 8
+
+    def add(self, codes, ids):
+        self._ensure(codes)
+        self.index.add_with_ids(codes, ids)
+
+    def remove(self, ids):
+        import faiss
+
+        if self.index is None:
+            return 0
+        return int(self.index.remove_ids(faiss.IDSelectorBatch(ids)))
+
+    def range_search_multi(self, needles, radius):
+        nq, m, nbytes = needles.shape
+        if self.index is None:
+            return _merge_hits(nq, [], True)
+        lims, dist, ids = self.index.range_search(needles.reshape(nq * m, nbytes), radius + 1)
+        flat = np.repeat(np.arange(nq * m), np.diff(lims.astype(np.int64)))
+        query, var = flat // m, (flat % m).astype(np.int8)
+        # per (query, id) keep the smallest distance, lowest variant on ties
+        order = np.lexsort((var, dist, ids, query))
+        query, ids, dist, var = query[order], ids[order], dist[order].astype(np.int32), var[order]
+        first = np.ones(len(ids), dtype=bool)
+        first[1:] = (ids[1:] != ids[:-1]) | (query[1:] != query[:-1])
+        return _merge_hits(nq, [(query[first], ids[first], dist[first], var[first])], True)
+
+    def topk(self, queries, k):
+        if self.index is None:
+            return (np.full((len(queries), k), -1, np.int64),
+                    np.full((len(queries), k), _hamming.PAD_DISTANCE, np.int32))
+        dist, ids = self.index.search(queries, k)
+        dist = np.where(ids < 0, _hamming.PAD_DISTANCE, dist).astype(np.int32)
+        return ids, dist

@@ -1,0 +1,182 @@
+"""Every kernel of hashmatch._hamming equals its plain-numpy twin in hashmatch._hamming_ref,
+for every popcount implementation this CPU has, 1 and 2 threads, edge sizes included."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hashmatch import _hamming as fast
+from hashmatch import _hamming_ref as ref
+
+IMPLS = fast.available_popcount_impls()
+
+
+@pytest.fixture(autouse=True)
+def _restore_impl():
+    before = fast.popcount_impl()
+    yield
+    fast.set_popcount_impl(before)
+
+
+@st.composite
+def code_sets(draw, max_a=9, max_b=40):
+    """(a, b, nbits): random codes of 64/128/256 bits, 0..n rows, often with duplicate rows
+    and rows that are near copies of each other (so small radii have hits)."""
+    nbytes = draw(st.sampled_from([8, 16, 32]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    na = draw(st.integers(0, max_a))
+    nb = draw(st.integers(0, max_b))
+    a = rng.integers(0, 256, (na, nbytes), dtype=np.uint8)
+    b = rng.integers(0, 256, (nb, nbytes), dtype=np.uint8)
+    if na and nb and draw(st.booleans()):
+        # plant near copies of a's rows into b, with a few bits flipped, and duplicates
+        picks = rng.integers(0, na, nb)
+        flips = (rng.random((nb, nbytes * 8)) < draw(st.sampled_from([0.0, 0.02, 0.1])))
+        b = a[picks] ^ np.packbits(flips, axis=1, bitorder="little")
+        if nb > 1:
+            b[nb // 2] = b[0]
+    return a, b, nbytes * 8
+
+
+radii = st.one_of(st.sampled_from([0, 1, 31, 64, 128, 256]), st.integers(-1, 300))
+threads = st.sampled_from([1, 2])
+impls = st.sampled_from(IMPLS)
+
+
+def assert_same(got, expected):
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        np.testing.assert_array_equal(g, e)
+        assert g.dtype == e.dtype, (g.dtype, e.dtype)
+
+
+@settings(max_examples=150, deadline=None)
+@given(code_sets(), threads, impls)
+def test_distance_matrix(sets, nthreads, impl):
+    a, b, _ = sets
+    fast.set_popcount_impl(impl)
+    got = fast.distance_matrix(a, b, threads=nthreads)
+    assert got.shape == (len(a), len(b)) and got.dtype == np.int32
+    np.testing.assert_array_equal(got, ref.distance_matrix(a, b))
+
+
+@settings(max_examples=150, deadline=None)
+@given(code_sets(), radii, threads, impls)
+def test_range_search(sets, radius, nthreads, impl):
+    a, b, _ = sets
+    fast.set_popcount_impl(impl)
+    assert_same(fast.range_search(a, b, radius, threads=nthreads), ref.range_search(a, b, radius))
+
+
+@settings(max_examples=150, deadline=None)
+@given(code_sets(), st.integers(0, 50), threads, impls)
+def test_topk(sets, k, nthreads, impl):
+    a, b, _ = sets
+    fast.set_popcount_impl(impl)
+    assert_same(fast.topk(a, b, k, threads=nthreads), ref.topk(a, b, k))
+
+
+@settings(max_examples=60, deadline=None)
+@given(code_sets(), st.integers(1, 50), st.data())
+def test_topk_with_live_mask(sets, k, data):
+    a, b, _ = sets
+    live = np.array(data.draw(st.lists(st.booleans(), min_size=len(b), max_size=len(b))),
+                    dtype=bool)
+    assert_same(fast.topk(a, b, k, live=live), ref.topk(a, b, k, live=live))
+
+
+def _needles(a, m, rng):
+    """(nq, m, nbytes) needles: each query's own code plus m - 1 other random codes."""
+    nq, nbytes = a.shape
+    needles = rng.integers(0, 256, (nq, m, nbytes), dtype=np.uint8)
+    needles[:, rng.integers(0, m) if m else 0] = a
+    if m > 2 and nq:
+        needles[:, m - 1] = needles[:, 0]  # duplicate needle: the lower index must win
+    return needles
+
+
+@settings(max_examples=150, deadline=None)
+@given(code_sets(), st.integers(1, 8), radii, threads, impls, st.integers(0, 2**32 - 1))
+def test_range_search_multi(sets, m, radius, nthreads, impl, seed):
+    a, b, _ = sets
+    fast.set_popcount_impl(impl)
+    needles = _needles(a, m, np.random.default_rng(seed))
+    assert_same(fast.range_search_multi(needles, b, radius, threads=nthreads),
+                ref.range_search_multi(needles, b, radius))
+
+
+def test_range_search_multi_single_query_2d():
+    rng = np.random.default_rng(0)
+    needles = rng.integers(0, 256, (8, 32), dtype=np.uint8)
+    near = needles[3:4].copy()
+    near[0, 0] ^= 1  # one bit from needle 3
+    db = np.concatenate([near, rng.integers(0, 256, (50, 32), dtype=np.uint8)])
+    assert_same(fast.range_search_multi(needles, db, 40), ref.range_search_multi(needles, db, 40))
+    offsets, ids, dist, var = fast.range_search_multi(needles, db, 1)
+    assert ids.tolist() == [0] and dist.tolist() == [1] and var.tolist() == [3]
+
+
+@settings(max_examples=150, deadline=None)
+@given(code_sets(), st.integers(1, 8), radii, threads, impls, st.integers(0, 2**32 - 1))
+def test_range_search_multi_candidates(sets, m, radius, nthreads, impl, seed):
+    a, b, _ = sets
+    fast.set_popcount_impl(impl)
+    rng = np.random.default_rng(seed)
+    needles = _needles(a, m, rng)
+    counts = rng.integers(0, 2 * len(b) + 1, len(a)) if len(b) else np.zeros(len(a), int)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    rows = rng.integers(0, max(len(b), 1), offsets[-1])  # any order, repeats allowed
+    assert_same(fast.range_search_multi_candidates(needles, b, offsets, rows, radius,
+                                                   threads=nthreads),
+                ref.range_search_multi_candidates(needles, b, offsets, rows, radius))
+
+
+@settings(max_examples=100, deadline=None)
+@given(code_sets(max_b=60), st.integers(1, 8), threads, st.data())
+def test_mih_build_and_search(sets, m, nthreads, data):
+    a, b, nbits = sets
+    nsub = data.draw(st.integers(-(-nbits // 16), nbits // 4))  # tables <= 2**16 keys: fast
+    radius = data.draw(st.integers(-1, nbits // 2))
+    starts, widths = fast.mih_layout(nbits, nsub)
+    np.testing.assert_array_equal(starts, ref.mih_layout(nbits, nsub)[0])
+    np.testing.assert_array_equal(widths, ref.mih_layout(nbits, nsub)[1])
+    tables = fast.mih_build(b, starts, widths, threads=nthreads)
+    assert_same(tables, ref.mih_build(b, starts, widths))
+    needles = _needles(a, m, np.random.default_rng(data.draw(st.integers(0, 2**32 - 1))))
+    assert_same(fast.mih_range_search_multi(needles, b, starts, widths, *tables, radius,
+                                            threads=nthreads),
+                ref.mih_range_search_multi(needles, b, starts, widths, *tables, radius))
+
+
+def test_block_boundaries_and_parallel_parts():
+    """Enough rows to cross the kernels' 4096-row blocks and be split between threads."""
+    rng = np.random.default_rng(7)
+    db = rng.integers(0, 256, (20_011, 32), dtype=np.uint8)
+    queries = db[[0, 4095, 4096, 20_010]] ^ np.uint8(3)
+    for impl in IMPLS:
+        fast.set_popcount_impl(impl)
+        for nthreads in (1, 2):
+            assert_same(fast.range_search(queries, db, 100, threads=nthreads),
+                        ref.range_search(queries, db, 100))
+            assert_same(fast.topk(queries, db, 5, threads=nthreads), ref.topk(queries, db, 5))
+
+
+def test_popcount_impl_is_reported():
+    assert fast.popcount_impl() in IMPLS
+    assert "portable" in IMPLS
+    with pytest.raises(ValueError):
+        fast.set_popcount_impl("no-such-impl")
+
+
+@pytest.mark.parametrize("bad", [np.zeros((3, 7), np.uint8), np.zeros(8, np.uint8),
+                                 np.zeros((3, 0), np.uint8)])
+def test_rejects_bad_shapes(bad):
+    with pytest.raises(ValueError):
+        fast.range_search(bad, bad, 3)
+
+
+def test_rejects_mixed_lengths_and_too_many_needles():
+    with pytest.raises(ValueError):
+        fast.distance_matrix(np.zeros((1, 8), np.uint8), np.zeros((1, 32), np.uint8))
+    with pytest.raises(ValueError):
+        fast.range_search_multi(np.zeros((1, 9, 32), np.uint8), np.zeros((4, 32), np.uint8), 3)
