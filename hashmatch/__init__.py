@@ -4,15 +4,26 @@ from .fingerprint import ALGORITHMS, Fingerprint
 from .hashing import FileFingerprints, hash_file, hash_files, hash_image
 
 __version__ = "0.1.0"
+
+# After __version__: modules below may import it from the package.
+from .cluster import Cluster, ClusterMember, cluster  # noqa: E402
+from .index import Index, Match, QueryResult  # noqa: E402
+
 __all__ = [
     "ALGORITHMS",
     "AlgorithmMismatchError",
+    "Cluster",
+    "ClusterMember",
     "FileFingerprints",
     "Fingerprint",
     "HashFormatError",
     "HashmatchError",
     "ImageError",
+    "Index",
+    "Match",
+    "QueryResult",
     "__version__",
+    "cluster",
     "hash_file",
     "hash_files",
     "hash_image",

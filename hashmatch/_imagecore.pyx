@@ -517,3 +517,261 @@ def pdq_dct16_inplace(float[:, ::1] luma, float[:, ::1] scratch, bint filter_64x
     if status:
         raise MemoryError()
     return out, quality
+
+
+# ---------------------------------------------------------------------------------------
+# Fast mode: the blur + decimation as two sparse matrix products, straight from uint8
+# ---------------------------------------------------------------------------------------
+# The Jarosz filter is linear and separable and PDQ reads it at 64x64 points only, so along
+# an axis of length n it is one 64 x n matrix K = S B B (S: the decimation selector, B: the
+# n x n box operator of box1DFloat, window jarosz_window_size(n, 64), edge windows
+# normalised by their clipped length). The 64x64 downsample is K_rows . L . K_cols^T.
+# Row k of K is nonzero on about 2*window consecutive inputs, so the product reads every
+# input pixel about once and no full-size float image or filter pass exists. Results
+# equal the exact path up to float rounding (different summation order), not bit for bit.
+cdef extern from *:
+    """
+    #include <stddef.h>
+    /* Row stage: out[o, :] = sum_t weights[o, t] * luma(row starts[o] + t), o = 0..63.
+       Grey: luma = the byte. RGB(A): luma = float(R*0.299 + G*0.587 + B*0.114) in double,
+       as luma_from_rgb. Accumulated in float, vectorised across the row. */
+    HM_VECTOR_CLONES
+    static void hm_fast_rows_grey(const unsigned char* base, ptrdiff_t row_stride, int cols,
+                                  const int* starts, const int* lens, const float* weights,
+                                  int maxlen, float* out) {
+        int o, t, j;
+        for (o = 0; o < 64; o++) {
+            float* acc = out + (ptrdiff_t)o * cols;
+            const float* wt = weights + (ptrdiff_t)o * maxlen;
+            const unsigned char* src = base + (ptrdiff_t)starts[o] * row_stride;
+            float k0 = wt[0];
+            for (j = 0; j < cols; j++) acc[j] = k0 * (float)src[j];
+            for (t = 1; t + 1 < lens[o]; t += 2) {
+                const unsigned char* a = src + (ptrdiff_t)t * row_stride;
+                const unsigned char* b = a + row_stride;
+                float ka = wt[t], kb = wt[t + 1];
+                for (j = 0; j < cols; j++) acc[j] += ka * (float)a[j] + kb * (float)b[j];
+            }
+            if (t < lens[o]) {
+                const unsigned char* a = src + (ptrdiff_t)t * row_stride;
+                float ka = wt[t];
+                for (j = 0; j < cols; j++) acc[j] += ka * (float)a[j];
+            }
+        }
+    }
+
+    /* RGB(A): luma is linear too, so each output row first accumulates the weighted input
+       rows channel by channel over the interleaved bytes (``line``: channels * cols
+       floats, contiguous, vectorised like grey), then takes
+       R*0.299 + G*0.587 + B*0.114 of the 64 sums per column (the 4th channel is summed and
+       ignored). */
+    HM_VECTOR_CLONES
+    static void hm_fast_rows_rgb(const unsigned char* base, ptrdiff_t row_stride, int channels,
+                                 int cols, const int* starts, const int* lens,
+                                 const float* weights, int maxlen, float* out, float* line) {
+        int o, t, j, width = channels * cols;
+        for (o = 0; o < 64; o++) {
+            float* acc = out + (ptrdiff_t)o * cols;
+            const float* wt = weights + (ptrdiff_t)o * maxlen;
+            const unsigned char* src = base + (ptrdiff_t)starts[o] * row_stride;
+            float k0 = wt[0];
+            for (j = 0; j < width; j++) line[j] = k0 * (float)src[j];
+            for (t = 1; t < lens[o]; t++) {
+                const unsigned char* a = src + (ptrdiff_t)t * row_stride;
+                float ka = wt[t];
+                for (j = 0; j < width; j++) line[j] += ka * (float)a[j];
+            }
+            if (channels == 3) {
+                for (j = 0; j < cols; j++)
+                    acc[j] = (float)(line[3 * j] * 0.299 + line[3 * j + 1] * 0.587
+                                     + line[3 * j + 2] * 0.114);
+            } else {
+                for (j = 0; j < cols; j++)
+                    acc[j] = (float)(line[4 * j] * 0.299 + line[4 * j + 1] * 0.587
+                                     + line[4 * j + 2] * 0.114);
+            }
+        }
+    }
+
+    /* Column stage: out64[r, c] = sum_t weights[c, t] * buf[r, starts[c] + t]. Eight
+       partial sums per dot product (independent lanes the compiler can vectorise). */
+    HM_VECTOR_CLONES
+    static void hm_fast_cols(const float* buf, int cols, const int* starts, const int* lens,
+                             const float* weights, int maxlen, float* out64) {
+        int r, c, t, l;
+        for (r = 0; r < 64; r++) {
+            const float* row = buf + (ptrdiff_t)r * cols;
+            for (c = 0; c < 64; c++) {
+                const float* x = row + starts[c];
+                const float* wt = weights + (ptrdiff_t)c * maxlen;
+                int len = lens[c];
+                float s[8] = {0, 0, 0, 0, 0, 0, 0, 0}, total;
+                for (t = 0; t + 8 <= len; t += 8)
+                    for (l = 0; l < 8; l++) s[l] += wt[t + l] * x[t + l];
+                total = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+                for (; t < len; t++) total += wt[t] * x[t];
+                out64[r * 64 + c] = total;
+            }
+        }
+    }
+    """
+    void hm_fast_rows_grey(const unsigned char* base, Py_ssize_t row_stride, int cols,
+                           const int* starts, const int* lens, const float* weights,
+                           int maxlen, float* out) noexcept nogil
+    void hm_fast_rows_rgb(const unsigned char* base, Py_ssize_t row_stride, int channels,
+                          int cols, const int* starts, const int* lens, const float* weights,
+                          int maxlen, float* out, float* line) noexcept nogil
+    void hm_fast_cols(const float* buf, int cols, const int* starts, const int* lens,
+                      const float* weights, int maxlen, float* out64) noexcept nogil
+
+
+cdef inline int _decimation_index(int o, int n) noexcept nogil:
+    return <int>(((o + 0.5) * n) / DOWN)  # as _decimate
+
+
+def fast_axis_weights(int n, bint blur=True):
+    """The 64 x n matrix K = S B B of one axis in sparse row form.
+
+    Returns (starts int32[64], lens int32[64], weights float32[64, maxlen], n): row o of K
+    is ``weights[o, :lens[o]]`` at columns ``starts[o] ..``; n is kept so the kernels can
+    refuse weights of another axis length. Entries are computed in double
+    (1 / (count_i * count_j) summed over the box windows) and rounded once to float.
+    ``blur=False`` gives the bare selector S (the reference's unfiltered 64x64 path).
+    Dense twin: _imagecore_ref.fast_axis_matrix.
+    """
+    if n < 1:
+        raise ValueError("axis length must be positive")
+    cdef int window = jarosz_window_size(n, DOWN) if blur else 1
+    cdef int half = (window + 2) // 2
+    cdef int before = window - half, after = half - 1  # box window of i: i-before .. i+after
+    cdef int maxlen = 2 * (before + after) + 1
+    starts = np.empty(DOWN, np.int32)
+    lens = np.empty(DOWN, np.int32)
+    weights = np.zeros((DOWN, maxlen), np.float32)
+    cdef int[::1] s_view = starts, l_view = lens
+    cdef float[:, ::1] w_view = weights
+    cdef double* row = <double*>malloc(maxlen * sizeof(double))
+    cdef int o, si, a, b, ka, kb, j, k, ja, jb
+    cdef double outer
+    if row == NULL:
+        raise MemoryError()
+    with nogil:
+        for o in range(DOWN):
+            si = _decimation_index(o, n)
+            a = max(0, si - before)
+            b = min(n - 1, si + after)
+            ka = max(0, a - before)
+            kb = min(n - 1, b + after)
+            for k in range(kb - ka + 1):
+                row[k] = 0.0
+            outer = 1.0 / (b - a + 1)
+            for j in range(a, b + 1):
+                ja = max(0, j - before)
+                jb = min(n - 1, j + after)
+                for k in range(ja, jb + 1):
+                    row[k - ka] += outer / (jb - ja + 1)
+            s_view[o] = ka
+            l_view[o] = kb - ka + 1
+            for k in range(kb - ka + 1):
+                w_view[o, k] = <float>row[k]
+    free(row)
+    return starts, lens, weights, n
+
+
+cdef _check_axis(axis_weights, int n):
+    starts, lens, weights, length = axis_weights
+    if length != n:
+        raise ValueError(f"axis weights are for length {length}, not {n}")
+    cdef int[::1] s = starts
+    cdef int[::1] l = lens
+    cdef int o
+    if s.shape[0] != DOWN or l.shape[0] != DOWN or weights.shape[0] != DOWN:
+        raise ValueError("axis weights must have 64 rows")
+    for o in range(DOWN):
+        if l[o] < 1 or l[o] > weights.shape[1] or s[o] < 0 or s[o] + l[o] > n:
+            raise ValueError(f"axis weights do not fit an axis of length {n}")
+
+
+def fast_downsample64(image, row_weights, col_weights, float[::1] scratch=None):
+    """K_rows . luma(image) . K_cols^T as a 64x64 float32 array.
+
+    ``image``: uint8 HxW (grey) or HxWx3/4 (RGB: luma R*0.299 + G*0.587 + B*0.114, applied
+    after the row stage -- it is linear; 4th channel ignored), pixels contiguous within a
+    row (any row stride). ``row_weights`` / ``col_weights``: fast_axis_weights of the
+    height / width. ``scratch``: optional float32 buffer of at least (64 + channels) *
+    width floats (the 64 x width row-stage result plus one interleaved line), reused to
+    avoid page faults.
+    """
+    out = np.empty((DOWN, DOWN), dtype=np.float32)
+    cdef float[:, ::1] view = out
+    _fast_downsample(image, row_weights, col_weights, scratch, &view[0, 0])
+    return out
+
+
+cdef _fast_downsample(image, row_weights, col_weights, float[::1] scratch, float* out64):
+    cdef const unsigned char[:, :] grey
+    cdef const unsigned char[:, :, :] rgb
+    cdef const unsigned char* base
+    cdef Py_ssize_t row_stride
+    cdef int rows, cols, channels = 1
+    if image.ndim == 2:
+        grey = image
+        rows, cols = grey.shape[0], grey.shape[1]
+        if cols and grey.strides[1] != 1:
+            raise ValueError("pixels must be contiguous within a row")
+        base = &grey[0, 0] if rows and cols else NULL
+        row_stride = grey.strides[0]
+    elif image.ndim == 3 and image.shape[2] in (3, 4):
+        rgb = image
+        rows, cols, channels = rgb.shape[0], rgb.shape[1], rgb.shape[2]
+        if cols and (rgb.strides[2] != 1 or rgb.strides[1] != channels):
+            raise ValueError("pixels must be contiguous within a row")
+        base = &rgb[0, 0, 0] if rows and cols else NULL
+        row_stride = rgb.strides[0]
+    else:
+        raise ValueError(f"need an HxW or HxWx3/4 uint8 array, got shape {image.shape}")
+    if rows < 1 or cols < 1:
+        raise ValueError("empty image")
+    _check_axis(row_weights, rows)
+    _check_axis(col_weights, cols)
+    r_starts, r_lens, r_weights, _ = row_weights
+    c_starts, c_lens, c_weights, _ = col_weights
+    cdef const int[::1] rs = r_starts
+    cdef const int[::1] rl = r_lens
+    cdef const float[:, ::1] rw = r_weights
+    cdef const int[::1] cs = c_starts
+    cdef const int[::1] cl = c_lens
+    cdef const float[:, ::1] cw = c_weights
+    cdef Py_ssize_t need = (<Py_ssize_t>DOWN + channels) * cols
+    cdef float* buf
+    cdef bint owned = scratch is None or scratch.shape[0] < need
+    if owned:
+        buf = <float*>malloc(need * sizeof(float))
+        if buf == NULL:
+            raise MemoryError()
+    else:
+        buf = &scratch[0]
+    with nogil:
+        if channels == 1:
+            hm_fast_rows_grey(base, row_stride, cols, &rs[0], &rl[0], &rw[0, 0], rw.shape[1], buf)
+        else:
+            hm_fast_rows_rgb(base, row_stride, channels, cols, &rs[0], &rl[0], &rw[0, 0],
+                             rw.shape[1], buf, buf + <Py_ssize_t>DOWN * cols)
+        hm_fast_cols(buf, cols, &cs[0], &cl[0], &cw[0, 0], cw.shape[1], out64)
+    if owned:
+        free(buf)
+
+
+def pdq_fast_dct16(image, row_weights, col_weights, float[::1] scratch=None):
+    """(16x16 float32 DCT block, quality) of fast_downsample64(...): PDQ's float pipeline
+    with the sparse blur + decimation in place of the full-size filter."""
+    out = np.empty((OUT, OUT), dtype=np.float32)
+    cdef float[:, ::1] view = out
+    cdef float image64[DOWN * DOWN]
+    cdef float t[OUT * DOWN]
+    cdef int quality
+    _fast_downsample(image, row_weights, col_weights, scratch, image64)
+    with nogil:
+        quality = _quality(image64)
+        _dct64_to_16(image64, t, &view[0, 0])
+    return out, quality

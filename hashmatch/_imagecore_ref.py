@@ -159,3 +159,65 @@ def pdq_dct16(luma: np.ndarray, filter_64x64: bool) -> tuple[np.ndarray, int]:
         )
         image64 = decimate64(filtered)
     return dct64_to_16(image64), quality_metric(image64)
+
+
+# -- fast mode: blur + decimation as matrix products --------------------------------------
+def box_matrix(length: int, window: int) -> np.ndarray:
+    """The ``length`` x ``length`` operator of box1DFloat (float64, exact real weights).
+
+    Row i averages inputs i - (window - half) .. i + half - 1 clipped to the vector,
+    half = (window + 2) // 2: the windows box_filter_axis0 sums, divided by their count.
+    """
+    half = (window + 2) // 2
+    matrix = np.zeros((length, length))
+    for i in range(length):
+        lo, hi = max(0, i - (window - half)), min(length - 1, i + half - 1)
+        matrix[i, lo : hi + 1] = 1.0 / (hi - lo + 1)
+    return matrix
+
+
+def decimation_selector(length: int) -> np.ndarray:
+    """64 x ``length`` 0/1 matrix picking decimate64's samples along one axis."""
+    selector = np.zeros((DOWN, length))
+    index = np.floor((np.arange(DOWN) + 0.5) * length / DOWN).astype(np.intp)
+    selector[np.arange(DOWN), index] = 1.0
+    return selector
+
+
+def fast_axis_matrix(length: int, blur: bool = True) -> np.ndarray:
+    """K = S B B: the two box passes of one axis followed by decimation, as one matrix.
+
+    jarosz_filter runs (row box, column box) twice; row and column operators act on
+    different axes and commute, so filter-then-decimate is K_rows @ L @ K_cols.T.
+    ``blur=False``: S alone (the reference's unfiltered 64x64 single-hash path).
+    """
+    selector = decimation_selector(length)
+    if not blur:
+        return selector
+    box = box_matrix(length, jarosz_window_size(length, DOWN))
+    return selector @ box @ box
+
+
+def fast_axis_weights_dense(starts, lens, weights, length: int) -> np.ndarray:
+    """The dense 64 x ``length`` matrix of _imagecore.fast_axis_weights' sparse rows."""
+    dense = np.zeros((DOWN, length))
+    for o in range(DOWN):
+        dense[o, starts[o] : starts[o] + lens[o]] = weights[o, : lens[o]]
+    return dense
+
+
+def fast_downsample64(image: np.ndarray, blur: bool = True) -> np.ndarray:
+    """K_rows @ luma @ K_cols.T in float64 (luma as luma_from_rgb / luma_from_grey).
+
+    Equals decimate64(jarosz_filter(luma)) in real arithmetic; the float32 pipelines
+    differ from it (and from each other) by rounding only.
+    """
+    luma = luma_from_grey(image) if image.ndim == 2 else luma_from_rgb(image)
+    rows, cols = luma.shape
+    return fast_axis_matrix(rows, blur) @ luma.astype(np.float64) @ fast_axis_matrix(cols, blur).T
+
+
+def pdq_fast_dct16(image: np.ndarray, blur: bool = True) -> tuple[np.ndarray, int]:
+    """Fast-mode (16x16 DCT, quality): the float64 downsample, then the exact float32 tail."""
+    image64 = fast_downsample64(image, blur).astype(F32)
+    return dct64_to_16(image64), quality_metric(image64)

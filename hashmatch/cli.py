@@ -5,6 +5,7 @@ Exit codes follow grep: 0 = success / matches found, 1 = no match, 2 = error.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import sys
@@ -155,9 +156,13 @@ def _open_index(db, create: bool, algorithms=("pdq",)):
               help="Skip images whose PDQ quality is below this (flat or nearly empty images).")
 @click.option("-w", "--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes for hashing (default: all cores).")
+@click.option("--dask", "dask_address", default=None, metavar="ADDRESS|local",
+              help="Hash on a Dask cluster: a scheduler address (tcp://host:8786; the workers "
+                   "must see the files at the same paths) or 'local' for a LocalCluster on "
+                   "this machine. Needs pip install 'hashmatch[dask]'.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def index_command(paths, db, recursive, all_files, labels, source, algorithms, min_quality,
-                  workers, quiet):
+                  workers, dask_address, quiet):
     """Add images to the database so that copies of them can be found later.
 
     Each file is fingerprinted and stored with its path, SHA-256, labels and source. A file
@@ -169,10 +174,19 @@ def index_command(paths, db, recursive, all_files, labels, source, algorithms, m
     """
     files = _files_from(paths, recursive, all_files)
     index = _open_index(db, create=True, algorithms=algorithms or ("pdq",))
-    with index:
+    with index, contextlib.ExitStack() as stack:
+        client = None
+        if dask_address:
+            from .distributed import connect
+            from .errors import HashmatchError
+
+            try:
+                client = stack.enter_context(connect(dask_address))
+            except HashmatchError as exc:
+                _fail(str(exc))
         with progress_bar(len(files), "indexing", quiet) as update:
             report = index.add_files(files, labels=list(labels), source=source, workers=workers,
-                                     progress=update, min_quality=min_quality)
+                                     progress=update, min_quality=min_quality, client=client)
         total = len(index)
     counts = report.counts()
     for outcome in report.failed:
@@ -265,3 +279,287 @@ def remove_command(item_ids, db):
         removed = index.remove(list(item_ids))
     click.echo(f"removed {removed} of {len(item_ids)}")
     sys.exit(EXIT_OK if removed == len(item_ids) else EXIT_ERROR)
+
+
+# -- investigations: near-duplicate groups, evidence reports, hash lists -----------------------
+
+def _write_report_or_fail(document, thumbnails, html_path, json_path, protected):
+    from .report import OutputPathError, write_report
+
+    try:
+        return write_report(document, thumbnails, html_path, json_path, protected)
+    except (OutputPathError, OSError) as exc:
+        _fail(f"report not written: {exc}")
+
+
+@main.command("dedup")
+@click.argument("paths", nargs=-1, type=click.Path())
+@_db_option
+@click.option("-d", "--max-distance", type=click.IntRange(min=0), default=None,
+              help="Largest distance between two images of one group (default: 31 for pdq, 10 "
+                   "for phash/dhash/ahash). Lower = only very close copies.")
+@click.option("-a", "--algorithm", type=click.Choice(ALGORITHMS), default="pdq",
+              show_default=True, help="Which fingerprint to compare.")
+@click.option("-r", "--recursive", is_flag=True, help="Read the images inside folders.")
+@click.option("--all-files", is_flag=True,
+              help="With --recursive, try every file, not only files with image extensions.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per group (JSON lines) instead of the readable list.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write an HTML page with the groups' thumbnails (and its JSON twin "
+                   "beside it, same name with .json).")
+@click.option("--sanitized", is_flag=True, help="With --html: no images in the page.")
+@click.option("-w", "--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes for hashing (default: all cores).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def dedup_command(paths, db, max_distance, algorithm, recursive, all_files, as_json, html_path,
+                  sanitized, workers, quiet):
+    """Find groups of near-identical images: the same picture re-posted, edited or re-encoded.
+
+    \b
+    Give folders or files (hashmatch dedup ./screenshots --recursive), or --db alone to group
+    the images already in a database. Each group lists its best-quality image first (the
+    representative), then the others with their distance to it (0 = same picture).
+
+    Exit code 0 if any group was found, 1 if every image is unique, 2 on error (unreadable
+    files are listed; the others are still grouped).
+    """
+    from .index import DEFAULT_MAX_DISTANCE
+
+    if paths and db:
+        _fail("give either images/folders or --db (to group a database), not both")
+    if not paths and not db:
+        _fail("give the images or folders to group, or --db DATABASE")
+    radius = DEFAULT_MAX_DISTANCE[algorithm] if max_distance is None else max_distance
+    if db:
+        clusters_json, errors, database, files = _dedup_database(db, algorithm, radius)
+    else:
+        files = _files_from(paths, recursive, all_files)
+        clusters_json, errors = _dedup_files(files, algorithm, radius, workers, quiet)
+        database = None
+    _print_clusters(clusters_json, as_json)
+    for error in errors:
+        click.echo(f"hashmatch: {error['path']}: {error['error']}", err=True)
+    if html_path:
+        _write_cluster_report(clusters_json, errors, database, algorithm, radius, sanitized,
+                              html_path, files, db)
+    if errors:
+        sys.exit(EXIT_ERROR)
+    sys.exit(EXIT_OK if clusters_json else EXIT_NO_MATCH)
+
+
+def _dedup_files(files, algorithm, radius, workers, quiet):
+    from .cluster import cluster
+    from .hashing import iter_hash_files
+    from .report import clusters_json_for_files
+
+    hashed, errors = [], []
+    with progress_bar(len(files), "hashing", quiet) as update:
+        for result in iter_hash_files(files, (algorithm,), workers=workers, progress=update):
+            if result.ok:
+                hashed.append(result)
+            else:
+                errors.append({"path": result.path, "error": result.error})
+    clusters = cluster([r.fingerprint for r in hashed], radius, algorithm=algorithm)
+    return clusters_json_for_files(clusters, hashed, algorithm, radius), errors
+
+
+def _dedup_database(db, algorithm, radius):
+    from .cluster import cluster
+    from .report import clusters_json_for_items
+
+    with _open_index(db, create=False) as index:
+        clusters = cluster(index, radius, algorithm=algorithm)
+        clusters_json = clusters_json_for_items(clusters, index, algorithm, radius)
+        database = {"path": os.path.abspath(index.path), "items": len(index)}
+    return clusters_json, [], database, []
+
+
+def _print_clusters(clusters_json, as_json):
+    if as_json:
+        for group in clusters_json:
+            click.echo(json.dumps(group, ensure_ascii=False, default=str))
+        return
+    if not clusters_json:
+        click.echo("no near-duplicates: every image is unique")
+        return
+    for group in clusters_json:
+        click.echo(f"group {group['cluster']}: {group['size']} images")
+        for position, member in enumerate(group["members"]):
+            name = member.get("path") or f"item {member.get('item_id')} (hash only)"
+            role = "representative" if position == 0 else f"distance {member['distance']}"
+            quality = "" if member.get("quality") is None else f", quality {member['quality']}"
+            click.echo(f"  {name}  ({role}{quality})")
+    click.echo(f"{len(clusters_json)} groups, "
+               f"{sum(g['size'] for g in clusters_json)} images in groups")
+
+
+def _write_cluster_report(clusters_json, errors, database, algorithm, radius, sanitized,
+                          html_path, inputs, db):
+    from .report import cluster_document, cluster_thumbnails, report_header
+
+    header = report_header("near-duplicate groups", sanitized, database=database,
+                           algorithms=[algorithm], thresholds={algorithm: radius})
+    document = cluster_document(clusters_json, header, errors)
+    thumbnails = cluster_thumbnails(clusters_json, sanitized)
+    html_out, json_out, digest = _write_report_or_fail(
+        document, thumbnails, html_path, None, list(inputs) + ([db] if db else []))
+    click.echo(f"report: {html_out} (data: {json_out}, SHA-256 {digest})", err=True)
+
+
+@main.command("report")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@_db_option
+@click.option("--html", "html_path", required=True, type=click.Path(dir_okay=False),
+              help="The HTML report to write (one file, images embedded).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the JSON twin (default: beside the HTML, same name, .json).")
+@click.option("--sanitized", is_flag=True,
+              help="Leave every image out: hashes, file facts and distances only (for reports "
+                   "that must not carry the pictures).")
+@click.option("-r", "--recursive", is_flag=True, help="Report on every image inside folders.")
+@click.option("-d", "--max-distance", type=click.IntRange(min=0), default=None,
+              help="Largest distance that counts as a match (default: 31 for pdq, 10 for "
+                   "phash/dhash/ahash).")
+@click.option("-k", "--top", "top_k", type=click.IntRange(min=1), default=None,
+              help="Show at most this many matches per image.")
+@click.option("--no-rotations", is_flag=True,
+              help="Do not also look for rotated and mirrored copies.")
+@click.option("-w", "--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes for hashing (default: all cores).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def report_command(paths, db, html_path, json_path, sanitized, recursive, max_distance, top_k,
+                   no_rotations, workers, quiet):
+    """Write an evidence report: each image beside the known images it matches.
+
+    \b
+    Example:
+      hashmatch report suspect.jpg ./downloads -r --db case.hmdb --html report.html
+
+    \b
+    The HTML file is self-contained (thumbnails embedded) and runs no scripts. For every
+    file it shows the path, size, SHA-256, image size and format; for every match the
+    distance, how it matched (as is, mirrored, rotated...), qualities, labels and source.
+    The header names the tool version, algorithms and thresholds, database and time (UTC),
+    and the SHA-256 of the JSON twin written beside it, which holds the same facts.
+
+    Exit code 0 if any image matched, 1 if none did, 2 on error.
+    """
+    from .report import build_query_report
+
+    files = _files_from(paths, recursive)
+    index = _open_index(db, create=False)
+    with index:
+        with progress_bar(len(files), "querying", quiet) as update:
+            document, thumbnails = build_query_report(
+                index, files, max_distance=max_distance, top_k=top_k,
+                dihedral=not no_rotations, sanitized=sanitized, workers=workers,
+                progress=update)
+        database_path = index.path
+    html_out, json_out, digest = _write_report_or_fail(
+        document, thumbnails, html_path, json_path, files + [database_path])
+    queries = document["queries"]
+    matched = sum(1 for q in queries if q["matches"])
+    click.echo(f"report: {html_out}\ndata:   {json_out} (SHA-256 {digest})\n"
+               f"{len(queries)} images, {matched} with matches")
+    errors = [q for q in queries if q["error"]]
+    for query in errors:
+        click.echo(f"hashmatch: {query['file']['path']}: {query['error']}", err=True)
+    if errors:
+        sys.exit(EXIT_ERROR)
+    sys.exit(EXIT_OK if matched else EXIT_NO_MATCH)
+
+
+@main.command("import")
+@click.argument("hash_list", type=click.Path(dir_okay=False))
+@_db_option
+@click.option("-f", "--format", "fmt", type=click.Choice(("auto", "te", "csv", "jsonl")),
+              default="auto", show_default=True,
+              help="te: one hash a line ('pdq <hex>', bare hex, or 'hash,quality,...' as the "
+                   "PDQ tools and 'hashmatch hash' write); csv: with a header row naming a "
+                   "'hash' column; jsonl: one JSON object a line. auto: guess from the file.")
+@click.option("-l", "--label", "labels", multiple=True,
+              help="A label added to every imported hash (repeatable), e.g. --label fake-id.")
+@click.option("-s", "--source", default=None,
+              help='Where the list comes from, e.g. "Partner X list 2024-06" (used for lines '
+                   "that do not name their own source).")
+@click.option("-a", "--algorithm", type=click.Choice(ALGORITHMS), default="pdq",
+              show_default=True,
+              help="The algorithm of lines that do not say (bare hex lines; imagehash lists "
+                   "are phash, dhash or ahash).")
+@click.option("--skip-invalid", is_flag=True,
+              help="Import the valid lines even if some are invalid (they are still listed).")
+def import_command(hash_list, db, fmt, labels, source, algorithm, skip_invalid):
+    """Add a hash list (hashes shared by partners, no images needed) to the database.
+
+    \b
+    Examples:
+      hashmatch import partner_list.txt --label fake-id --source "Partner X 2024-06"
+      hashmatch import phash_list.txt --algorithm phash
+
+    The whole list is checked first; every problem is reported as FILE:LINE: what is wrong
+    (wrong length, not hex, unknown algorithm, bad quality, repeated line, not UTF-8 text).
+    If anything is wrong, nothing is imported unless you pass --skip-invalid. Hashes already
+    in the database (same hash, path and source) are not added twice.
+
+    Exit code 0 if the list was imported, 2 if it had problems or could not be read.
+    """
+    from .hashlists import format_problems, import_hash_list, read_hash_list
+
+    try:
+        parsed = read_hash_list(hash_list, fmt, algorithm)
+    except OSError as exc:
+        _fail(f"{hash_list}: cannot read: {exc.strerror or exc}")
+    if parsed.problems:
+        click.echo(format_problems(parsed.problems), err=True)
+        if not skip_invalid:
+            _fail(f"nothing imported: {len(parsed.problems)} problem(s) in {hash_list}; fix "
+                  "them, or pass --skip-invalid to import the valid lines")
+    index = _open_index(db, create=True)
+    with index:
+        report = import_hash_list(index, parsed, labels=labels, source=source,
+                                  skip_invalid=skip_invalid)
+        total = len(index)
+    skipped = f", {len(report.problems)} invalid lines skipped" if report.problems else ""
+    click.echo(f"imported {len(report.added)} items ({report.fingerprints} hashes) from "
+               f"{hash_list} [{report.format}], {report.already_present} already in the "
+               f"database{skipped} -> {total} items in {index.path}")
+    sys.exit(EXIT_ERROR if report.problems else EXIT_OK)
+
+
+@main.command("export")
+@_db_option
+@click.option("-f", "--format", "fmt", type=click.Choice(("te", "csv", "jsonl")),
+              default="jsonl", show_default=True,
+              help="jsonl and csv keep everything (labels, source, paths, SHA-256, metadata), "
+                   "so importing the export gives back the same items; te writes only "
+                   "'hash,quality,path' lines of one algorithm, for tools that expect them.")
+@click.option("-a", "--algorithm", type=click.Choice(ALGORITHMS), default="pdq",
+              show_default=True, help="With --format te: which fingerprints to write.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write to this file instead of the screen (standard output).")
+def export_command(db, fmt, algorithm, output):
+    """Write the database's fingerprints as a hash list to share or to import elsewhere.
+
+    \b
+    Examples:
+      hashmatch export --output our_list.jsonl        # everything, for another hashmatch
+      hashmatch export --format csv --output list.csv  # opens in a spreadsheet
+      hashmatch export --format te > pdq_hashes.txt    # hash,quality,path lines
+    """
+    from .hashlists import export_hash_list
+    from .report import OutputPathError, check_output_path, write_atomically
+
+    index = _open_index(db, create=False)
+    with index:
+        if output is None:
+            count = export_hash_list(index, sys.stdout, fmt, algorithm)
+        else:
+            try:
+                target = check_output_path(output, [index.path])
+            except OutputPathError as exc:
+                _fail(f"export not written: {exc}")
+            buffer = io.StringIO()
+            count = export_hash_list(index, buffer, fmt, algorithm)
+            write_atomically(target, buffer.getvalue().encode("utf-8"))
+    click.echo(f"exported {count} hashes" + (f" to {output}" if output else ""), err=True)

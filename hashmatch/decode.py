@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import struct
 import warnings
 from dataclasses import dataclass
@@ -70,7 +71,14 @@ def read_bytes(source, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[bytes, str]:
     name = describe(source)
     if isinstance(source, (str, os.PathLike)):
         try:
-            size = os.path.getsize(source)
+            info = os.stat(source)
+            # A FIFO would block open() forever and a device (/dev/zero, a disk) never ends:
+            # seized file-system extractions contain both. Only regular files are images.
+            if not stat.S_ISREG(info.st_mode):
+                if stat.S_ISDIR(info.st_mode):
+                    raise ImageError(name, "is a directory")
+                raise ImageError(name, "not a regular file", _file_kind(info.st_mode))
+            size = info.st_size
             if size > max_bytes:
                 raise ImageError(name, "too large", f"{size} bytes > limit {max_bytes}")
             with open(source, "rb") as handle:
@@ -98,6 +106,14 @@ def read_bytes(source, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[bytes, str]:
     if not data:
         raise ImageError(name, "empty file")
     return bytes(data), name
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "named pipe"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return kind
+    return "special file"
 
 
 def decode(
@@ -187,8 +203,9 @@ def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
         raise ImageError(
             name, "too large", f"{width}x{height} = {width * height} pixels > limit {max_pixels}"
         )
-    if getattr(image, "n_frames", 1) > 1:
-        image.seek(0)  # animated GIF/WebP/APNG: the first frame stands for the file
+    # Animated GIF/WebP/APNG: Image.open leaves the file on its first frame, which stands for
+    # the file. Do not ask for n_frames: it parses every later frame (a hostile file can hold
+    # millions, or broken ones that raise IndexError/TypeError outside any error handling).
     return image
 
 

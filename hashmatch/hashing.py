@@ -81,25 +81,35 @@ def fingerprint_file(path, algorithms: Sequence[str] = (DEFAULT_ALGORITHM,), exa
 
 def hash_files(paths: Iterable, algorithm: str = DEFAULT_ALGORITHM, *, exact: bool = False,
                workers: int | None = None, exif_transpose: bool = True,
-               progress: Callable[[int], None] | None = None) -> list[FileFingerprints]:
+               progress: Callable[[int], None] | None = None,
+               client=None) -> list[FileFingerprints]:
     """Hash many files in worker processes; results in input order, errors returned not raised.
 
-    ``progress`` is called with the number of files finished so far.
+    ``progress`` is called with the number of files finished so far. ``client``: hash on a
+    Dask cluster instead (a ``distributed.Client``, a scheduler address, or ``"local"`` for a
+    LocalCluster on this machine); see :mod:`hashmatch.distributed`.
     """
     return list(iter_hash_files(paths, (algorithm,), exact=exact, workers=workers,
-                                exif_transpose=exif_transpose, progress=progress))
+                                exif_transpose=exif_transpose, progress=progress,
+                                client=client))
 
 
 def iter_hash_files(paths: Iterable, algorithms: Sequence[str] = (DEFAULT_ALGORITHM,), *,
                     exact: bool = False, workers: int | None = None, exif_transpose: bool = True,
-                    progress: Callable[[int], None] | None = None):
+                    progress: Callable[[int], None] | None = None, client=None):
     """Like :func:`hash_files` but yields results in order as they are ready (streaming)."""
     from .hashers import check_algorithm
 
     algorithms = tuple(check_algorithm(a) for a in algorithms)
     job = _FingerprintJob(algorithms, exact, exif_transpose)
+    if client is not None:
+        from .distributed import dask_map_files
+
+        results = dask_map_files(job, list(paths), client)
+    else:
+        results = ordered_map(job, list(paths), workers=workers)
     done = 0
-    for result in ordered_map(job, list(paths), workers=workers):
+    for result in results:
         done += 1
         if progress is not None:
             progress(done)

@@ -9,6 +9,7 @@ every stored fingerprint within the radius exactly, and aggregate per item.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
@@ -21,7 +22,7 @@ from .errors import HashFormatError, HashmatchError, ImageError
 from .fingerprint import DEFAULT_BITS, Fingerprint
 from .hashers import check_algorithm, decode_needs, merge_needs
 from .hashing import FileFingerprints, iter_hash_files
-from .store import open_store
+from .store import is_database_url, open_store
 
 # Industry defaults: PDQ matches at distance <= 31 of 256 (ThreatExchange, HMA); for the
 # 64-bit imagehash family, 10 is the usual "same picture" cut-off.
@@ -173,23 +174,34 @@ class Index:
 
     batch_size = BATCH_SIZE
 
-    def __init__(self, store, path: str, algorithms: Sequence[str]):
+    def __init__(self, store, path: str, algorithms: Sequence[str],
+                 sync_interval: float | None = None):
         self.store = store
         self.path = path
         self.algorithms = tuple(check_algorithm(a) for a in algorithms)
         self._shards: dict[tuple[str, int], _Shard] = {}
         self._seq = 0
+        # Queries sync() first when this many seconds have passed since the last sync
+        # (None: only explicit sync() and this index's own writes do).
+        self.sync_interval = sync_interval
+        self._last_sync = time.monotonic()
         self._load()
 
     # -- lifecycle ------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | None = None, create: bool = False,
-             algorithms: Sequence[str] = ("pdq",)) -> "Index":
+             algorithms: Sequence[str] = ("pdq",), sync_interval: float | None = None
+             ) -> "Index":
         """Open (or with ``create=True`` create) the index at ``path`` (default: see
-        :func:`default_db_path`). ``algorithms``: what :meth:`add_files` computes."""
+        :func:`default_db_path`); a ``postgresql://`` URL opens the shared PostgreSQL store.
+        ``algorithms``: what :meth:`add_files` computes. ``sync_interval``: seconds after
+        which a query first applies other writers' changes (:meth:`sync`); None = never
+        automatically."""
         path = os.fspath(path) if path is not None else default_db_path()
         store = open_store(path, create=create)
-        return cls(store, path, algorithms)
+        if is_database_url(path):
+            path = store.path  # without the password
+        return cls(store, path, algorithms, sync_interval=sync_interval)
 
     def close(self) -> None:
         if self.store is not None:
@@ -210,15 +222,17 @@ class Index:
     def _load(self) -> None:
         from .store.cache import load_index_cache
 
-        self._seq = self.store.last_change_seq()
-        cached = load_index_cache(self.store, self._seq)
-        for algorithm, nbits in self.store.algorithms():
-            rows = cached.get((algorithm, nbits)) if cached else None
-            if rows is None:
-                rows = self.store.load_codes(algorithm, nbits)
-            self._shard(algorithm, nbits).append(
-                rows.fingerprint_ids, rows.item_ids, rows.codes, rows.regions, rows.variants,
-                rows.qualities)
+        # One snapshot: with other writers at work, the codes must be those of exactly _seq.
+        with self.store.snapshot():
+            self._seq = self.store.last_change_seq()
+            cached = load_index_cache(self.store, self._seq)
+            for algorithm, nbits in self.store.algorithms():
+                rows = cached.get((algorithm, nbits)) if cached else None
+                if rows is None:
+                    rows = self.store.load_codes(algorithm, nbits)
+                self._shard(algorithm, nbits).append(
+                    rows.fingerprint_ids, rows.item_ids, rows.codes, rows.regions, rows.variants,
+                    rows.qualities)
         self._cache_dirty = cached is None
 
     def _save_cache(self) -> None:
@@ -236,6 +250,7 @@ class Index:
         """Apply the store's adds and removes made since this index last looked (by this
         process or another). Returns the number of changes applied. Incremental: only the
         changed items' fingerprints are read."""
+        self._last_sync = time.monotonic()
         changes = self.store.changes_since(self._seq)
         if not changes:
             return 0
@@ -263,19 +278,21 @@ class Index:
                   source: str | None = None, meta: dict | None = None, workers: int | None = None,
                   progress: Callable[[int], None] | None = None, exact: bool = False,
                   min_quality: int | None = None,
-                  on_commit: Callable[[list[AddOutcome]], None] | None = None) -> AddReport:
+                  on_commit: Callable[[list[AddOutcome]], None] | None = None,
+                  client=None) -> AddReport:
         """Fingerprint and store image files. Never raises for one bad file.
 
         Returns an :class:`AddReport` with, per file: added (new item id), duplicate (same
         SHA-256 as a stored item), skipped (PDQ quality below ``min_quality``) or failed
         (reason). Files are committed in batches of BATCH_SIZE; ``on_commit`` is called with
-        each batch's outcomes once that batch is durable on disk.
+        each batch's outcomes once that batch is durable on disk. ``client``: hash on a Dask
+        cluster instead of local worker processes (see :mod:`hashmatch.distributed`).
         """
         paths = [os.fspath(p) for p in paths]
         report = AddReport()
         batch: list[FileFingerprints] = []
         for result in iter_hash_files(paths, self.algorithms, exact=exact, workers=workers,
-                                      progress=progress):
+                                      progress=progress, client=client):
             batch.append(result)
             if len(batch) >= self.batch_size:
                 report.outcomes.extend(self._commit_files(batch, labels, source, meta, min_quality,
@@ -409,6 +426,9 @@ class Index:
 
     def _search(self, fingerprints, max_distance, top_k, min_quality) -> list[Match]:
         """Exact range search of every (fingerprint, variant) and per-item aggregation."""
+        if self.sync_interval is not None and \
+                time.monotonic() - self._last_sync >= self.sync_interval:
+            self.sync()
         best: dict[int, tuple] = {}
         by_algorithm: dict[tuple[str, int], list] = {}
         for fp, variant in fingerprints:
@@ -423,7 +443,7 @@ class Index:
             if min_quality is not None and query_quality is not None and query_quality < min_quality:
                 continue
             needles = np.stack([fp.bits for fp, _ in group])
-            hit_ids, distances, needle_index = shard.codes.range_search_multi(needles, radius)
+            _, hit_ids, distances, needle_index = shard.codes.range_search_multi(needles, radius)
             if len(hit_ids) == 0:
                 continue
             rows = shard.rows_of(hit_ids)
@@ -461,6 +481,28 @@ class Index:
             for (a, n), s in self._shards.items()
         }
         return stats
+
+    # -- hash-list export / clustering support --
+    def fingerprint_rows(self, algorithm: str = "pdq", nbits: int | None = None):
+        """Every live fingerprint of ``algorithm`` as parallel arrays (a ``store.Codes``:
+        item_ids, codes, regions, variants, qualities), read from the store."""
+        from .store import Codes
+
+        stored = [n for a, n in self.store.algorithms() if a == algorithm]
+        nbits = nbits or (DEFAULT_BITS[algorithm] if DEFAULT_BITS[algorithm] in stored
+                          else (stored[0] if stored else DEFAULT_BITS[algorithm]))
+        if nbits in stored:
+            return self.store.load_codes(algorithm, nbits)
+        return Codes(algorithm, nbits, self.store.last_change_seq(), np.empty(0, np.int64),
+                     np.empty(0, np.int64), np.empty((0, nbits // 8), np.uint8),
+                     np.empty(0, object), np.empty(0, object), np.empty(0, np.int16))
+
+    def add_item_records(self, records, detail: dict | None = None) -> list:
+        """Store ready-made ``store.ItemRecord``s (hash-list import) in one transaction:
+        all or nothing. Returns the store's per-record outcomes ('added'/'duplicate')."""
+        stored = self.store.add_items(records, action="import", detail=detail) if records else []
+        self.sync()
+        return stored
 
 
 def query_fingerprints(image, algorithms: Sequence[str], exact: bool, dihedral: bool):

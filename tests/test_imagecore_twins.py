@@ -2,6 +2,13 @@
 
 Float results must be identical bit for bit: the twins perform the same float32/float64
 operations in the same order, so any difference is a bug (or a fused multiply-add).
+
+Except the fast-mode kernels (last section). Their twins are dense float64 matrix products
+(K_rows @ luma @ K_cols.T), the specification in real arithmetic; the Cython kernels sum
+the same terms sparsely in float32, in a different order. Bitwise equality would pin
+one summation order for no benefit -- fast mode's contract is "exact mode up to float
+rounding" -- so there the tests bound the difference (tolerances derived below) and
+check that hash bits agree wherever a coefficient is clearly away from the median.
 """
 import numpy as np
 import pytest
@@ -226,3 +233,127 @@ def test_pdq_dct16_rejects_tiny_images():
     buf = np.zeros((4, 100), np.float32)
     with pytest.raises(ValueError):
         core.pdq_dct16_inplace(buf, np.empty_like(buf), False)
+
+
+# -- fast mode: blur + decimation as sparse matrices ---------------------------------------
+# Tolerances. Pixels are 0..255 and every row of K sums to 1 (weights >= 0), so each 64x64
+# value is a convex combination of pixels; float32 accumulation of m such terms errs by
+# at most about m * 2**-24 * 255 per stage, m <= 2 * window + 1 (< 100 for sides up to
+# 6000). DOWNSAMPLE_TOL = 2e-3 grey levels is about 10x the worst case seen; the 16x16 DCT
+# rows have L1 norm <= 8, so a DCT coefficient moves by at most 64 * DOWNSAMPLE_TOL.
+DOWNSAMPLE_TOL = 2e-3
+DCT_TOL = 64 * DOWNSAMPLE_TOL
+
+
+@pytest.mark.parametrize("length", [1, 4, 5, 63, 64, 65, 127, 128, 129, 130, 255, 256, 257,
+                                    383, 384, 500, 1000, 1081])
+@pytest.mark.parametrize("blur", [True, False])
+def test_fast_axis_weights_equal_the_dense_matrix(length, blur):
+    starts, lens, weights, n = core.fast_axis_weights(length, blur)
+    assert n == length
+    dense = ref.fast_axis_weights_dense(starts, lens, weights, length)
+    # Entries are computed in double and rounded once to float32.
+    assert np.allclose(dense, ref.fast_axis_matrix(length, blur), rtol=2**-23, atol=0)
+    assert np.allclose(dense.sum(axis=1), 1.0, atol=1e-5)
+    assert (lens >= 1).all() and (starts + lens <= length).all()
+
+
+@pytest.mark.parametrize("length", [5, 64, 129, 200, 300])
+def test_fast_axis_matrix_is_the_reference_filter_on_impulses(length):
+    # Ties the twin to the exact pipeline: two box passes of unit impulses (the exact
+    # twin, float32), sampled where decimate64 samples, give the columns of K.
+    window = ref.jarosz_window_size(length, 64)
+    impulses = np.eye(length, dtype=np.float32)
+    filtered = ref.box_filter_axis0(ref.box_filter_axis0(impulses, window), window)
+    sampled = filtered[np.floor((np.arange(64) + 0.5) * length / 64).astype(np.intp)]
+    assert np.allclose(sampled, ref.fast_axis_matrix(length), atol=1e-6)
+
+
+@st.composite
+def fast_images(draw, max_side=300):
+    """uint8 images for the fast kernels: grey, RGB or RGBA, noise or smooth, any row stride."""
+    rows, cols = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
+    channels = draw(st.sampled_from([None, 3, 4]))
+    shape = (rows, cols) if channels is None else (rows, cols, channels)
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if draw(st.booleans()):
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+    else:  # smooth: few strong coefficients, the case hashes are made of
+        ramp = np.add.outer(np.sin(np.arange(rows) / max(rows, 1) * rng.uniform(1, 9)),
+                            np.cos(np.arange(cols) / max(cols, 1) * rng.uniform(1, 9)))
+        ramp = (ramp - ramp.min()) / max(np.ptp(ramp), 1e-9) * 255
+        image = np.broadcast_to(ramp.reshape(ramp.shape + (1,) * (len(shape) - 2)), shape)
+        image = image.astype(np.uint8)
+    if draw(st.booleans()):
+        image = image[::-1]  # negative row stride
+    return image
+
+
+def fast_weights(image, blur=True):
+    return core.fast_axis_weights(image.shape[0], blur), core.fast_axis_weights(image.shape[1], blur)
+
+
+@settings(max_examples=50, deadline=None)
+@given(fast_images())
+def test_fast_downsample64(image):
+    out = core.fast_downsample64(image, *fast_weights(image))
+    expected = ref.fast_downsample64(image)
+    assert out.dtype == np.float32 and out.shape == (64, 64)
+    assert np.abs(out - expected).max() <= DOWNSAMPLE_TOL
+
+
+@settings(max_examples=30, deadline=None)
+@given(fast_images(max_side=200))
+def test_fast_downsample64_is_the_exact_filter_then_decimation(image):
+    # Linearity: the matrix form equals the exact pipeline's blur + decimation, up to the
+    # exact pipeline's own float32 running-sum rounding.
+    luma = ref.luma_from_grey(image) if image.ndim == 2 else ref.luma_from_rgb(image)
+    rows, cols = luma.shape
+    exact = ref.decimate64(ref.jarosz_filter(
+        luma, ref.jarosz_window_size(cols, 64), ref.jarosz_window_size(rows, 64)))
+    assert np.abs(ref.fast_downsample64(image) - exact).max() <= DOWNSAMPLE_TOL
+
+
+@settings(max_examples=50, deadline=None)
+@given(fast_images().filter(lambda a: min(a.shape[:2]) >= 5))
+def test_pdq_fast_dct16_and_bits(image):
+    dct16, quality = core.pdq_fast_dct16(image, *fast_weights(image))
+    expected_dct16, expected_quality = ref.pdq_fast_dct16(image)
+    assert np.abs(dct16 - expected_dct16).max() <= DCT_TOL
+    # Quality truncates 8000 gradient steps; a value within rounding of a step boundary
+    # can land on either side, and a step more or less can cross a multiple of 90.
+    assert abs(quality - expected_quality) <= 1
+    # Order statistics are 1-Lipschitz in the max norm: if no coefficient moved by more
+    # than DCT_TOL, neither did the median, so a coefficient more than 2 * DCT_TOL from
+    # the twin's median must get the same bit.
+    bits = core.bits_from_dct16(dct16)
+    expected_bits = ref.bits_from_dct16(expected_dct16)
+    clear = np.abs(expected_dct16 - ref.torben_median(expected_dct16)) > 2 * DCT_TOL
+    hash_order = clear.ravel()[::-1]  # packed bit p is coefficient 255 - p
+    unpacked, expected_unpacked = np.unpackbits(bits), np.unpackbits(expected_bits)
+    assert np.array_equal(unpacked[hash_order], expected_unpacked[hash_order])
+
+
+@pytest.mark.parametrize("channels", [None, 3, 4])
+def test_fast_unfiltered_64x64_is_bitwise_exact(channels):
+    # Weights 1.0 on single samples: every sum is one exact product, so the fast path
+    # reproduces the reference's unfiltered 64x64 path bit for bit.
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 256, (64, 64) if channels is None else (64, 64, channels), np.uint8)
+    luma = ref.luma_from_grey(image) if channels is None else ref.luma_from_rgb(image)
+    dct16, quality = core.pdq_fast_dct16(image, *fast_weights(image, blur=False))
+    expected_dct16, expected_quality = ref.pdq_dct16(luma, filter_64x64=False)
+    assert same_floats(dct16, expected_dct16) and quality == expected_quality
+
+
+def test_fast_kernels_reject_bad_input():
+    weights = core.fast_axis_weights(10)
+    with pytest.raises(ValueError):
+        core.fast_downsample64(np.zeros((10, 12), np.uint8), weights, weights)  # width 12
+    with pytest.raises(ValueError):
+        core.fast_downsample64(np.zeros((10, 10, 3), np.uint8)[:, ::2], weights,
+                               core.fast_axis_weights(5))  # pixels not packed
+    with pytest.raises(ValueError):
+        core.fast_downsample64(np.zeros((10, 10, 2), np.uint8), weights, weights)
+    with pytest.raises(ValueError):
+        core.fast_axis_weights(0)

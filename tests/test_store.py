@@ -1,4 +1,10 @@
-"""The SQLite store and the codes cache: round trips, tombstones, change log, audit, refusals."""
+"""The stores and the codes cache: round trips, tombstones, change log, audit, refusals.
+
+Every test that takes the ``store`` (or ``backend``) fixture runs twice: on the embedded SQLite
+store and on the PostgreSQL store in a real server (tests/pg_server.py, one per session, a
+fresh database per test). Tests about SQLite files (and the cache file format) are SQLite-only;
+tests about PostgreSQL URLs and schemas are PostgreSQL-only.
+"""
 
 import hashlib
 import json
@@ -20,7 +26,6 @@ from hashmatch.store import (
     ItemRecord,
     SQLiteStore,
     StoreError,
-    cache_path_for,
     load_all_codes,
     load_cache,
     open_store,
@@ -29,6 +34,9 @@ from hashmatch.store import (
 from hashmatch.store.cache import load_index_cache, save_index_cache
 from hashmatch.store import cache as cache_module
 from hashmatch.store import sqlite as sqlite_module
+from hashmatch.store.cache import cache_path_of
+
+from pg_server import pg  # noqa: F401 - the session's PostgreSQL server fixture
 
 HOSTILE = [
     "'); DROP TABLE items;--",
@@ -71,9 +79,70 @@ def db_path(tmp_path):
     return str(tmp_path / "case.hmdb")
 
 
+class Backend:
+    """One store location of one backend, and raw SQL access to it (as an attacker would)."""
+
+    def __init__(self, name, location, pg=None):
+        self.name, self.location, self.pg = name, location, pg
+
+    def open(self, create=False):
+        return open_store(self.location, create=create)
+
+    def another(self, tmp_path):
+        """A second, separate store location of the same backend."""
+        if self.name == "sqlite":
+            return Backend("sqlite", str(tmp_path / "other.hmdb"))
+        return Backend("postgres", self.pg.new_database(), self.pg)
+
+    def raw(self, statement, params=(), replica=False):
+        """Run one statement outside hashmatch (SQLite's ``?`` placeholders on both).
+
+        ``replica``: PostgreSQL with foreign keys and triggers not enforced (SQLite's raw
+        connections never enforce foreign keys).
+        """
+        if self.name == "sqlite":
+            conn = sqlite3.connect(self.location)
+            try:
+                conn.execute(statement, params)
+                conn.commit()
+            finally:
+                conn.close()
+            return
+        import psycopg
+
+        with psycopg.connect(self.location, autocommit=True) as conn:
+            conn.execute("SET search_path = hashmatch")
+            if replica:
+                conn.execute("SET session_replication_role = replica")
+            conn.execute(statement.replace("?", "%s"), params)
+
+    @property
+    def raw_errors(self):
+        if self.name == "sqlite":
+            return sqlite3.DatabaseError
+        import psycopg
+
+        return psycopg.Error
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request, tmp_path, monkeypatch):
+    monkeypatch.setenv("HASHMATCH_CACHE_DIR", str(tmp_path / "cache"))  # PG: the codes cache
+    if request.param == "sqlite":
+        return Backend("sqlite", str(tmp_path / "case.hmdb"))
+    server = request.getfixturevalue("pg")
+    return Backend("postgres", server.new_database(), server)
+
+
 @pytest.fixture
-def store(db_path):
-    with SQLiteStore.open(db_path, create=True) as s:
+def pg_backend(pg, tmp_path, monkeypatch):
+    monkeypatch.setenv("HASHMATCH_CACHE_DIR", str(tmp_path / "cache"))
+    return Backend("postgres", pg.new_database(), pg)
+
+
+@pytest.fixture
+def store(backend):
+    with backend.open(create=True) as s:
         yield s
 
 
@@ -241,13 +310,16 @@ def test_writes_append_audit_rows(store):
     assert len(store.audit_log(limit=2)) == 2
 
 
-def test_audit_and_change_logs_refuse_edits_even_from_raw_sql(store, db_path):
+def test_audit_and_change_logs_refuse_edits_even_from_raw_sql(store, backend):
     store.add_items([record(1)])
-    raw = sqlite3.connect(db_path)
-    for statement in ("UPDATE audit SET action = 'x'", "DELETE FROM audit", "DELETE FROM changes"):
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-            raw.execute(statement)
-    raw.close()
+    statements = ["UPDATE audit SET action = 'x'", "DELETE FROM audit", "DELETE FROM changes",
+                  "UPDATE changes SET op = 'remove'"]
+    if backend.name == "postgres":
+        statements += ["TRUNCATE audit", "TRUNCATE changes"]
+    for statement in statements:
+        with pytest.raises(backend.raw_errors, match="append-only"):
+            backend.raw(statement)
+    assert len(store.audit_log()) == 2 and len(store.changes_since(0)) == 1
 
 
 # -- strings from outside are data ----------------------------------------------------------
@@ -294,17 +366,16 @@ def test_an_invalid_record_aborts_the_whole_call(store, bad):
 
 
 # -- opening -------------------------------------------------------------------------------
-def test_reopen_keeps_data_and_identity(db_path):
-    with SQLiteStore.open(db_path, create=True) as s:
+def test_reopen_keeps_data_and_identity(backend):
+    with backend.open(create=True) as s:
         s.add_items([record(1)])
         uuid = s.uuid
-    with SQLiteStore.open(db_path) as s:
+    with backend.open() as s:
         assert s.uuid == uuid and s.count_items() == 1
         assert s.stats()["items"] == 1
-    with SQLiteStore.open(
-        db_path, create=True
-    ) as s:  # create=True on an existing store just opens it
+    with backend.open(create=True) as s:  # create=True on an existing store just opens it
         assert s.uuid == uuid and s.count_items() == 1
+        assert [e.action for e in s.audit_log()] == ["add", "create"]
 
 
 def test_missing_file_is_an_error_naming_the_path(tmp_path):
@@ -347,17 +418,17 @@ def test_empty_file_needs_create(tmp_path):
         assert s.count_items() == 0
 
 
-def test_newer_schema_version_is_refused(db_path):
-    SQLiteStore.open(db_path, create=True).close()
-    raw = sqlite3.connect(db_path)
-    raw.execute(
+def test_newer_schema_version_is_refused(backend):
+    backend.open(create=True).close()
+    backend.raw(
         "UPDATE meta SET value = ? WHERE key = 'schema_version'",
         (str(sqlite_module.SCHEMA_VERSION + 1),),
     )
-    raw.commit()
-    raw.close()
-    with pytest.raises(StoreError, match=r"case.hmdb.*schema version 2 is newer"):
-        SQLiteStore.open(db_path)
+    name = "case.hmdb" if backend.name == "sqlite" else backend.location.split("?")[0]
+    with pytest.raises(StoreError, match=rf"{name}.*schema version 2 is newer"):
+        backend.open()
+    with pytest.raises(StoreError, match="schema version 2 is newer"):
+        backend.open(create=True)  # and is not "migrated" downwards either
 
 
 def test_corrupt_database_is_reported(db_path):
@@ -379,8 +450,8 @@ def test_corrupt_database_is_reported(db_path):
         assert corrupt.integrity_check() != []
 
 
-def test_closed_store_raises(db_path):
-    s = SQLiteStore.open(db_path, create=True)
+def test_closed_store_raises(backend):
+    s = backend.open(create=True)
     s.close()
     s.close()  # idempotent
     with pytest.raises(StoreError, match="closed"):
@@ -388,19 +459,18 @@ def test_closed_store_raises(db_path):
 
 
 # -- integrity, stats, snapshots ---------------------------------------------------------
-def test_integrity_check_passes_on_a_healthy_store_and_finds_orphans(store, db_path):
+def test_integrity_check_passes_on_a_healthy_store_and_finds_orphans(store, backend):
     store.add_items([record(n) for n in range(3)])
     store.remove_items([1])
     assert store.integrity_check() == []
-    raw = sqlite3.connect(db_path)  # foreign keys are off on a raw connection: write an orphan
-    raw.execute(
+    # Foreign keys not enforced (a raw SQLite connection; PG replica mode): write an orphan.
+    backend.raw(
         "INSERT INTO fingerprints (item_id, algorithm, nbits, region, variant, code)"
         " VALUES (999, 'pdq', 256, 'full', 'original', ?)",
         (code(1),),
+        replica=True,
     )
-    raw.execute("UPDATE items SET removed_at = NULL WHERE id = 1")
-    raw.commit()
-    raw.close()
+    backend.raw("UPDATE items SET removed_at = NULL WHERE id = 1")
     problems = store.integrity_check()
     assert any("fingerprints row" in p and "items" in p for p in problems)
     assert any("removed_at disagrees" in p for p in problems)
@@ -416,9 +486,9 @@ def test_stats(store):
     assert stats["db_bytes"] > 0
 
 
-def test_snapshot_reads_one_state_while_another_process_writes(store, db_path):
+def test_snapshot_reads_one_state_while_another_process_writes(store, backend):
     store.add_items([record(1)])
-    with SQLiteStore.open(db_path) as writer:
+    with backend.open() as writer:
         with store.snapshot():
             seq = store.last_change_seq()
             writer.add_items([record(2)])  # WAL: the writer is not blocked by the open snapshot
@@ -581,7 +651,7 @@ def full_load(store):
 
 def test_load_all_codes_uses_a_current_cache_and_rebuilds_a_broken_one(store):
     store.add_items([record(n) for n in range(4)])
-    cache_path = cache_path_for(store.path)
+    cache_path = cache_path_of(store)
 
     codes, _, how = load_all_codes(store)
     assert how == "store (missing)" and os.path.exists(cache_path)
@@ -623,13 +693,15 @@ def test_load_all_codes_catches_an_old_cache_up_from_the_change_log(store):
     assert how.startswith("cache + ") and emptied == {} == full_load(store)
 
 
-def test_load_all_codes_rejects_another_stores_cache_and_one_ahead_of_the_store(store, tmp_path):
+def test_load_all_codes_rejects_another_stores_cache_and_one_ahead_of_the_store(
+    store, backend, tmp_path
+):
     store.add_items([record(1)])
     load_all_codes(store)
-    with SQLiteStore.open(tmp_path / "other.hmdb", create=True) as other:
-        shutil.copy(cache_path_for(store.path), cache_path_for(other.path))
+    with backend.another(tmp_path).open(create=True) as other:
+        shutil.copy(cache_path_of(store), cache_path_of(other))
         assert load_all_codes(other).how == "store (written for a different store)"
-    save_cache(cache_path_for(store.path), store.uuid, 99, {}, {"codes_sets": []})
+    save_cache(cache_path_of(store), store.uuid, 99, {}, {"codes_sets": []})
     assert load_all_codes(store).how == "store (ahead of the store (change 99 > 1))"
 
 
@@ -681,12 +753,129 @@ def test_load_codes_for_items_groups_by_algorithm_and_skips_removed(store):
     assert store.load_codes_for_items([]) == {}
 
 
-def test_open_store_opens_sqlite_and_refuses_urls_without_echoing_them(db_path):
+def test_open_store_chooses_the_backend_by_location(db_path, pg):
+    from hashmatch.store.postgres import PostgresStore
+
     with open_store(db_path, create=True) as s:
         assert isinstance(s, SQLiteStore)
+    url = pg.new_database()
+    with open_store(url, create=True) as s:
+        assert isinstance(s, PostgresStore)
+    with open_store(url.replace("postgresql://", "postgres://", 1)) as s:
+        assert isinstance(s, PostgresStore)
+
+
+def test_unreachable_server_is_an_error_that_never_echoes_the_password():
+    # Port 1 on localhost: nothing listens there, so the connection is refused at once.
     with pytest.raises(StoreError) as e:
-        open_store("postgresql://user:secret@db/hashmatch")
-    assert "secret" not in str(e.value)
+        open_store("postgresql://curator:s3cret-pw@127.0.0.1:1/hashmatch?connect_timeout=2")
+    message = str(e.value)
+    assert "s3cret-pw" not in message and "127.0.0.1" in message and "cannot connect" in message
+    with pytest.raises(StoreError) as e:
+        open_store("postgresql://127.0.0.1:1/hashmatch?password=s3cret-pw&connect_timeout=2")
+    assert "s3cret-pw" not in str(e.value)
+
+
+# -- PostgreSQL only -----------------------------------------------------------------------
+def test_pg_missing_database_and_missing_store_are_errors_naming_the_database(pg):
+    url = pg.url("no_such_db")
+    with pytest.raises(StoreError, match="no_such_db.*cannot connect"):
+        open_store(url)
+    empty = pg.new_database()
+    with pytest.raises(StoreError, match="no hashmatch store.*create=True"):
+        open_store(empty)
+    with open_store(empty, create=True) as s:
+        assert s.count_items() == 0 and s.integrity_check() == []
+
+
+def test_pg_foreign_hashmatch_schema_is_refused_and_left_untouched(pg):
+    import psycopg
+
+    url = pg.new_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA hashmatch")
+        conn.execute("CREATE TABLE hashmatch.invoices (x int)")
+        conn.execute("CREATE TABLE public.other_app (x int)")  # other tables are no problem
+    for create in (False, True):
+        with pytest.raises(StoreError, match="not a hashmatch store"):
+            open_store(url, create=create)
+    with psycopg.connect(url) as conn:
+        tables = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'hashmatch'").fetchall()
+    assert tables == [("invoices",)]
+
+
+def test_pg_store_shares_a_database_with_other_applications(pg):
+    import psycopg
+
+    url = pg.new_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.items (x int)")  # same table name, other schema
+    with open_store(url, create=True) as s:
+        s.add_items([record(1)])
+        assert s.count_items() == 1 and s.integrity_check() == []
+
+
+def test_pg_many_sessions_creating_one_store_at_once_agree(pg):
+    import concurrent.futures
+    import threading
+
+    url = pg.new_database()
+    start = threading.Barrier(6)
+
+    def open_and_report_uuid(_):
+        start.wait()  # six connections race to create the schema (each its own PG session)
+        with open_store(url, create=True) as s:
+            return s.uuid
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        uuids = list(pool.map(open_and_report_uuid, range(6)))
+    assert len(set(uuids)) == 1
+    with open_store(url) as s:
+        assert [e.action for e in s.audit_log()] == ["create"]
+        assert s.integrity_check() == []
+
+
+def test_pg_schema_migrations_are_versioned_and_complete(pg_backend):
+    backend = pg_backend
+    from hashmatch.store import postgres as pg_module
+
+    assert sorted(pg_module.MIGRATIONS) == list(range(1, pg_module.SCHEMA_VERSION + 1))
+    with backend.open(create=True) as s:
+        assert s.stats()["schema_version"] == pg_module.SCHEMA_VERSION
+    import psycopg
+
+    with psycopg.connect(backend.location) as conn:
+        meta = dict(conn.execute("SELECT key, value FROM hashmatch.meta").fetchall())
+    assert meta["schema_version"] == str(pg_module.SCHEMA_VERSION)
+
+
+def test_pg_nul_characters_in_text_columns_are_refused_cleanly(pg_backend):
+    backend = pg_backend
+    with backend.open(create=True) as s:
+        with pytest.raises(StoreError, match="NUL"):
+            s.add_items([record(1), record(2, path="a\x00b")])
+        with pytest.raises(StoreError, match="NUL"):
+            s.audit("x\x00y")
+        assert s.count_items() == 0 and s.last_change_seq() == 0
+        assert s.find_by_sha256("a\x00") is None
+
+
+def test_pg_connection_is_reestablished_after_the_server_drops_it(pg_backend):
+    backend = pg_backend
+    import psycopg
+
+    with backend.open(create=True) as s:
+        s.add_items([record(1)])
+        with psycopg.connect(backend.location, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        with pytest.raises(StoreError):
+            s.count_items()  # the call in flight fails, with the database named
+        assert s.count_items() == 1  # the next one reconnects
+        s.add_items([record(2)])
+        assert s.count_items() == 2
 
 
 def test_index_cache_entry_points(store):

@@ -7,10 +7,15 @@ metric, the 16x16 corner of the DCT, and one bit per coefficient above the media
 float loops live in ``hashmatch._imagecore`` (Cython, GIL released) and are specified by
 their numpy twins in ``hashmatch._imagecore_ref``.
 
-Fast mode first shrinks the image so its shorter side stays >= ``FAST_MIN_SIDE`` (the
-decoder does the same for JPEG with a DCT-domain draft), then runs the exact pipeline on
-the smaller image. PDQ blurs away everything finer than 1/128 of a side anyway, so the hash
-barely moves; benchmarks/RESULTS.md ("PDQ fast-mode drift") has the measured drift.
+Fast mode computes the same float pipeline a cheaper way: the blur is linear and
+separable and PDQ reads it at 64x64 points only, so blur + decimation is one sparse
+64 x n matrix per axis, applied straight to the uint8 pixels (``_imagecore.pdq_fast_dct16``,
+about one multiply-add per input pixel instead of a float luma image and four box passes).
+Its 64x64 values equal exact mode's up to float rounding (summation order), so on the
+same pixels the hash almost always equals the exact one bit for bit. Fast file hashing
+also lets decode shrink JPEGs in the DCT domain (draft) while both sides stay
+>= ``FAST_MIN_SIDE``, and asks for the JPEG's own Y channel; that, not the arithmetic,
+is where fast mode's drift comes from (benchmarks/RESULTS.md, "PDQ fast-mode drift").
 
 Reference quirks kept on purpose:
 - images with a side below 5 px hash to all zeros with quality 0;
@@ -19,6 +24,7 @@ Reference quirks kept on purpose:
 """
 from __future__ import annotations
 
+import functools
 import threading
 
 import numpy as np
@@ -31,8 +37,8 @@ MIN_HASHABLE_SIDE = 5
 HASH_BYTES = 32
 DIHEDRAL_NAMES = _imagecore.DIHEDRAL_NAMES  # order of the dihedral hashes
 
-# Fast mode keeps both sides >= this many pixels (JPEG draft in decode, Image.reduce
-# here). Chosen from the drift/speed measurements in benchmarks/RESULTS.md.
+# Fast file hashing lets decode draft JPEGs down while both sides stay >= this many pixels.
+# Chosen from the drift/speed measurements in benchmarks/RESULTS.md.
 FAST_MIN_SIDE = 384
 
 
@@ -97,6 +103,7 @@ class _Workspace(threading.local):
 
     def __init__(self):
         self.flat = np.empty(0, np.float32)
+        self.lines = np.empty(0, np.float32)
 
     def pair(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         size = shape[0] * shape[1]
@@ -107,6 +114,14 @@ class _Workspace(threading.local):
                 self.flat = np.empty(2 * size, np.float32)
             flat = self.flat
         return flat[:size].reshape(shape), flat[size : 2 * size].reshape(shape)
+
+    def line_buffer(self, size: int) -> np.ndarray:
+        """A float32 buffer of at least ``size`` floats (fast mode's 64-row stage)."""
+        if size > self.KEEP_LIMIT:
+            return np.empty(size, np.float32)
+        if self.lines.size < size:
+            self.lines = np.empty(size, np.float32)
+        return self.lines
 
 
 _workspace = _Workspace()
@@ -147,14 +162,17 @@ def pdq_hash_image(
     """PDQ Fingerprint of a PIL image or uint8 array (list of 8 when ``dihedral``).
 
     ``exact=True``: the hash pdqhash.compute gives ``np.asarray(image.convert("RGB"))``
-    (arrays as in ``pdq_from_rgb``). ``exact=False``: the image is first shrunk with
-    Pillow's box reduce to a shorter side >= FAST_MIN_SIDE; "L" images are hashed from
-    their grey values without an RGB round trip. Mode conversions that need choices
-    (alpha, EXIF orientation) are decode's job, not this function's.
+    (arrays as in ``pdq_from_rgb``). ``exact=False``: the same pipeline with the blur and
+    decimation done as sparse matrix products (``pdq_fast_from_rgb``): equal to exact mode
+    up to float rounding, at a fraction of its cost. "L" images are hashed from their grey
+    values without an RGB round trip. Mode conversions that need choices (alpha, EXIF
+    orientation) are decode's job, not this function's.
     """
-    if not exact:
-        image = _shrink_for_fast_mode(image)
-    bits, quality = _hash_luma(*_luma_in_workspace(_as_array(image)), dihedral=dihedral)
+    array = _as_array(image)
+    if exact:
+        bits, quality = _hash_luma(*_luma_in_workspace(array), dihedral=dihedral)
+    else:
+        bits, quality = _hash_fast(array, dihedral=dihedral)
     if dihedral:
         return [Fingerprint("pdq", variant, quality) for variant in bits]
     return Fingerprint("pdq", bits, quality)
@@ -168,14 +186,43 @@ def _as_array(image: Image.Image | np.ndarray) -> np.ndarray:
     return np.asarray(image)
 
 
-def _shrink_for_fast_mode(image: Image.Image | np.ndarray) -> Image.Image | np.ndarray:
-    """Box-reduce by the largest integer factor that keeps both sides >= FAST_MIN_SIDE."""
-    height, width = image.shape[:2] if isinstance(image, np.ndarray) else image.size[::-1]
-    factor = min(height, width) // FAST_MIN_SIDE
-    if factor < 2:
-        return image
-    if isinstance(image, np.ndarray):
-        image = Image.fromarray(np.ascontiguousarray(image[..., :3] if image.ndim == 3 else image))
-    elif image.mode not in ("RGB", "L"):
-        image = image.convert("RGB")
-    return image.reduce(factor)
+# -- fast mode --------------------------------------------------------------------------------
+def pdq_fast_from_rgb(rgb: np.ndarray) -> tuple[np.ndarray, int]:
+    """(packed hash, quality) of fast mode on an array (same inputs as ``pdq_from_rgb``).
+
+    The Jarosz blur is linear and separable and PDQ only reads it at 64x64 points, so along
+    each axis it is one sparse 64 x n matrix K (``_imagecore.fast_axis_weights``) and the
+    downsample is K_rows . luma . K_cols^T, computed straight from the uint8 pixels. Same
+    quality, DCT, median and bits as exact mode; the 64x64 values differ from exact ones by
+    float rounding only (about 1e-4 of a grey level), so hashes almost always agree bit for
+    bit (benchmarks/RESULTS.md, "PDQ fast-mode drift").
+    """
+    return _hash_fast(_check_image_array(rgb), dihedral=False)
+
+
+def pdq_fast_dihedral_from_rgb(rgb: np.ndarray) -> tuple[np.ndarray, int]:
+    return _hash_fast(_check_image_array(rgb), dihedral=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _axis_weights(length: int, blur: bool = True):
+    return _imagecore.fast_axis_weights(length, blur)
+
+
+def _hash_fast(image, *, dihedral: bool) -> tuple[np.ndarray, int]:
+    array = _check_image_array(image)
+    rows, cols = array.shape[:2]
+    if min(rows, cols) < MIN_HASHABLE_SIDE:
+        shape = (len(DIHEDRAL_NAMES), HASH_BYTES) if dihedral else (HASH_BYTES,)
+        return np.zeros(shape, dtype=np.uint8), 0
+    channels = 1 if array.ndim == 2 else array.shape[2]
+    pixel = array.itemsize * channels
+    if array.strides[-1] != array.itemsize or (array.ndim == 3 and array.strides[1] != pixel):
+        array = np.ascontiguousarray(array)  # the kernel wants each row's pixels packed
+    blur = dihedral or rows != 64 or cols != 64  # the reference's unfiltered 64x64 path
+    dct16, quality = _imagecore.pdq_fast_dct16(
+        array, _axis_weights(rows, blur), _axis_weights(cols, blur),
+        _workspace.line_buffer((64 + channels) * cols))
+    if dihedral:
+        return _imagecore.dihedral_bits_from_dct16(dct16), quality
+    return _imagecore.bits_from_dct16(dct16), quality

@@ -24,15 +24,23 @@ from .cache import (
 from .sqlite import SQLiteStore
 
 
-def open_store(location, create: bool = False) -> Store:
-    """Open the store at ``location``: a file path means the embedded SQLite store.
+def is_database_url(location) -> bool:
+    """True if ``location`` names a PostgreSQL database rather than an SQLite file."""
+    return isinstance(location, str) and location.startswith(("postgres://", "postgresql://"))
 
-    (A ``postgresql://`` URL will select the shared PostgreSQL backend once it exists.)
+
+def open_store(location, create: bool = False) -> Store:
+    """Open the store at ``location``.
+
+    A ``postgresql://user:password@host:port/dbname`` URL (or ``postgres://``) opens the
+    shared PostgreSQL store (needs ``pip install 'hashmatch[postgres]'``); anything else is a
+    file path of the embedded SQLite store. Errors name the database but never the password.
     """
     location = os.fspath(location)
-    if location.startswith(("postgres://", "postgresql://")):
-        # Not echoing the URL: it may carry a password.
-        raise StoreError("PostgreSQL store URLs are not supported yet")
+    if is_database_url(location):
+        from .postgres import PostgresStore
+
+        return PostgresStore.open(location, create=create)
     return SQLiteStore.open(location, create=create)
 
 
@@ -50,6 +58,7 @@ __all__ = [
     "Store",
     "StoreError",
     "cache_path_for",
+    "is_database_url",
     "load_all_codes",
     "load_cache",
     "open_store",

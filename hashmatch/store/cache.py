@@ -59,6 +59,12 @@ def cache_path_for(db_path) -> str:
     return os.fspath(db_path) + ".codes"
 
 
+def cache_path_of(store: Store) -> str:
+    """Where ``store``'s codes cache lives: next to an SQLite file, or where the store says
+    (the PostgreSQL store keeps it in a local cache folder, see ``codes_cache_path``)."""
+    return getattr(store, "codes_cache_path", None) or cache_path_for(store.path)
+
+
 def save_cache(
     path, store_uuid: str, seq: int, arrays: dict[str, np.ndarray], info: dict | None = None
 ) -> None:
@@ -293,7 +299,7 @@ def load_all_codes(store: Store, cache_path=None) -> LoadedCodes:
     current, it is rewritten; failing to write it is not an error (it is only an
     accelerator), and ``how`` then says so.
     """
-    cache_path = cache_path_for(store.path) if cache_path is None else os.fspath(cache_path)
+    cache_path = cache_path_of(store) if cache_path is None else os.fspath(cache_path)
     with store.snapshot():  # the seq and every algorithm's codes from one state of the store
         seq = store.last_change_seq()
         try:
