@@ -3,12 +3,15 @@
     .venv/bin/python benchmarks/pdq_drift.py [--min-sides 128,192,256] [--runs 5]
 
 Drift: on the 480 public-corpus images (as stored) and on large JPEGs generated from the
-corpus photos, fast hash (JPEG draft decode keeping both sides >= S, as
-hashmatch.decode does, then pdq_hash_image(exact=False)) vs exact hash of the full RGB
-decode (== pdqhash.compute). Speed: file -> hash per image, one process, median of
+corpus photos and on PNG screenshots, fast hash (hashmatch.hash_file: JPEG draft decode
+to "L" keeping both sides >= S, other formats decoded whole and converted to "L", then
+the sparse-matrix kernel) vs
+exact hash of the full RGB decode (== pdqhash.compute). Also the kernel's own drift:
+fast vs exact on the very same full-resolution RGB pixels (rounding only). Speed: file -> hash per image, one process, median of
 ``--runs`` runs over each class, for pdqhash (file -> PIL -> array -> pdqhash.compute),
-hashmatch exact, hashmatch fast, and the decode floor (draft decode for JPEG, full
-decode for PNG). Generated images go to benchmarks/_work/ (git-ignored).
+hashmatch exact (decode full RGB + exact kernels), hashmatch fast (hash_file), and the
+decode floor (what fast decodes: decode(mode="L", draft) -- for PNG that includes the
+conversion to "L"; bench_hash.py's PNG floor is the bare RGB decode). Generated images go to benchmarks/_work/ (git-ignored).
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import hashmatch  # noqa: E402
+from hashmatch.decode import decode  # noqa: E402
 from hashmatch.hashers import pdq  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "data" / "public-corpus"
@@ -77,31 +82,24 @@ def make_screenshot_class(count, size=(1080, 2340)):
 
 
 # -- the pipelines -----------------------------------------------------------------------
-def decode_draft(path, min_side, mode="L"):
-    """What hashmatch.decode does for fast PDQ: JPEG DCT-domain draft, both sides >= min_side."""
-    image = Image.open(path)
-    if image.format == "JPEG":
-        image.draft(mode, (min_side, min_side))
-    image.load()
-    return image if image.mode in ("RGB", "L") else image.convert(mode)
-
-
 def hash_pdqhash(path):
     with Image.open(path) as image:
         return pdqhash.compute(np.asarray(image.convert("RGB")))
 
 
 def hash_exact(path):
-    with Image.open(path) as image:
-        return pdq.pdq_hash_image(image)
+    """hashmatch.hash_file(exact=True): full RGB decode (EXIF-oriented, as the fast path)."""
+    return hashmatch.hash_file(path, exact=True)
 
 
 def hash_fast(path):
-    return pdq.pdq_hash_image(decode_draft(path, pdq.FAST_MIN_SIDE), exact=False)
+    """The product's fast path: hashmatch.hash_file (decode(mode="L", draft) + kernel)."""
+    return hashmatch.hash_file(path)
 
 
 def decode_floor(path):
-    return decode_draft(path, pdq.FAST_MIN_SIDE)
+    """What hash_fast decodes, without hashing: decode(mode="L", draft_min_side=S)."""
+    return decode(path, mode="L", draft_min_side=pdq.FAST_MIN_SIDE)
 
 
 def full_decode(path):
@@ -117,6 +115,18 @@ def drift(paths, min_side):
     for path in paths:
         exact = hash_exact(path)
         out.append((hash_fast(path) - exact, exact.quality))
+    return np.array(out)
+
+
+def kernel_drift(paths):
+    """Fast vs exact on the same full-resolution RGB array: the arithmetic alone."""
+    out = []
+    for path in paths:
+        with Image.open(path) as image:
+            rgb = np.asarray(image.convert("RGB"))
+        exact = pdq.pdq_hash_image(rgb)
+        fast = pdq.pdq_hash_image(rgb, exact=False)
+        out.append((fast - exact, exact.quality, abs(fast.quality - exact.quality)))
     return np.array(out)
 
 
@@ -153,7 +163,7 @@ def machine():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--min-sides", default="128,192,256")
+    parser.add_argument("--min-sides", default="128,192,256,384")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--per-class", type=int, default=20)
     parser.add_argument("--skip-drift", action="store_true")
@@ -173,7 +183,12 @@ def main():
     if not args.skip_drift:
         drift_sets = {"corpus (480, as stored)": corpus_files(),
                       "jpeg 1920x1080": classes["jpeg 1920x1080"],
-                      "jpeg 4032x3024": classes["jpeg 4032x3024"]}
+                      "jpeg 4032x3024": classes["jpeg 4032x3024"],
+                      "png 1080x2340": classes["png 1080x2340"]}
+        for name, paths in drift_sets.items():
+            result = kernel_drift(paths)
+            print(f"kernel drift (same RGB pixels) {name}: {summarise(result[:, 0])}; "
+                  f"quality differs on {int((result[:, 2] > 0).sum())}")
         for min_side in [int(s) for s in args.min_sides.split(",")]:
             for name, paths in drift_sets.items():
                 result = drift(paths, min_side)

@@ -1,4 +1,10 @@
 """hashmatch: find re-posts of known images."""
+import os as _os
+
+# Idle OpenMP threads (ours and FAISS's) should sleep, not spin: matcher processes share
+# cores, and spinning teams cost milliseconds per query on a busy machine. Read by libgomp
+# when it loads, so it must be set before the kernels are imported; a user's setting wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from .errors import AlgorithmMismatchError, HashFormatError, HashmatchError, ImageError
 from .fingerprint import ALGORITHMS, Fingerprint
 from .hashing import FileFingerprints, hash_file, hash_files, hash_image

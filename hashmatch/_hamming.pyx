@@ -89,9 +89,17 @@ def set_popcount_impl(name):
 # --------------------------------------------------------------------------------------------
 # argument checking
 
+def default_threads():
+    """Every core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def _threads(threads):
     if threads is None:
-        return os.cpu_count() or 1
+        return default_threads()
     threads = int(threads)
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")

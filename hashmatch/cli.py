@@ -122,17 +122,18 @@ def hash_command(paths, algorithm, exact, recursive, all_files, as_json, workers
 
 def _db_option(f):
     return click.option(
-        "--db", "db", default=None, metavar="PATH",
-        help="The database file. Default: $HASHMATCH_DB, else hashmatch.hmdb in the current "
-             "folder.")(f)
+        "--db", "db", default=None, metavar="PATH|URL",
+        help="The database: a file, or a postgresql:// URL for a shared server. Default: "
+             "$HASHMATCH_DB, else hashmatch.hmdb in the current folder.")(f)
 
 
 def _open_index(db, create: bool, algorithms=("pdq",)):
     from .errors import HashmatchError
     from .index import Index, default_db_path
+    from .store import is_database_url
 
     path = db or default_db_path()
-    if not create and not os.path.exists(path):
+    if not create and not is_database_url(path) and not os.path.exists(path):
         _fail(f"no database at {path}: run 'hashmatch index FOLDER' first, or pass --db")
     try:
         return Index.open(path, create=create, algorithms=algorithms)

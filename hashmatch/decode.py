@@ -31,6 +31,8 @@ from .errors import ImageError
 DEFAULT_MAX_PIXELS = 179_000_000
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
+ORIENTATION_TAG = 0x0112
+
 # Pillow must never silently decode half an image: a truncated file is an error, not a hash.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -124,8 +126,11 @@ def decode(
     draft_min_side: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    with_sha256: bool = True,
 ) -> Decoded:
     """Decode ``source`` into an 8-bit ``mode`` ("RGB" or "L") image.
+
+    ``with_sha256=False`` skips hashing the file bytes when the caller does not keep them.
 
     ``draft_min_side``: allow a JPEG DCT-domain downscale keeping both sides >= this (fast
     path; None = full resolution, as exact hashing needs).
@@ -169,7 +174,7 @@ def decode(
         name,
         image_format,
         original_size,
-        hashlib.sha256(data).hexdigest(),
+        hashlib.sha256(data).hexdigest() if with_sha256 else None,
         len(data),
     )
 
@@ -222,6 +227,10 @@ def _oriented(image: Image.Image, name: str, exif_transpose: bool) -> Image.Imag
     if not exif_transpose:
         return image
     try:
+        # exif_transpose copies the whole image even when there is nothing to turn (36 MB for
+        # a 12 Mpx photo): ask for the tag first.
+        if image.getexif().get(ORIENTATION_TAG, 1) == 1:
+            return image
         return ImageOps.exif_transpose(image)
     except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the picture
         # Orientation is advisory metadata; the pixels are still good. Hash them upright-as-stored.

@@ -54,7 +54,7 @@ def hash_file(source, algorithm: str = DEFAULT_ALGORITHM, *, exact: bool = False
     """
     needs = decode_needs(algorithm, exact)
     decoded = decoding.decode(source, mode=needs.mode, draft_min_side=needs.draft_min_side,
-                              exif_transpose=exif_transpose)
+                              exif_transpose=exif_transpose, with_sha256=False)
     return compute(decoded.image, algorithm, exact=exact)
 
 

@@ -123,50 +123,113 @@ class AddReport:
 
 
 class _Shard:
-    """The codes of one (algorithm, nbits) in memory, with per-row metadata."""
+    """The codes of one (algorithm, nbits) in memory, with per-row metadata.
+
+    Rows are kept in fingerprint-id order in arrays that grow geometrically (appending a
+    batch is amortised O(batch), not O(index)). Removed rows stay as tombstones -- the code
+    index never returns them -- and are compacted away once a quarter of the rows are dead,
+    so a sync with removes costs O(changes), not O(index).
+    """
+
+    _COLUMNS = ("fp_ids", "item_ids", "region_codes", "variant_codes", "qualities", "live")
 
     def __init__(self, algorithm: str, nbits: int):
         self.algorithm, self.nbits = algorithm, nbits
         self.codes = CodeIndex(nbits)
-        self.fp_ids = np.empty(0, np.int64)  # ascending: rows are appended in id order
+        self.n = 0  # rows in use, live or dead
+        self.n_dead = 0
+        self.fp_ids = np.empty(0, np.int64)
         self.item_ids = np.empty(0, np.int64)
-        self.regions = np.empty(0, object)
-        self.variants = np.empty(0, object)
-        self.qualities = np.empty(0, np.int16)
+        self.region_codes = np.empty(0, np.int16)  # indexes into self.names
+        self.variant_codes = np.empty(0, np.int16)
+        self.qualities = np.empty(0, np.int16)  # -1 = unknown
+        self.live = np.empty(0, bool)
+        self.names: list[str] = []
+        self._name_code: dict[str, int] = {}
+        self._items_sorted = True  # item ids ascending too (the usual case): fast removes
 
     def append(self, fp_ids, item_ids, codes, regions, variants, qualities) -> None:
         if len(fp_ids) == 0:
             return
+        fp_ids = np.asarray(fp_ids, np.int64)
         order = np.argsort(fp_ids, kind="stable")
-        fp_ids = np.asarray(fp_ids, np.int64)[order]
+        fp_ids = fp_ids[order]
+        item_ids = np.asarray(item_ids, np.int64)[order]
         self.codes.add(np.ascontiguousarray(np.asarray(codes, np.uint8)[order]), fp_ids)
-        self.fp_ids = np.concatenate([self.fp_ids, fp_ids])
-        self.item_ids = np.concatenate([self.item_ids, np.asarray(item_ids, np.int64)[order]])
-        self.regions = np.concatenate([self.regions, np.asarray(regions, object)[order]])
-        self.variants = np.concatenate([self.variants, np.asarray(variants, object)[order]])
-        self.qualities = np.concatenate([self.qualities, np.asarray(qualities, np.int16)[order]])
-        if len(self.fp_ids) > 1 and np.any(np.diff(self.fp_ids) <= 0):
-            self._resort()
+        new = {
+            "fp_ids": fp_ids, "item_ids": item_ids,
+            "region_codes": self._encode(np.asarray(regions, object)[order]),
+            "variant_codes": self._encode(np.asarray(variants, object)[order]),
+            "qualities": np.asarray(qualities, np.int16)[order],
+            "live": np.ones(len(fp_ids), bool),
+        }
+        in_order = self.n == 0 or fp_ids[0] > self.fp_ids[self.n - 1]
+        if self.n and item_ids[0] < self.item_ids[self.n - 1] or np.any(np.diff(item_ids) < 0):
+            self._items_sorted = False
+        self._grow(self.n + len(fp_ids))
+        for name, values in new.items():
+            getattr(self, name)[self.n:self.n + len(fp_ids)] = values
+        self.n += len(fp_ids)
+        if not in_order:
+            self._compact(resort=True)
 
-    def _resort(self) -> None:
-        order = np.argsort(self.fp_ids, kind="stable")
-        for name in ("fp_ids", "item_ids", "regions", "variants", "qualities"):
-            setattr(self, name, getattr(self, name)[order])
+    def _encode(self, names) -> np.ndarray:
+        out = np.empty(len(names), np.int16)
+        for i, name in enumerate(names):
+            code = self._name_code.get(name)
+            if code is None:
+                code = self._name_code[name] = len(self.names)
+                self.names.append(str(name))
+            out[i] = code
+        return out
+
+    def _grow(self, need: int) -> None:
+        if need <= len(self.fp_ids):
+            return
+        capacity = max(need, 2 * len(self.fp_ids), 1024)
+        for name in self._COLUMNS:
+            old = getattr(self, name)
+            grown = np.empty(capacity, old.dtype)
+            grown[:self.n] = old[:self.n]
+            setattr(self, name, grown)
+
+    def _compact(self, resort: bool = False) -> None:
+        keep = self.live[:self.n]
+        columns = {name: getattr(self, name)[:self.n][keep] for name in self._COLUMNS}
+        if resort:
+            order = np.argsort(columns["fp_ids"], kind="stable")
+            columns = {name: values[order] for name, values in columns.items()}
+        for name, values in columns.items():
+            setattr(self, name, values)
+        self.n, self.n_dead = len(columns["fp_ids"]), 0
+        self._items_sorted = bool(np.all(np.diff(self.item_ids) >= 0))
 
     def remove_items(self, item_ids) -> None:
-        mask = np.isin(self.item_ids, np.asarray(list(item_ids), np.int64))
-        if not mask.any():
+        targets = np.unique(np.asarray(list(item_ids), np.int64))
+        if len(targets) == 0 or self.n == 0:
             return
-        self.codes.remove(self.fp_ids[mask])
-        keep = ~mask
-        for name in ("fp_ids", "item_ids", "regions", "variants", "qualities"):
-            setattr(self, name, getattr(self, name)[keep])
+        items = self.item_ids[:self.n]
+        if self._items_sorted:
+            lo = np.searchsorted(items, targets, "left")
+            hi = np.searchsorted(items, targets, "right")
+            rows = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi) if b > a] or
+                                  [np.empty(0, np.int64)])
+        else:
+            rows = np.nonzero(np.isin(items, targets))[0]
+        rows = rows[self.live[rows]]
+        if len(rows) == 0:
+            return
+        self.codes.remove(self.fp_ids[rows])
+        self.live[rows] = False
+        self.n_dead += len(rows)
+        if self.n_dead * 4 > self.n:
+            self._compact()
 
     def rows_of(self, fp_ids: np.ndarray) -> np.ndarray:
-        return np.searchsorted(self.fp_ids, fp_ids)
+        return np.searchsorted(self.fp_ids[:self.n], fp_ids)
 
     def __len__(self) -> int:
-        return len(self.fp_ids)
+        return self.n - self.n_dead
 
 
 class Index:
@@ -385,6 +448,7 @@ class Index:
         Raises :class:`hashmatch.ImageError` if the image cannot be read.
         """
         fingerprints, _ = self._query_fingerprints(image, exact, dihedral)
+        self._maybe_sync()
         return self._search(fingerprints, max_distance, top_k, min_quality)
 
     def query_many(self, sources: Iterable, max_distance: int | None = None,
@@ -395,6 +459,7 @@ class Index:
         from .parallel import ordered_map
 
         sources = [os.fspath(s) if isinstance(s, os.PathLike) else s for s in sources]
+        self._maybe_sync()  # the whole batch is answered from one state of the store
         job = _QueryFingerprintJob(self._query_algorithms(), exact, dihedral)
         results = []
         for done, (name, fingerprints, sha256, error) in enumerate(
@@ -414,6 +479,7 @@ class Index:
                      top_k: int | None = None) -> list[list[Match]]:
         """Match hashes (hex strings, Fingerprints or packed array) without images."""
         fingerprints = _as_fingerprints(hashes, algorithm, None)
+        self._maybe_sync()
         return [self._search([(fp, "original")], max_distance, top_k, None)
                 for fp in fingerprints]
 
@@ -424,11 +490,16 @@ class Index:
     def _query_fingerprints(self, image, exact: bool, dihedral: bool):
         return query_fingerprints(image, self._query_algorithms(), exact, dihedral)
 
-    def _search(self, fingerprints, max_distance, top_k, min_quality) -> list[Match]:
-        """Exact range search of every (fingerprint, variant) and per-item aggregation."""
+    def _maybe_sync(self) -> None:
+        # Once per public query call, never per searched hash: a batch (query_hashes,
+        # query_many) must be answered from one state of the store, or it could see half of
+        # another writer's transaction.
         if self.sync_interval is not None and \
                 time.monotonic() - self._last_sync >= self.sync_interval:
             self.sync()
+
+    def _search(self, fingerprints, max_distance, top_k, min_quality) -> list[Match]:
+        """Exact range search of every (fingerprint, variant) and per-item aggregation."""
         best: dict[int, tuple] = {}
         by_algorithm: dict[tuple[str, int], list] = {}
         for fp, variant in fingerprints:
@@ -455,7 +526,8 @@ class Index:
                 key = (int(distance), algorithm != "pdq")  # prefer PDQ evidence on ties
                 if item not in best or key < best[item][0]:
                     best[item] = (key, algorithm, int(distance), group[which][1],
-                                  shard.regions[row], shard.variants[row], query_quality,
+                                  shard.names[shard.region_codes[row]],
+                                  shard.names[shard.variant_codes[row]], query_quality,
                                   int(shard.qualities[row]))
         ranked = sorted(best.items(), key=lambda kv: (kv[1][0], kv[0]))
         if top_k is not None:
