@@ -113,15 +113,20 @@ def systems():
     }
 
 
-def time_system(fn, files, runs: int) -> float:
-    fn(files[0])  # warm caches and lazy imports
-    rates = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        for path in files:
-            fn(path)
-        rates.append(len(files) / (time.perf_counter() - start))
-    return statistics.median(rates)
+def time_interleaved(fns: dict, files, runs: int) -> dict[str, float]:
+    """Images/s per system. Systems are timed file by file in turn (not one whole class after
+    another), and each file's time is its median over ``runs``: on a shared machine a burst
+    of other work then lands on every system alike instead of on one column."""
+    for fn in fns.values():
+        fn(files[0])  # warm caches and lazy imports
+    times = {name: np.zeros((runs, len(files))) for name in fns}
+    for run in range(runs):
+        for i, path in enumerate(files):
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                fn(path)
+                times[name][run, i] = time.perf_counter() - start
+    return {name: len(files) / float(np.median(t, axis=0).sum()) for name, t in times.items()}
 
 
 def main() -> None:
@@ -133,10 +138,9 @@ def main() -> None:
     classes = build_classes(args.per_class)
     table = {}
     for cls, files in classes.items():
-        table[cls] = {}
-        for name, fn in systems().items():
-            table[cls][name] = time_system(fn, files, args.runs)
-            print(f"{cls:16s} {name:26s} {table[cls][name]:9.1f} img/s", flush=True)
+        table[cls] = time_interleaved(systems(), files, args.runs)
+        for name, rate in table[cls].items():
+            print(f"{cls:16s} {name:26s} {rate:9.1f} img/s", flush=True)
     report = render(table, classes, args)
     print(report)
     if not args.no_write:
@@ -146,8 +150,9 @@ def main() -> None:
 def render(table, classes, args) -> str:
     names = list(next(iter(table.values())))
     lines = [
-        f"Machine: {machine_name()}. One process, images/s (median of {args.runs} runs), "
-        f"file on disk -> fingerprint. Reproduce: `.venv/bin/python benchmarks/bench_hash.py "
+        f"Machine: {machine_name()}. One process, images/s, file on disk -> fingerprint; "
+        f"systems timed in turn on each file, each file's median of {args.runs} runs, then "
+        f"summed (`uptime` load during the run: {os.getloadavg()[0]:.1f}). Reproduce: `.venv/bin/python benchmarks/bench_hash.py "
         f"--runs {args.runs} --per-class {args.per_class}`.",
         "",
         "| class (files) | " + " | ".join(names) + " | pdq fast / pdqhash | pdq fast / floor "
