@@ -141,6 +141,18 @@ def _open_index(db, create: bool, algorithms=("pdq",)):
         _fail(str(exc))
 
 
+def _match_options(f):
+    """The options that say what counts as a match (shared by query and report)."""
+    f = click.option("--no-rotations", is_flag=True,
+                     help="Do not also look for rotated (90/180/270) and mirrored copies.")(f)
+    f = click.option("-k", "--top", "top_k", type=click.IntRange(min=1), default=None,
+                     help="Show at most this many matches per image.")(f)
+    return click.option(
+        "-d", "--max-distance", type=click.IntRange(min=0), default=None,
+        help="Largest Hamming distance that counts as a match (default: 31 for pdq, 10 for "
+             "phash/dhash/ahash). Lower = stricter.")(f)
+
+
 @main.command("index")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @_db_option
@@ -204,13 +216,7 @@ def index_command(paths, db, recursive, all_files, labels, source, algorithms, m
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @_db_option
 @click.option("-r", "--recursive", is_flag=True, help="Query every image inside folders.")
-@click.option("-d", "--max-distance", type=click.IntRange(min=0), default=None,
-              help="Largest Hamming distance that counts as a match (default: 31 for pdq, "
-                   "10 for phash/dhash/ahash). Lower = stricter.")
-@click.option("-k", "--top", "top_k", type=click.IntRange(min=1), default=None,
-              help="Show at most this many matches per image.")
-@click.option("--no-rotations", is_flag=True,
-              help="Do not also look for rotated (90/180/270) and mirrored copies.")
+@_match_options
 @click.option("--min-quality", type=click.IntRange(0, 100), default=None,
               help="Ignore fingerprints (query or stored) with a PDQ quality below this.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per query image.")
@@ -419,13 +425,7 @@ def _write_cluster_report(clusters_json, errors, database, algorithm, radius, sa
               help="Leave every image out: hashes, file facts and distances only (for reports "
                    "that must not carry the pictures).")
 @click.option("-r", "--recursive", is_flag=True, help="Report on every image inside folders.")
-@click.option("-d", "--max-distance", type=click.IntRange(min=0), default=None,
-              help="Largest distance that counts as a match (default: 31 for pdq, 10 for "
-                   "phash/dhash/ahash).")
-@click.option("-k", "--top", "top_k", type=click.IntRange(min=1), default=None,
-              help="Show at most this many matches per image.")
-@click.option("--no-rotations", is_flag=True,
-              help="Do not also look for rotated and mirrored copies.")
+@_match_options
 @click.option("-w", "--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes for hashing (default: all cores).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")

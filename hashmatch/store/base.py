@@ -310,3 +310,18 @@ def _prepare_fingerprint(where: str, fp) -> FingerprintRecord:
             )
         quality = int(quality)
     return FingerprintRecord(algorithm, int(nbits), region, variant, code, quality)
+
+
+def stats_summary(store, schema_version: int, live: int, removed: int, per_algorithm, seq: int,
+                  db_bytes: int) -> dict:
+    """The ``stats()`` dictionary every backend returns, in one shape."""
+    return {
+        "path": store.path,
+        "uuid": store.uuid,
+        "schema_version": schema_version,
+        "items": live,
+        "removed_items": removed,
+        "fingerprints": {f"{algorithm}/{nbits}": n for algorithm, nbits, n in per_algorithm},
+        "last_change_seq": seq,
+        "db_bytes": int(db_bytes),
+    }

@@ -43,7 +43,8 @@ from datetime import datetime, timezone
 from typing import Iterable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .base import AddOutcome, AuditEntry, Change, Codes, Item, Store, StoreError, prepare_record
+from .base import (AddOutcome, AuditEntry, Change, Codes, Item, Store, StoreError, prepare_record,
+                   stats_summary)
 from .sqlite import _actor, _codes_from_rows
 
 SCHEMA = "hashmatch"
@@ -559,16 +560,7 @@ class PostgresStore(Store):
                 "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
                 " JOIN pg_namespace n ON n.oid = c.relnamespace"
                 " WHERE n.nspname = %s AND c.relkind = 'r'", (SCHEMA,)).fetchone()[0]
-        return {
-            "path": self.path,
-            "uuid": self.uuid,
-            "schema_version": SCHEMA_VERSION,
-            "items": live,
-            "removed_items": removed,
-            "fingerprints": {f"{algorithm}/{nbits}": n for algorithm, nbits, n in per_algorithm},
-            "last_change_seq": seq,
-            "db_bytes": int(db_bytes),
-        }
+        return stats_summary(self, SCHEMA_VERSION, live, removed, per_algorithm, seq, db_bytes)
 
     def integrity_check(self) -> list[str]:
         problems = []

@@ -38,6 +38,7 @@ from .base import (
     Store,
     StoreError,
     prepare_record,
+    stats_summary,
 )
 
 SCHEMA_VERSION = 1
@@ -377,16 +378,7 @@ class SQLiteStore(Store):
         db_bytes = sum(
             os.path.getsize(p) for p in (self.path, self.path + "-wal") if os.path.exists(p)
         )
-        return {
-            "path": self.path,
-            "uuid": self.uuid,
-            "schema_version": SCHEMA_VERSION,
-            "items": live,
-            "removed_items": removed,
-            "fingerprints": {f"{algorithm}/{nbits}": n for algorithm, nbits, n in per_algorithm},
-            "last_change_seq": seq,
-            "db_bytes": db_bytes,
-        }
+        return stats_summary(self, SCHEMA_VERSION, live, removed, per_algorithm, seq, db_bytes)
 
     def integrity_check(self) -> list[str]:
         problems = []
@@ -468,7 +460,13 @@ def _prepare_database(conn: sqlite3.Connection, path: str, create: bool) -> str:
         or "store_uuid" not in meta
     ):
         raise StoreError(f"{path}: not a hashmatch database (meta table incomplete)")
-    version = int(meta["schema_version"])
+    try:
+        version = int(meta["schema_version"])
+    except ValueError:
+        raise StoreError(
+            f"{path}: not a hashmatch database (schema version {meta['schema_version']!r})"
+        ) from None
+    _check_schema_objects(conn, path)
     if version > SCHEMA_VERSION:
         raise StoreError(
             f"{path}: schema version {version} is newer than this hashmatch supports "
@@ -477,6 +475,24 @@ def _prepare_database(conn: sqlite3.Connection, path: str, create: bool) -> str:
     if version < SCHEMA_VERSION:  # no older versions exist yet; migrations go here
         raise StoreError(f"{path}: schema version {version} is unknown")
     return meta["store_uuid"]
+
+
+# Triggers and views run SQL on our reads and writes: a database file from outside may carry
+# only ours, word for word (a foreign trigger could e.g. delete every fingerprint we store).
+_OWN_SCHEMA_CODE = {
+    statement.split()[2]: statement for statement in _SCHEMA
+    if statement.startswith(("CREATE TRIGGER", "CREATE VIEW"))
+}
+
+
+def _check_schema_objects(conn: sqlite3.Connection, path: str) -> None:
+    for kind, name, sql in conn.execute(
+        "SELECT type, name, sql FROM sqlite_master WHERE type IN ('trigger', 'view')"
+    ):
+        if _OWN_SCHEMA_CODE.get(name) != sql:
+            raise StoreError(
+                f"{path}: refusing a database with a {kind} hashmatch did not create ({name!r})"
+            )
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:
