@@ -154,7 +154,7 @@ def decode(
             draft_mode = "L" if mode == "L" else "RGB"
             image.draft(draft_mode, (draft_min_side, draft_min_side))
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own max_pixels rules
             image.load()
     except ImageError:
         raise
@@ -193,7 +193,7 @@ def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
         raise ImageError(name, "unsupported format: HEIC/HEIF")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own max_pixels rules
             image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageError(name, "not an image", "unrecognised file format") from None

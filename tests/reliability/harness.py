@@ -49,13 +49,16 @@ def _run_child(paths, specs, timeout, env) -> list[Outcome]:
     child_env = dict(os.environ, **(env or {}))
     child_env["PYTHONFAULTHANDLER"] = "1"
     # stderr to a file, not a pipe: Pillow's warnings would fill a pipe and stall the child.
+    # The path list goes in a file too: written to a pipe it would deadlock against stdout.
     stderr_file = tempfile.TemporaryFile()
+    list_file = tempfile.TemporaryFile()
+    list_file.write("".join(p + "\n" for p in paths).encode())
+    list_file.seek(0)
     child = subprocess.Popen(
         [sys.executable, os.path.join(HERE, "harness.py"), "worker", ",".join(specs)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr_file, env=child_env,
+        stdin=list_file, stdout=subprocess.PIPE, stderr=stderr_file, env=child_env,
     )
-    child.stdin.write("".join(p + "\n" for p in paths).encode())
-    child.stdin.close()
+    list_file.close()
     outcomes: list[Outcome] = []
     buffer = b""
     in_flight, deadline = None, time.monotonic() + timeout + 30  # first deadline covers imports
@@ -115,8 +118,22 @@ def _outcome(path, message) -> Outcome:
 
 
 # -- the child ------------------------------------------------------------------------------
-def _worker(specs: list[str]) -> None:
+def peak_rss_kb() -> int:
+    """This process's peak RSS. VmHWM where /proc has it: ru_maxrss survives execve on Linux,
+    so a child of a big parent would report the parent's peak; VmHWM starts afresh."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
     import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _worker(specs: list[str]) -> None:
     import traceback
 
     import hashmatch as hm
@@ -140,7 +157,7 @@ def _worker(specs: list[str]) -> None:
                 results.append({"spec": spec, "status": "other",
                                 "detail": f"{type(exc).__name__}: {exc}\n"
                                           + traceback.format_exc(limit=6)})
-        rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rss_kb = peak_rss_kb()
         print(json.dumps({"i": i, "results": results, "rss_kb": rss_kb}), flush=True)
 
 
@@ -148,9 +165,7 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["worker"]:
         _worker(sys.argv[2].split(","))
     elif sys.argv[1:2] == ["baseline"]:  # RSS of a worker that imported everything, hashed nothing
-        import resource
-
         import hashmatch  # noqa: F401
         import hashmatch.hashers.pdq  # noqa: F401
 
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        print(peak_rss_kb())
