@@ -7,6 +7,13 @@ Data: N PDQ codes, "random" (uniform bits) and "clustered" (real hashes from
 --noise). 1,000 queries, --planted share of them 1..31 bits from a stored code, the rest
 random. Exact radius 31 (distance <= 31).
 
+8-needle queries: the 8 dihedral variants of each query, as PDQ computes them (--dihedral
+real, default): the bit transforms of PDQ's dct16OriginalTo* (transpose and/or complement of
+parity classes of the DCT sign matrix) applied to the query, then XOR the residual that real
+images show between pdq_dihedral_from_rgb and those ideal transforms (~7 bits per variant:
+negating coefficients moves the median), taken from the reference JPEGs. --dihedral ideal
+skips the residual.
+
 Peers: faiss IndexBinaryFlat (range_search), faiss IndexBinaryMultiHash configured as
 python-threatexchange does (16 maps x 16 bits, nflip = 31 // 16), and threatexchange's
 PDQIndex itself (hex strings in, Python objects out) up to --pdqindex-max rows.
@@ -34,6 +41,7 @@ from hashmatch import _hamming  # noqa: E402
 from hashmatch.codeindex import CodeIndex  # noqa: E402
 
 HAYSTACK = ROOT.parent / "shared/data/pdq-reference/hashlists/haystack.txt"
+IMAGES = ROOT.parent / "shared/data/pdq-reference/images"
 RADIUS = 31
 
 
@@ -64,6 +72,43 @@ def make_queries(db, nq, planted, rng):
     k = int(nq * planted)
     q[:k] = flip_exact(db[rng.integers(0, len(db), k)], rng.integers(1, 32, k), rng)
     return q
+
+
+def dihedral_ideal(codes):
+    """(n, 8, 32): the 8 dihedral variants of packed PDQ codes (DIHEDRAL_NAMES order) by the
+    bit transforms of PDQ's dct16OriginalTo*: transpose and/or complement parity classes.
+    Bit k = 16 i + j of the DCT sign matrix is packed (MSB-first) at position 255 - k."""
+    codes = np.asarray(codes, np.uint8).reshape(-1, 32)
+    a = np.unpackbits(codes, axis=1)[:, ::-1].reshape(-1, 16, 16)  # a[:, i, j] = bit 16i + j
+    i, j = np.indices((16, 16))
+    even_i, even_j, odd = (i % 2 == 0), (j % 2 == 0), ((i + j) % 2 == 1)
+    t = a.transpose(0, 2, 1)
+    # original, rot90, rot180, rot270, flipX, flipY, flipPlus1, flipMinus1
+    variants = [a, t ^ even_i, a ^ odd, t ^ even_j, a ^ even_i, a ^ even_j, t, t ^ odd]
+    out = np.stack([v.astype(np.uint8).reshape(-1, 256)[:, ::-1] for v in variants], axis=1)
+    return np.packbits(out, axis=2)
+
+
+def dihedral_residuals(max_images=64):
+    """real pdq_dihedral_from_rgb hashes XOR dihedral_ideal(their original), per image."""
+    from PIL import Image
+
+    from hashmatch.hashers.pdq import pdq_dihedral_from_rgb
+
+    files = sorted(IMAGES.rglob("*.jpg"))
+    out = []
+    for f in files[:: max(1, len(files) // max_images)][:max_images]:
+        real, _ = pdq_dihedral_from_rgb(np.asarray(Image.open(f).convert("RGB")))
+        out.append(real ^ dihedral_ideal(real[0])[0])
+    return np.array(out)
+
+
+def dihedral_needles(queries, mode, rng):
+    needles = dihedral_ideal(queries)
+    if mode == "real":
+        res = dihedral_residuals()
+        needles ^= res[rng.integers(0, len(res), len(queries))]
+    return needles
 
 
 # -- measurement helpers --------------------------------------------------------------------
@@ -251,7 +296,43 @@ def report(path: Path, plot: Path):
     fig.savefig(plot, dpi=110)
 
 
+def ratio(argv):
+    """--ratio N {real,ideal} NSUB:{p,s} ...: 1-needle vs 8-needle MIH latency, interleaved
+    (query i alone, then its 8 dihedral needles), 200 random queries x 3 rounds, 1 thread,
+    directly on the tables of each layout (p = plain, s = parity-split)."""
+    n, mode = int(argv[0]), argv[1]
+    rng = np.random.default_rng(n + 6)
+    db = make_database(n, "random", 0.25, rng)
+    q = make_queries(db, 200, 0.5, rng)
+    needles = dihedral_needles(q, mode, rng)
+    for spec in argv[2:]:
+        nsub, split = int(spec.split(":")[0]), spec.split(":")[1] == "s"
+        st, wd = _hamming.mih_layout(256, nsub, split)
+        t = time.perf_counter()
+        off, rows = _hamming.mih_build(db, st, wd, threads=1, split_parity=split)
+        build = time.perf_counter() - t
+
+        def search(x):
+            _hamming.mih_range_search_multi(x, db, st, wd, off, rows, RADIUS, threads=1,
+                                            split_parity=split)
+        one, eight = [], []
+        for _ in range(3):
+            for i in range(len(q)):
+                t = time.perf_counter()
+                search(q[i:i + 1, None])
+                one.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                search(needles[i:i + 1])
+                eight.append(time.perf_counter() - t)
+        o, e = 1e3 * np.median(one), 1e3 * np.median(eight)
+        print(f"n={n} {mode} nsub={nsub} split={split} widths={wd.tolist()} build={build:.2f}s "
+              f"1={o:.3f}ms 8={e:.3f}ms 8/1={e / o:.2f}", flush=True)
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--ratio":
+        ratio(sys.argv[2:])
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "--report":
         report(Path(sys.argv[2]), ROOT / "benchmarks/index_latency.png")
         return
@@ -262,6 +343,8 @@ def main():
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--planted", type=float, default=0.5)
     ap.add_argument("--noise", type=float, default=0.25)
+    ap.add_argument("--dihedral", choices=["real", "ideal"], default="real",
+                    help="8-needle queries: dihedral variants with or without the real residual")
     ap.add_argument("--slow-queries", type=int, default=100,
                     help="queries answered by peers slower than ~1 ms/query at large N")
     ap.add_argument("--pdqindex-max", type=int, default=1_000_000)
@@ -282,8 +365,7 @@ def main():
             rng = np.random.default_rng(n + len(kind))
             db = make_database(n, kind, args.noise, rng)
             queries = make_queries(db, args.queries, args.planted, rng)
-            needles8 = rng.integers(0, 256, (len(queries), 8, 32), dtype=np.uint8)
-            needles8[:, 0] = queries  # the query + 7 other codes (dihedral stand-ins)
+            needles8 = dihedral_needles(queries, args.dihedral, rng)
             truth_index = CodeIndex(256, method="scan")
             truth_index.add(db, np.arange(n))
             lims, ids, _ = truth_index.range_search(queries, RADIUS)

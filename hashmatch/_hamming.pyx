@@ -527,13 +527,74 @@ cdef inline uint32_t substring_key(const uint64_t *code, int start, int width) n
 
 
 @cython.wraparound(True)
-def mih_layout(int nbits, int nsub):
-    """Bit starts and widths of nsub substrings of nbits bits, the wider ones first."""
-    base, extra = divmod(nbits, nsub)
-    widths = np.array([base + 1] * extra + [base] * (nsub - extra), dtype=np.int32)
-    starts = np.zeros(nsub, dtype=np.int32)
-    starts[1:] = np.cumsum(widths)[:-1]
+def mih_layout(int nbits, int nsub, bint split_parity=False):
+    """Bit starts and widths of nsub substrings of nbits bits, the wider ones first.
+
+    split_parity (256-bit codes only): the substrings are of the parity-split codes
+    (pdq_parity_split): each lies inside one 64-bit parity class (word), the nsub tables
+    spread over the 4 classes as evenly as possible (extra tables to classes 3, 0, 1)."""
+    if not split_parity:
+        base, extra = divmod(nbits, nsub)
+        widths = np.array([base + 1] * extra + [base] * (nsub - extra), dtype=np.int32)
+        starts = np.zeros(nsub, dtype=np.int32)
+        starts[1:] = np.cumsum(widths)[:-1]
+        return starts, widths
+    if nbits != 256 or nsub < 4:
+        raise ValueError("split_parity layouts need 256-bit codes and at least 4 substrings")
+    tables = []  # (width, class order, start)
+    for rank, cls in enumerate((3, 0, 1, 2)):
+        k = nsub // 4 + (rank < nsub % 4)
+        base, extra = divmod(64, k)
+        start = 64 * cls
+        for i in range(k):
+            w = base + (i < extra)
+            tables.append((-w, rank, start))
+            start += w
+    tables.sort()
+    starts = np.array([t[2] for t in tables], dtype=np.int32)
+    widths = np.array([-t[0] for t in tables], dtype=np.int32)
     return starts, widths
+
+
+cdef uint8_t _NIBBLE[2][256]
+cdef int _v
+for _v in range(256):
+    _NIBBLE[0][_v] = (_v & 1) | ((_v >> 1) & 2) | ((_v >> 2) & 4) | ((_v >> 3) & 8)
+    _NIBBLE[1][_v] = ((_v >> 1) & 1) | ((_v >> 2) & 2) | ((_v >> 3) & 4) | ((_v >> 4) & 8)
+
+
+cdef inline void parity_split_one(const uint8_t *c, uint64_t *out) noexcept nogil:
+    """PDQ bit k (row i = k // 16, column j = k % 16) is bit c = k % 8 of byte 31 - k // 8.
+    Word 2 * (i % 2) + j % 2 of the output collects one parity class: the 16 bytes of its row
+    parity in byte order, 4 bits (the columns of its parity, ascending) from each."""
+    cdef int b, ip, sh
+    out[0] = 0
+    out[1] = 0
+    out[2] = 0
+    out[3] = 0
+    for b in range(32):
+        ip = ((31 - b) >> 1) & 1
+        sh = 4 * ((b >> 2) * 2 + (b & 1))
+        out[2 * ip] |= (<uint64_t> _NIBBLE[0][c[b]]) << sh
+        out[2 * ip + 1] |= (<uint64_t> _NIBBLE[1][c[b]]) << sh
+
+
+def pdq_parity_split(codes, threads=None):
+    """Permute the bits of 256-bit PDQ codes so that each uint64 word holds one parity class
+    (row i % 2, column j % 2) of the 16x16 DCT sign matrix. The 8 dihedral variants of a PDQ
+    hash complement whole classes and/or transpose: within a class they take few values."""
+    codes = _as_codes(codes, "codes")
+    if codes.shape[1] != 32:
+        raise ValueError("parity split needs 256-bit codes")
+    cdef int64_t n = codes.shape[0], i
+    out = np.empty((n, 32), dtype=np.uint8)
+    cdef const uint8_t *pc = <const uint8_t *> cnp.PyArray_DATA(codes)
+    cdef uint64_t *po = <uint64_t *> cnp.PyArray_DATA(out)
+    cdef int nthreads = _threads(threads) if n >= 100_000 else 1
+    with nogil:
+        for i in prange(n, num_threads=nthreads, schedule="static"):
+            parity_split_one(pc + i * 32, po + i * 4)
+    return out
 
 
 @cython.wraparound(True)
@@ -546,11 +607,14 @@ def mih_table_starts(widths):
 
 
 @cython.wraparound(True)
-def mih_build(codes, starts, widths, threads=None):
+def mih_build(codes, starts, widths, threads=None, bint split_parity=False):
     """Build the MIH tables: (offsets uint32 concatenated per table, rows uint32 (M, n)).
 
-    Counting sort per table (O(n + 2^width)), rows ascending within each bucket."""
+    Counting sort per table (O(n + 2^width)), rows ascending within each bucket.
+    split_parity: starts/widths address the pdq_parity_split codes."""
     codes = _as_codes(codes, "codes")
+    if split_parity:
+        codes = pdq_parity_split(codes, threads)
     cdef cnp.ndarray st = np.ascontiguousarray(starts, dtype=np.int32)
     cdef cnp.ndarray wd = np.ascontiguousarray(widths, dtype=np.int32)
     cdef int nsub = st.shape[0]
@@ -601,7 +665,7 @@ cdef int build_table(const uint64_t *codes, int64_t n, int nw, int start, int wi
 
 cdef struct Probe:
     int32_t table
-    int8_t needle
+    uint8_t needles  # bit j: needle j's substring key is `key` (identical probes merged)
     uint32_t key
     int64_t lo       # bucket bounds, filled in stage 2
     int64_t hi
@@ -611,8 +675,8 @@ cdef struct MihScratch:
     Probe *probes
     int64_t nprobes, probes_cap
     int64_t *cand
-    int8_t *cand_needle
-    int64_t ncand, cand_cap, cand_needle_cap
+    uint8_t *cand_needles
+    int64_t ncand, cand_cap, cand_needles_cap
     int failed
 
 
@@ -636,7 +700,7 @@ cdef inline int grow(void **p, int64_t *cap, int64_t need, size_t item) noexcept
     return 0
 
 
-cdef void enumerate_probes(MihScratch *s, int table, int needle, uint32_t key, int width,
+cdef void enumerate_probes(MihScratch *s, int table, uint8_t needles, uint32_t key, int width,
                            int radius, int from_bit) noexcept nogil:
     """Append every key within `radius` bits of `key`, flipping only bits >= from_bit."""
     cdef int b
@@ -644,36 +708,55 @@ cdef void enumerate_probes(MihScratch *s, int table, int needle, uint32_t key, i
         s.failed = 1
         return
     s.probes[s.nprobes].table = table
-    s.probes[s.nprobes].needle = <int8_t> needle
+    s.probes[s.nprobes].needles = needles
     s.probes[s.nprobes].key = key
     s.nprobes += 1
     if radius == 0:
         return
     for b in range(from_bit, width):
-        enumerate_probes(s, table, needle, key ^ (<uint32_t> 1 << b), width, radius - 1, b + 1)
+        enumerate_probes(s, table, needles, key ^ (<uint32_t> 1 << b), width, radius - 1, b + 1)
 
 
-cdef void mih_query(const uint64_t *needles, int m, const uint64_t *codes, int nw, int radius,
+cdef void mih_query(const uint64_t *needles, const uint64_t *key_needles, int m,
+                    const uint64_t *codes, int nw, int radius,
                     int nsub, const int32_t *starts, const int32_t *widths,
                     const int64_t *table_starts, const uint32_t *offsets, const uint32_t *rows,
                     int64_t n, MihScratch *s, HitList *out) noexcept nogil:
     """Probe keys -> bucket bounds -> candidate rows -> verified hits.
 
+    key_needles: the needles as the tables see them (parity-split or the needles themselves).
+    Needles with the same substring key in a table share its probes (the dihedral variants
+    of a PDQ hash do, under the parity-split layout); a candidate is verified against the
+    needles that share its probe.
     Every access of stages 2-4 is a likely cache miss into a table far larger than the
     cache; each stage prefetches PREFETCH_AHEAD items ahead so the misses overlap."""
     cdef int s_rad = radius // nsub, a = radius % nsub
-    cdef int j, t, rad
+    cdef int j, jj, t, rad, ndistinct
+    cdef uint32_t keys[8]
+    cdef uint8_t masks[8]
+    cdef uint32_t key
     cdef int64_t p, i, total = 0, first
     cdef Probe *pr
     s.nprobes = 0
     s.ncand = 0
-    # stage 1: the keys to look up (pigeonhole radius per table)
-    for j in range(m):
-        for t in range(nsub):
-            rad = s_rad if t <= a else s_rad - 1
-            if rad >= 0:
-                enumerate_probes(s, t, j, substring_key(needles + j * nw, starts[t], widths[t]),
-                                 widths[t], rad, 0)
+    # stage 1: the distinct keys to look up (pigeonhole radius per table)
+    for t in range(nsub):
+        rad = s_rad if t <= a else s_rad - 1
+        if rad < 0:
+            continue
+        ndistinct = 0
+        for j in range(m):
+            key = substring_key(key_needles + j * nw, starts[t], widths[t])
+            for jj in range(ndistinct):
+                if keys[jj] == key:
+                    masks[jj] |= <uint8_t> (1 << j)
+                    break
+            else:
+                keys[ndistinct] = key
+                masks[ndistinct] = <uint8_t> (1 << j)
+                ndistinct += 1
+        for jj in range(ndistinct):
+            enumerate_probes(s, t, masks[jj], keys[jj], widths[t], rad, 0)
     if s.failed:
         return
     # stage 2: bucket bounds
@@ -686,7 +769,7 @@ cdef void mih_query(const uint64_t *needles, int m, const uint64_t *codes, int n
         pr.hi = offsets[table_starts[pr.table] + pr.key + 1]
         total += pr.hi - pr.lo
     if grow(<void **> &s.cand, &s.cand_cap, total, sizeof(int64_t)) or \
-            grow(<void **> &s.cand_needle, &s.cand_needle_cap, total, sizeof(int8_t)):
+            grow(<void **> &s.cand_needles, &s.cand_needles_cap, total, sizeof(uint8_t)):
         s.failed = 1
         return
     # stage 3: candidate rows of every non-empty bucket
@@ -698,50 +781,71 @@ cdef void mih_query(const uint64_t *needles, int m, const uint64_t *codes, int n
         pr = &s.probes[p]
         for i in range(pr.lo, pr.hi):
             s.cand[s.ncand] = rows[pr.table * n + i]
-            s.cand_needle[s.ncand] = pr.needle
+            s.cand_needles[s.ncand] = pr.needles
             s.ncand += 1
-    # stage 4: verify each needle's candidates against that needle (they are contiguous)
+    # stage 4: verify each run of candidates sharing a needle set against those needles
     first = 0
     while first < s.ncand:
-        j = s.cand_needle[first]
         i = first
-        while i < s.ncand and s.cand_needle[i] == j:
+        while i < s.ncand and s.cand_needles[i] == s.cand_needles[first]:
             i += 1
-        verify_candidates_one(needles + j * nw, j, codes, nw, s.cand + first, i - first,
-                              radius, out)
+        verify_candidates_masked(needles, s.cand_needles[first], codes, nw, s.cand + first,
+                                 i - first, radius, out)
         first = i
 
 
-cdef void verify_candidates_one(const uint64_t *needle, int needle_index, const uint64_t *db,
-                                int nw, const int64_t *rows, int64_t count, int radius,
-                                HitList *out) noexcept nogil:
+cdef void verify_candidates_masked(const uint64_t *needles, uint8_t mask, const uint64_t *db,
+                                   int nw, const int64_t *rows, int64_t count, int radius,
+                                   HitList *out) noexcept nogil:
+    """Push (row, min distance, lowest needle achieving it) over the needles in mask."""
     cdef int32_t d[BLOCK_ROWS]
+    cdef int32_t best[BLOCK_ROWS]
+    cdef int8_t arg[BLOCK_ROWS]
     cdef hm_gatherdist_fn gather = hm_get_active().gatherdist
-    cdef int64_t b0 = 0, nb, i, j, ahead
+    cdef int64_t b0 = 0, nb, i, k, ahead
+    cdef int j, j0 = 0
+    while not (mask >> j0) & 1:
+        j0 += 1
     while b0 < count:
         nb = min(<int64_t> BLOCK_ROWS, count - b0)
-        # prefetch in small steps ahead of the gather instead of the whole block at once
+        # first needle: prefetch in small steps ahead of the gather (the rows are misses)
         i = 0
         while i < nb:
             ahead = min(<int64_t> PREFETCH_AHEAD, nb - i)
-            for j in range(ahead):
-                if b0 + i + PREFETCH_AHEAD + j < count:
-                    hm_prefetch(db + rows[b0 + i + PREFETCH_AHEAD + j] * nw)
-            gather(needle, db, rows + b0 + i, ahead, nw, d + i)
+            for k in range(ahead):
+                if b0 + i + PREFETCH_AHEAD + k < count:
+                    hm_prefetch(db + rows[b0 + i + PREFETCH_AHEAD + k] * nw)
+            gather(needles + j0 * nw, db, rows + b0 + i, ahead, nw, best + i)
             i += ahead
         for i in range(nb):
-            if d[i] <= radius:
-                hits_push(out, rows[b0 + i], d[i], <int8_t> needle_index)
+            arg[i] = <int8_t> j0
+        # further needles: the block's rows are in cache now
+        for j in range(j0 + 1, 8):
+            if (mask >> j) & 1:
+                gather(needles + j * nw, db, rows + b0, nb, nw, d)
+                for i in range(nb):
+                    if d[i] < best[i]:
+                        best[i] = d[i]
+                        arg[i] = <int8_t> j
+        for i in range(nb):
+            if best[i] <= radius:
+                hits_push(out, rows[b0 + i], best[i], arg[i])
         b0 += nb
 
 
 def mih_range_search_multi(needles, codes, starts, widths, offsets, rows, radius,
-                           threads=None):
+                           threads=None, bint split_parity=False):
     """Exact range search through MIH tables built by mih_build on `codes`.
 
-    Same arguments and result as range_search_multi(needles, codes, radius)."""
+    Same arguments and result as range_search_multi(needles, codes, radius); split_parity as
+    given to mih_build (the needles are split the same way to form the probe keys, and
+    verified unsplit against `codes`)."""
     codes = _as_codes(codes, "codes")
     needles = _as_needles(needles, codes.shape[1])
+    key_needles = needles
+    if split_parity:
+        key_needles = pdq_parity_split(needles.reshape(-1, codes.shape[1]), 1).reshape(
+            needles.shape[0], needles.shape[1], codes.shape[1])
     cdef cnp.ndarray st = np.ascontiguousarray(starts, dtype=np.int32)
     cdef cnp.ndarray wd = np.ascontiguousarray(widths, dtype=np.int32)
     cdef cnp.ndarray ts = mih_table_starts(wd)
@@ -760,6 +864,7 @@ def mih_range_search_multi(needles, codes, starts, widths, offsets, rows, radius
         raise MemoryError()
     memset(scratch, 0, nthreads * sizeof(MihScratch))
     cdef const uint64_t *pn = _words(needles)
+    cdef const uint64_t *pk = _words(key_needles)
     cdef const uint64_t *pc = _words(codes)
     cdef const int32_t *pst = <const int32_t *> cnp.PyArray_DATA(st)
     cdef const int32_t *pwd = <const int32_t *> cnp.PyArray_DATA(wd)
@@ -769,14 +874,14 @@ def mih_range_search_multi(needles, codes, starts, widths, offsets, rows, radius
     cdef int64_t q
     cdef int tid = 0, failed = 0
     try:
-        if r >= 0 and n > 0:
+        if r >= 0 and n > 0 and m > 0:
             # never more threads than queries: an idle thread still joins (and, on a busy
             # machine, delays) the parallel region
             with nogil, parallel(num_threads=min(nthreads, nq)):
                 tid = openmp_thread_num()
                 for q in prange(nq, schedule="dynamic"):
-                    mih_query(pn + q * m * nw, m, pc, nw, r, nsub, pst, pwd, pts, po, pr, n,
-                              &scratch[tid], &hits[q])
+                    mih_query(pn + q * m * nw, pk + q * m * nw, m, pc, nw, r, nsub, pst, pwd,
+                              pts, po, pr, n, &scratch[tid], &hits[q])
             for tid in range(nthreads):
                 failed |= scratch[tid].failed
             if failed:
@@ -786,7 +891,7 @@ def mih_range_search_multi(needles, codes, starts, widths, offsets, rows, radius
         for tid in range(nthreads):
             free(scratch[tid].probes)
             free(scratch[tid].cand)
-            free(scratch[tid].cand_needle)
+            free(scratch[tid].cand_needles)
         free(scratch)
         hits_free(hits, nq)
     return sort_unique_hits(*result)

@@ -92,11 +92,48 @@ def topk(queries, database, k, threads=None, live=None):
 
 # --- multi-index hashing -------------------------------------------------------------------
 
-def mih_layout(nbits, nsub):
-    base, extra = divmod(nbits, nsub)
-    widths = np.array([base + 1] * extra + [base] * (nsub - extra), dtype=np.int32)
-    starts = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int32)
-    return starts, widths
+def mih_layout(nbits, nsub, split_parity=False):
+    if not split_parity:
+        base, extra = divmod(nbits, nsub)
+        widths = np.array([base + 1] * extra + [base] * (nsub - extra), dtype=np.int32)
+        starts = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int32)
+        return starts, widths
+    # nsub tables over the 4 words (parity classes) of the split codes, as evenly as
+    # possible, extra tables to words 3, 0, 1 in that order; the wider tables first
+    per_word = {w: nsub // 4 for w in range(4)}
+    for w in [3, 0, 1][:nsub % 4]:
+        per_word[w] += 1
+    tables = []
+    for order, w in enumerate([3, 0, 1, 2]):
+        k = per_word[w]
+        sizes = [64 // k + (i < 64 % k) for i in range(k)]
+        for size, start in zip(sizes, 64 * w + np.concatenate([[0], np.cumsum(sizes)[:-1]])):
+            tables.append((size, order, int(start)))
+    tables.sort(key=lambda t: (-t[0], t[1], t[2]))
+    return (np.array([t[2] for t in tables], dtype=np.int32),
+            np.array([t[0] for t in tables], dtype=np.int32))
+
+
+def pdq_parity_permutation() -> np.ndarray:
+    """perm[q] = the bit (in _bits order) that becomes bit q of the parity-split code.
+
+    PDQ bit k = 16 i + j (sign of DCT coefficient (i, j)) is, in the packed hex order, bit
+    7 - p % 8 of byte p // 8 with p = 255 - k; in _bits order that is bit 8 * (p // 8) + k % 8.
+    Word 2 * (i % 2) + j % 2 of the split code takes the bits of that parity class, in
+    increasing _bits order."""
+    k = np.arange(256)
+    p = 255 - k
+    position = 8 * (p // 8) + k % 8
+    word = 2 * ((k // 16) % 2) + (k % 16) % 2
+    perm = []
+    for w in range(4):
+        perm.extend(sorted(position[word == w].tolist()))
+    return np.array(perm)
+
+
+def pdq_parity_split(codes, threads=None):
+    bits = _bits(codes)[:, pdq_parity_permutation()]
+    return np.packbits(bits, axis=-1, bitorder="little")
 
 
 def substring_keys(codes, start, width) -> np.ndarray:
@@ -105,7 +142,9 @@ def substring_keys(codes, start, width) -> np.ndarray:
     return (bits << np.arange(width, dtype=np.uint64)).sum(axis=1).astype(np.uint32)
 
 
-def mih_build(codes, starts, widths, threads=None):
+def mih_build(codes, starts, widths, threads=None, split_parity=False):
+    if split_parity:
+        codes = pdq_parity_split(codes)
     offsets, rows = [], []
     for start, width in zip(starts, widths):
         keys = substring_keys(codes, int(start), int(width))
@@ -117,6 +156,7 @@ def mih_build(codes, starts, widths, threads=None):
             np.array(rows, dtype=np.uint32).reshape(len(rows), n))
 
 
-def mih_range_search_multi(needles, codes, starts, widths, offsets, rows, radius, threads=None):
+def mih_range_search_multi(needles, codes, starts, widths, offsets, rows, radius, threads=None,
+                           split_parity=False):
     """MIH is exact, so its twin is the brute-force multi-needle range search."""
     return range_search_multi(needles, codes, radius)

@@ -70,20 +70,33 @@ def mih_table_bytes(n: int, widths) -> int:
 
 
 def choose_mih_substrings(n: int, nbits: int, design_radius: int, force: bool = False):
-    """Number of MIH substrings with the lowest estimated cost at design_radius among those
-    whose tables fit the memory budget; None when none fits (the segment is then scanned).
-    force (method="mih"): a few MiB are always allowed, so small test indexes get tables."""
+    """Number of MIH substrings of the plain (unsplit) layout chosen by choose_mih_layout;
+    None when no table fits."""
+    choice = choose_mih_layout(n, nbits, design_radius, force, allow_split=False)
+    return None if choice is None else choice[0]
+
+
+def choose_mih_layout(n: int, nbits: int, design_radius: int, force: bool = False,
+                      allow_split: bool = True):
+    """(number of MIH substrings, split_parity) with the lowest estimated single-needle cost
+    at design_radius among layouts whose tables fit the memory budget; None when none fits
+    (the segment is then scanned). 256-bit codes also try the parity-split layouts
+    (_hamming.pdq_parity_split), preferred on equal cost: there the 8 dihedral needles of a
+    PDQ query share most probes. force (method="mih"): a few MiB are always allowed, so small
+    test indexes get tables."""
     budget = MIH_TABLE_BYTES_PER_CODE * n + (4 << 20 if force else 0)
     best, best_cost = None, math.inf
     for nsub in range(max(1, -(-nbits // MIH_MAX_WIDTH)), nbits // 4 + 1):
-        _, widths = _hamming.mih_layout(nbits, nsub)
-        if mih_table_bytes(n, widths) > budget:
-            continue
-        cost, _ = mih_cost(n, widths, design_radius)
-        if cost < best_cost:
-            best, best_cost = nsub, cost
+        for split in ((True, False) if allow_split and nbits == 256 and nsub >= 4
+                      else (False,)):
+            _, widths = _hamming.mih_layout(nbits, nsub, split)
+            if widths.max() > MIH_MAX_WIDTH or mih_table_bytes(n, widths) > budget:
+                continue
+            cost, _ = mih_cost(n, widths, design_radius)
+            if cost < best_cost:
+                best, best_cost = (nsub, split), cost
     if best is None and force:
-        best = -(-nbits // 16)  # 16-bit tables: 256 KiB of offsets each
+        best = (-(-nbits // 16), allow_split and nbits == 256)  # 16-bit tables: 256 KiB of offsets each
     return best
 
 
@@ -105,18 +118,20 @@ class _Segment:
         self.ids = np.ascontiguousarray(ids, dtype=np.int64)
         self.live = np.ones(len(ids), dtype=bool)
         self.n_dead = 0
-        self.mih = None  # (starts, widths, offsets, rows)
+        self.mih = None  # (starts, widths, offsets, rows, split_parity)
 
     def __len__(self):
         return len(self.ids)
 
     def build_mih(self, nbits: int, design_radius: int, threads, force: bool) -> None:
-        nsub = choose_mih_substrings(len(self), nbits, design_radius, force)
-        if nsub is None:
+        choice = choose_mih_layout(len(self), nbits, design_radius, force)
+        if choice is None:
             return
-        starts, widths = _hamming.mih_layout(nbits, nsub)
-        offsets, rows = _hamming.mih_build(self.codes, starts, widths, threads=threads)
-        self.mih = (starts, widths, offsets, rows)
+        nsub, split = choice
+        starts, widths = _hamming.mih_layout(nbits, nsub, split)
+        offsets, rows = _hamming.mih_build(self.codes, starts, widths, threads=threads,
+                                           split_parity=split)
+        self.mih = (starts, widths, offsets, rows, split)
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
         """Positions of the given ids that are present and live here."""
@@ -196,7 +211,7 @@ class CodeIndex:
             raise ValueError(f"{len(codes)} codes but {len(ids)} ids")
         if len(ids) == 0:
             return
-        if len(np.unique(ids)) != len(ids):
+        if not _all_unique(ids):
             raise ValueError("ids must be unique")
         if self._approx is not None:
             self._approx.add(codes, ids)
@@ -213,7 +228,7 @@ class CodeIndex:
 
     def remove(self, ids) -> int:
         """Remove ids (unknown ids are ignored). Returns how many were removed."""
-        ids = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1))
+        ids = _sorted_unique(np.asarray(ids, dtype=np.int64).reshape(-1))
         if self._approx is not None:
             return self._approx.remove(ids)
         removed = 0
@@ -321,9 +336,10 @@ class CodeIndex:
                 # MIH answers one query in well under a millisecond: threads pay off only
                 # for batches.
                 threads = 1 if nq < MIH_PARALLEL_MIN_QUERIES else _hamming.default_threads()
-            starts, widths, offsets, rows = seg.mih
+            starts, widths, offsets, rows, split = seg.mih
             result = _hamming.mih_range_search_multi(needles, seg.codes, starts, widths,
-                                                     offsets, rows, radius, threads=threads)
+                                                     offsets, rows, radius, threads=threads,
+                                                     split_parity=split)
         else:
             if threads is None:
                 threads = auto_threads(nq * m * len(seg))
@@ -373,6 +389,21 @@ class CodeIndex:
     def paths(self, radius: int = 31, needles: int = 1) -> list[str]:
         """Which method each segment would use for such a call (diagnostics, benchmarks)."""
         return ["mih" if self._use_mih(s, radius, needles) else "scan" for s in self._segments]
+
+
+def _sorted_unique(ids: np.ndarray) -> np.ndarray:
+    """np.unique(ids) for int64 ids. (numpy 2.4's np.unique took 21 s on 10M ids here;
+    sort + adjacent compare takes ~1 s, and an already increasing array is returned as is.)"""
+    if ids.size > 1 and not np.all(ids[1:] > ids[:-1]):
+        ids = np.sort(ids)
+        keep = np.ones(ids.size, dtype=bool)
+        keep[1:] = ids[1:] != ids[:-1]
+        ids = ids[keep]
+    return ids
+
+
+def _all_unique(ids: np.ndarray) -> bool:
+    return len(_sorted_unique(ids)) == len(ids)
 
 
 def _hits_to_ids(result, ids, live):

@@ -180,3 +180,90 @@ def test_rejects_mixed_lengths_and_too_many_needles():
         fast.distance_matrix(np.zeros((1, 8), np.uint8), np.zeros((1, 32), np.uint8))
     with pytest.raises(ValueError):
         fast.range_search_multi(np.zeros((1, 9, 32), np.uint8), np.zeros((4, 32), np.uint8), 3)
+
+
+# --- MIH over parity-split PDQ codes (the dihedral variants share probes) -------------------
+
+def dihedral_ideal(codes):
+    """(n, 8, 32): the 8 dihedral variants of packed PDQ codes (DIHEDRAL_NAMES order) by the
+    bit transforms of PDQ's dct16OriginalTo*: transpose and/or complement parity classes."""
+    codes = np.asarray(codes, np.uint8).reshape(-1, 32)
+    a = np.unpackbits(codes, axis=1)[:, ::-1].reshape(-1, 16, 16)  # a[:, i, j] = bit 16i + j
+    i, j = np.indices((16, 16))
+    even_i, even_j, odd = (i % 2 == 0), (j % 2 == 0), ((i + j) % 2 == 1)
+    t = a.transpose(0, 2, 1)
+    variants = [a, t ^ even_i, a ^ odd, t ^ even_j, a ^ even_i, a ^ even_j, t, t ^ odd]
+    out = np.stack([v.astype(np.uint8).reshape(-1, 256)[:, ::-1] for v in variants], axis=1)
+    return np.packbits(out, axis=2)
+
+
+def real_dihedral_sets(count, seed):
+    """pdq_dihedral_from_rgb of smooth random images (real, not idealised, variants)."""
+    from hashmatch.hashers.pdq import pdq_dihedral_from_rgb
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        img = np.kron(small, np.ones((16, 16, 1), np.uint8))  # 128x128, blocky: real DCT
+        out.append(pdq_dihedral_from_rgb(img)[0])
+    return np.array(out, dtype=np.uint8).reshape(count, 8, 32)
+
+
+def test_parity_split_twin_and_layouts():
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 256, (500, 32), dtype=np.uint8)
+    np.testing.assert_array_equal(fast.pdq_parity_split(codes), ref.pdq_parity_split(codes))
+    assert sorted(ref.pdq_parity_permutation().tolist()) == list(range(256))
+    for nsub in range(4, 65):
+        got, exp = fast.mih_layout(256, nsub, True), ref.mih_layout(256, nsub, True)
+        assert_same(got, exp)
+        # every substring inside one 64-bit parity class, together covering all 256 bits
+        assert np.all(got[0] // 64 == (got[0] + got[1] - 1) // 64) and got[1].sum() == 256
+    with pytest.raises(ValueError):
+        fast.mih_layout(128, 8, True)
+
+
+def test_dihedral_variants_share_parity_class_keys():
+    """Under the split, the ideal variants take <= 2 values in the (odd, odd) word and <= 4
+    in the others; the real ones are the ideal ones up to a few bits (median shifts)."""
+    rng = np.random.default_rng(4)
+    sets = dihedral_ideal(rng.integers(0, 256, (50, 32), dtype=np.uint8))
+    for s in sets:
+        words = fast.pdq_parity_split(s).view(np.uint64)
+        assert len(set(words[:, 3].tolist())) <= 2
+        assert all(len(set(words[:, w].tolist())) <= 4 for w in range(3))
+    real = real_dihedral_sets(10, 5)
+    assert np.array_equal(dihedral_ideal(real[:, 0])[:, [0, 6]], real[:, [0, 6]])
+    assert np.unpackbits(dihedral_ideal(real[:, 0]) ^ real, axis=2).sum(2).mean() < 16
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(16, 40), st.sampled_from(["ideal", "real",
+                                                                        "random"]),
+       st.integers(1, 8), threads, impls)
+def test_mih_split_parity_with_dihedral_needles(seed, nsub, kind, m, nthreads, impl):
+    """Split-parity MIH = brute force, with needle sets whose probes coincide (dihedral) or
+    not, and databases planted near those needles."""
+    fast.set_popcount_impl(impl)
+    rng = np.random.default_rng(seed)
+    nq = int(rng.integers(0, 5))
+    if kind == "real":
+        needles = real_dihedral_sets(nq, seed)
+    else:
+        needles = dihedral_ideal(rng.integers(0, 256, (nq, 32), dtype=np.uint8))
+        if kind == "random":
+            needles = rng.integers(0, 256, (nq, 8, 32), dtype=np.uint8)
+    needles = needles[:, rng.permutation(8)[:m]]
+    db = rng.integers(0, 256, (int(rng.integers(0, 80)), 32), dtype=np.uint8)
+    if nq and len(db):
+        picks = needles.reshape(-1, 32)[rng.integers(0, nq * m, len(db))]
+        flips = rng.random((len(db), 256)) < rng.choice([0.0, 0.03, 0.08])
+        db[::2] = (picks ^ np.packbits(flips, axis=1))[::2]
+    radius = int(rng.choice([0, 3, 15, 31, 40, 64]))
+    starts, widths = fast.mih_layout(256, nsub, True)
+    tables = fast.mih_build(db, starts, widths, threads=nthreads, split_parity=True)
+    assert_same(tables, ref.mih_build(db, starts, widths, split_parity=True))
+    assert_same(fast.mih_range_search_multi(needles, db, starts, widths, *tables, radius,
+                                            threads=nthreads, split_parity=True),
+                ref.range_search_multi(needles, db, radius))
