@@ -12,7 +12,6 @@ Writes the table between the BENCH_HASH markers of benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import platform
 import statistics

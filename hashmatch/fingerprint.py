@@ -12,7 +12,8 @@ from .errors import AlgorithmMismatchError, HashFormatError
 
 # Default bit length of each algorithm. phash/dhash/ahash accept other hash sizes
 # (hash_size**2 bits); a fingerprint's identity is (algorithm, nbits).
-DEFAULT_BITS = {"pdq": 256, "phash": 64, "dhash": 64, "ahash": 64}
+# "grid" is hashmatch's own gradient-grid hash (hashers/grid.py; not PhotoDNA).
+DEFAULT_BITS = {"pdq": 256, "phash": 64, "dhash": 64, "ahash": 64, "grid": 256}
 ALGORITHMS = tuple(DEFAULT_BITS)
 
 _POPCOUNT8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)

@@ -26,7 +26,9 @@ from .store import is_database_url, open_store
 
 # Industry defaults: PDQ matches at distance <= 31 of 256 (ThreatExchange, HMA); for the
 # 64-bit imagehash family, 10 is the usual "same picture" cut-off.
-DEFAULT_MAX_DISTANCE = {"pdq": 31, "phash": 10, "dhash": 10, "ahash": 10}
+# grid: the same picture re-encoded/resized stays within ~20 of 240 informative bits,
+# unrelated pictures sit at 100-120 (benchmarks/RESULTS.md, robustness section).
+DEFAULT_MAX_DISTANCE = {"pdq": 31, "phash": 10, "dhash": 10, "ahash": 10, "grid": 20}
 
 # The eight rotations/flips, in the order PDQ's dihedral hashes come in.
 DIHEDRAL_VARIANTS = ("original", "rot90", "rot180", "rot270", "flipx", "flipy", "flipplus1",

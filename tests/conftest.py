@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from pg_server import pg  # noqa: F401 - the real PostgreSQL server fixture, for every test
+
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data"
 PDQ_REF = DATA / "pdq-reference"

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-import hashmatch as hm
 from hashmatch.index import Index
 from hashmatch._hamming_ref import distance_matrix as reference_distances
 from conftest import CORPUS, PDQ_REF

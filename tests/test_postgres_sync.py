@@ -22,8 +22,6 @@ from hashmatch import Fingerprint
 from hashmatch.index import Index
 from hashmatch.store import ItemRecord, open_store
 
-from pg_server import pg  # noqa: F401 - the session's PostgreSQL server fixture
-
 
 def random_codes(n, seed):
     return np.random.default_rng(seed).integers(0, 256, (n, 32), dtype=np.uint8)

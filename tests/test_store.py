@@ -36,7 +36,6 @@ from hashmatch.store import cache as cache_module
 from hashmatch.store import sqlite as sqlite_module
 from hashmatch.store.cache import cache_path_of
 
-from pg_server import pg  # noqa: F401 - the session's PostgreSQL server fixture
 
 HOSTILE = [
     "'); DROP TABLE items;--",

@@ -33,6 +33,10 @@ def decode_needs(algorithm: str, exact: bool) -> DecodeNeeds:
         from .pdq import FAST_MIN_SIDE
 
         return DecodeNeeds("L", FAST_MIN_SIDE)
+    if algorithm == "grid":
+        from .grid import GRID_SIDE
+
+        return DecodeNeeds("L", GRID_SIDE * 2)
     grid = {"phash": 32, "dhash": 9, "ahash": 8}[algorithm]
     return DecodeNeeds("L", max(grid * imagehash_compat.FAST_OVERSAMPLING,
                                 imagehash_compat.FAST_MIN_SIDE))
@@ -61,6 +65,10 @@ def compute(image: Image.Image, algorithm: str = DEFAULT_ALGORITHM, *, exact: bo
         from .pdq import pdq_hash_image
 
         return pdq_hash_image(image, exact=exact)
+    if algorithm == "grid":
+        from .grid import grid_hash_image
+
+        return grid_hash_image(image)  # one definition: no exact/fast distinction
     hasher = {
         "phash": imagehash_compat.phash,
         "dhash": imagehash_compat.dhash,

@@ -7,7 +7,6 @@ Never another exception, a crash (each file is hashed in a watched child process
 import json
 import os
 import re
-import stat
 import subprocess
 import sys
 

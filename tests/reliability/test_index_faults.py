@@ -24,7 +24,6 @@ pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SI
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from conftest import run_cli  # noqa: E402  (tests/conftest.py)
-from pg_server import pg  # noqa: E402,F401  (the session's real PostgreSQL server fixture)
 
 
 def good_images(folder, n, start=0):

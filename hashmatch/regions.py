@@ -1,0 +1,335 @@
+"""Regions of an image worth fingerprinting, so re-posts in a new frame still match.
+
+A re-posted advert is rarely the same rectangle of pixels: it comes back with borders,
+letterbox bars or meme caption bars, inside a screenshot of a social-media post or of a phone
+screen, or cropped a little. A whole-image hash (PDQ) sees the frame, not the picture. This
+module finds, cheaply and on a small copy of the image, the rectangles to hash:
+
+- ``full``: the whole frame (always).
+- ``content``: uniform borders of any colour trimmed, side by side and repeatedly (padding,
+  letterbox, a coloured mat inside a white frame), with a tolerance for JPEG noise.
+- ``embedded``: bands that are flat colour with sparse text or UI chrome trimmed too (meme
+  caption bars, a post's header/caption/like bar, a phone's status and navigation bars): what is
+  left is the largest picture-like rectangle. ``embedded:1``, ``embedded:2`` (query side only)
+  are earlier steps of that search, for flat-coloured pictures (posters, chat screenshots) whose
+  own bands the search would otherwise eat into.
+- ``crop:<side><percent>`` (opt-in, ``storage_regions(crops=True)``): stored-side windows of
+  the content region so that a copy cropped by 10-20 % still lands near one of them.
+
+Stored side and query side differ on purpose (the asymmetry keeps the index small):
+:func:`storage_regions` returns what goes into the index for a known image (full, content,
+embedded: 1 to 3 PDQ codes, 2.3 on average on the benchmark); :func:`query_regions` what a
+query hashes (the index adds PDQ's 8 rotations/flips of the query's full frame, scanned against
+stored full frames only). Boxes are deduplicated: a region almost equal to one already listed
+is dropped, so a plain photo costs one fingerprint stored and one queried.
+
+Decision rule (what makes a wide radius safe): per stored item the smallest pair distance, plus
+``REGION_PENALTY`` for pairs involving an embedded region; then :func:`distinct_best` keeps only
+the best item, and only if it is ``PDQ_MARGIN`` bits closer than the runner-up, within
+``PDQ_MAX_DISTANCE``. Template-made images (ID cards of one design) are close to each other;
+a true copy is much closer to its source than to the source's siblings.
+
+Everything is measured in benchmarks/bench_robustness.py (RESULTS.md, "Robustness").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+Box = tuple[int, int, int, int]  # (left, top, right, bottom), PIL convention, right/bottom open
+
+# Analysis runs on a copy whose long side is at most this: borders and bands of a few percent
+# are still several pixels wide, and the analysis costs a few milliseconds per image.
+ANALYSIS_SIDE = 128
+
+# A pixel "is the border colour" when every channel is within this many levels of it
+# (JPEG ringing and chroma blur near sharp edges stay inside this at q >= 50).
+COLOUR_TOLERANCE = 28
+# Share of a row/column that must be border colour: strict for ``content`` (noise only),
+# loose for ``embedded`` (flat bands carrying text, icons, avatars).
+UNIFORM_SHARE = 0.97
+BAND_SHARE = 0.45
+# Tallest text line (as a share of the frame side) a flat band may carry and still be trimmed.
+TEXT_LINE_SHARE = 0.08
+# A region smaller than this share of either side of the frame is not a picture (a text
+# line, an avatar); the trimming that produced it is rejected.
+MIN_SIDE_SHARE = 0.2
+# Earlier steps of the embedded search queried besides its final box (query side only).
+EMBEDDED_STEPS = 2
+# Boxes within this IoU of an earlier one would fingerprint (almost) the same pixels.
+DEDUP_IOU = 0.9
+
+# Stored crop windows: each keeps the content region minus this share on one side.
+# A copy cropped c on one side lies |c - CROP_STEP| from a window instead of c from the full.
+CROP_STEP = 0.12
+CROP_SIDES = ("l", "t", "r", "b")
+
+
+@dataclass(frozen=True)
+class Region:
+    """A named rectangle of a source image; ``image()`` gives its pixels."""
+
+    name: str  # "full", "content", "embedded", "crop:l12", ...
+    box: Box
+    source: Image.Image = field(repr=False, compare=False)
+
+    def image(self) -> Image.Image:
+        if self.box == (0, 0, self.source.width, self.source.height):
+            return self.source
+        return self.source.crop(self.box)
+
+    @property
+    def area_share(self) -> float:
+        l, t, r, b = self.box
+        return (r - l) * (b - t) / max(1, self.source.width * self.source.height)
+
+
+# --------------------------------------------------------------------------------------------
+# analysis copy
+
+def _analysis_array(image: Image.Image) -> tuple[np.ndarray, float, float]:
+    """(h, w, 3) int16 RGB at most ANALYSIS_SIDE long, and the x/y scale back to the image."""
+    w, h = image.size
+    factor = max(1, int(np.ceil(max(w, h) / ANALYSIS_SIDE)))
+    small = image.convert("RGB")
+    if factor > 1:
+        small = small.reduce(factor)  # box filter: cheap, and averages JPEG noise away
+    arr = np.asarray(small, dtype=np.int16)
+    return arr, w / arr.shape[1], h / arr.shape[0]
+
+
+def _to_image_box(box: Box, sx: float, sy: float, size: tuple[int, int]) -> Box:
+    l, t, r, b = box
+    return (max(0, int(round(l * sx))), max(0, int(round(t * sy))),
+            min(size[0], int(round(r * sx))), min(size[1], int(round(b * sy))))
+
+
+# --------------------------------------------------------------------------------------------
+# trimming flat bands from each side
+
+def _border_colour(line: np.ndarray, share_needed: float) -> np.ndarray | None:
+    """The colour of an outermost row/column (its median), if enough of it has that colour."""
+    colour = np.median(line, axis=0)
+    share = (np.abs(line - colour).max(axis=1) <= COLOUR_TOLERANCE).mean()
+    return colour if share >= share_needed else None
+
+
+def _band_depth(lines: np.ndarray, limit: int, share_needed: float) -> int:
+    """How many lines (outermost first) to trim from one side.
+
+    ``lines``: (n, length, 3), index 0 = the outermost line. The band is the run of lines
+    where at least ``share_needed`` of the pixels have the border colour. With a loose share
+    (text inside the band), the cut is placed after the band's last clean (uniform) line, so a
+    caption's text rows are trimmed but the picture's first rows are not.
+    """
+    colour = _border_colour(lines[0], share_needed)
+    if colour is None:
+        return 0
+    loose = share_needed < UNIFORM_SHARE
+    # Bridge a line of dense text (bold meme captions) between clean lines: a line is in the
+    # band if a line at most TEXT_LINE_SHARE of the side further in is.
+    reach = max(2, int(len(lines) * TEXT_LINE_SHARE)) if loose else 0
+    # Most bands are thin: look at a short prefix first and only read further when the band
+    # runs to its end (this keeps the analysis at a few milliseconds per image).
+    n = min(limit, 16)
+    while True:
+        share = (np.abs(lines[:n] - colour).max(axis=2) <= COLOUR_TOLERANCE).mean(axis=1)
+        in_band = share >= share_needed
+        if loose:
+            counts = np.r_[0, np.cumsum(in_band)]  # in_band[i:i+reach+1].any(), vectorised
+            ends = np.minimum(np.arange(n) + reach + 1, n)
+            in_band = counts[ends] - counts[:-1] > 0
+        run = n if in_band.all() else int(np.argmin(in_band))
+        if n >= limit or run < n - reach:
+            break
+        n = min(limit, n * 2)
+    if not loose:
+        return run
+    clean = np.nonzero(share[:run] >= UNIFORM_SHARE)[0]
+    return int(clean[-1]) + 1 if clean.size else 0
+
+
+def _trim_steps(arr: np.ndarray, share_needed: float, rounds: int = 4) -> list[Box]:
+    """Trim flat bands from all four sides, repeatedly (frames inside frames).
+
+    Returns the box after each half-round (top+bottom, then left+right), last = most trimmed.
+    The intermediate boxes matter for flat-coloured pictures (posters, chat screenshots) inside
+    a frame: loose trimming goes on into the picture's own bands, and the picture's true box
+    is one of the earlier steps.
+    """
+    h, w, _ = arr.shape
+    l, t, r, b = 0, 0, w, h
+    steps: list[Box] = []
+    for _ in range(rounds):
+        before = (l, t, r, b)
+        view = arr[t:b, l:r]
+        vh, vw = view.shape[:2]
+        if vh < 4 or vw < 4:
+            break
+        # At most 45% from one side: the picture is somewhere in the middle.
+        t += _band_depth(view, int(vh * 0.45), share_needed)
+        b -= _band_depth(view[::-1], int(vh * 0.45), share_needed)
+        steps.append((l, t, r, b))
+        view = arr[t:b, l:r]
+        l += _band_depth(view.transpose(1, 0, 2), int(vw * 0.45), share_needed)
+        r -= _band_depth(view.transpose(1, 0, 2)[::-1], int(vw * 0.45), share_needed)
+        steps.append((l, t, r, b))
+        if (l, t, r, b) == before:
+            break
+    return steps or [(l, t, r, b)]
+
+
+def _trim(arr: np.ndarray, share_needed: float, rounds: int = 4) -> Box:
+    return _trim_steps(arr, share_needed, rounds)[-1]
+
+
+def _plausible(box: Box, w: int, h: int) -> bool:
+    l, t, r, b = box
+    return (r - l) >= MIN_SIDE_SHARE * w and (b - t) >= MIN_SIDE_SHARE * h and r - l >= 8 and b - t >= 8
+
+
+def find_boxes(image: Image.Image) -> dict[str, Box]:
+    """``{"full", "content", "embedded"}`` boxes in image pixel coordinates, plus
+    ``"embedded:1"``, ``"embedded:2"``: earlier (less trimmed) steps of the embedded search."""
+    arr, sx, sy = _analysis_array(image)
+    h, w, _ = arr.shape
+    full = (0, 0, image.width, image.height)
+    boxes = {"full": full, "content": full, "embedded": full}
+    content = _trim(arr, UNIFORM_SHARE)
+    if _plausible(content, w, h):
+        boxes["content"] = boxes["embedded"] = _to_image_box(content, sx, sy, image.size)
+    # From the full frame, not from ``content``: strict trimming can stop inside UI chrome
+    # (an avatar, a clock) where the loose trimming would have gone through.
+    steps = [box for box in _trim_steps(arr, BAND_SHARE) if _plausible(box, w, h)]
+    if steps:
+        boxes["embedded"] = _to_image_box(steps[-1], sx, sy, image.size)
+        earlier = [box for box in steps[:-1] if box != steps[-1] and box != (0, 0, w, h)]
+        for i, box in enumerate(dict.fromkeys(earlier).keys()):
+            if i >= EMBEDDED_STEPS:
+                break
+            boxes[f"embedded:{i + 1}"] = _to_image_box(box, sx, sy, image.size)
+    return boxes
+
+
+# --------------------------------------------------------------------------------------------
+# crop windows, dedup, the two public lists
+
+def crop_windows(box: Box, step: float = CROP_STEP, sides=CROP_SIDES) -> dict[str, Box]:
+    """``box`` minus ``step`` of its size on one side, for each side in ``sides``."""
+    l, t, r, b = box
+    dw, dh = round((r - l) * step), round((b - t) * step)
+    cut = {"l": (l + dw, t, r, b), "t": (l, t + dh, r, b),
+           "r": (l, t, r - dw, b), "b": (l, t, r, b - dh)}
+    pct = round(step * 100)
+    return {f"crop:{side}{pct}": cut[side] for side in sides}
+
+
+def iou(a: Box, b: Box) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union else 0.0
+
+
+def _distinct(image: Image.Image, named_boxes) -> list[Region]:
+    """Regions in order, skipping any box nearly equal to one already kept."""
+    kept: list[Region] = []
+    for name, box in named_boxes:
+        too_small = box[2] - box[0] < 8 or box[3] - box[1] < 8
+        if too_small and name != "full":  # the full frame is always hashed, however small
+            continue
+        if all(iou(box, region.box) < DEDUP_IOU for region in kept):
+            kept.append(Region(name, box, image))
+    return kept
+
+
+def storage_regions(image: Image.Image, crops: bool = False) -> list[Region]:
+    """Regions to fingerprint and store for a known image: full, content, embedded (each only
+    if distinct); with ``crops``, also one-side crop windows of the content region.
+
+    Crop windows are off by default: measured, they bought +0.02 crop recall at 1% false alarm
+    for 4 more rows per item (5x the scan cost at query time); see RESULTS.md "Robustness".
+    """
+    boxes = find_boxes(image)
+    named = [("full", boxes["full"]), ("content", boxes["content"]),
+             ("embedded", boxes["embedded"])]
+    if crops:
+        named += list(crop_windows(boxes["content"]).items())
+    return _distinct(image, named)
+
+
+def query_regions(image: Image.Image, embedded_steps: bool = True) -> list[Region]:
+    """Regions to fingerprint for a query: full, content, embedded and (``embedded_steps``)
+    the earlier steps of the embedded search, each only if distinct."""
+    boxes = find_boxes(image)
+    names = ["full", "content", "embedded"]
+    if embedded_steps:
+        names += sorted(name for name in boxes if name.startswith("embedded:"))
+    return _distinct(image, [(name, boxes[name]) for name in names])
+
+
+# --------------------------------------------------------------------------------------------
+# hashing copy and the decision rule
+
+# Regions are hashed on a copy at most this long: PDQ looks at 64x64 anyway, and hashing up
+# to 3-5 regions of a 12-Mpx photo at full size would cost several times the plain PDQ.
+WORKING_SIDE = 512
+
+# Recommended defaults for PDQ over regions (measured, benchmarks/RESULTS.md "Robustness"):
+# the best item must be within PDQ_MAX_DISTANCE and at least PDQ_MARGIN bits closer than any
+# other item. Template-made images (ID cards of one design, chat screenshots of one app) sit
+# 10-25 bits from each other; a copy is much closer to its source than to the source's siblings,
+# a query of an unknown card of the same design is about equally close to all of them.
+PDQ_MAX_DISTANCE = 64
+PDQ_MARGIN = 10
+# Added to the distance of any pair involving an ``embedded`` region: loosely trimmed regions
+# of UI-heavy images (chat screenshots, posters) resemble each other; measured: +14 bits
+# raised recall at 1% false alarm on the --quick suite (see the ablation table).
+REGION_PENALTY = {"embedded": 14}  # by name prefix: "embedded:1" pays it too
+
+
+# PDQ quality below this: the region carries too little information to match on (flat: 0,
+# near-empty page with one word: 5, smooth gradient: 44; every corpus photo, receipt and
+# generated advert: >= 90). Such fingerprints are stored and reported with their quality but
+# take no part in matching unless the query lowers min_quality. Measured: 50 or 80 changes
+# recall by <= 0.001 on the benchmark. Dense text is NOT flagged by PDQ quality (100); the
+# margin test is what keeps text-heavy template images from flooding results.
+MIN_QUALITY = 50
+
+# Everything above, for the Index to take as its PDQ defaults.
+RECOMMENDED = {"pdq": {"max_distance": PDQ_MAX_DISTANCE, "margin": PDQ_MARGIN,
+                       "min_quality": MIN_QUALITY, "region_penalty": dict(REGION_PENALTY)}}
+
+
+def region_penalty(name: str) -> int:
+    """Bits added to a pair's distance when one side is region ``name``."""
+    return max((p for prefix, p in REGION_PENALTY.items() if name.startswith(prefix)), default=0)
+
+
+def working_copy(image: Image.Image, max_side: int = WORKING_SIDE) -> Image.Image:
+    """``image`` shrunk by an integer box filter so its long side is at most ~``max_side``."""
+    factor = max(image.size) // max_side
+    return image.reduce(factor) if factor >= 2 else image
+
+
+def distinct_best(distances: np.ndarray, margin: int = PDQ_MARGIN) -> np.ndarray:
+    """Keep, per query row, only the best item and only if it beats the runner-up by ``margin``.
+
+    ``distances``: (n_queries, n_items) best distance per item (large = no candidate). Items
+    that are near-duplicates of each other in the database should be merged before this test
+    (the Index knows its duplicate clusters); the benchmark's database has none.
+    """
+    no_match = np.iinfo(distances.dtype).max // 2 if distances.dtype.kind in "iu" else np.inf
+    out = np.full_like(distances, no_match)
+    if distances.shape[1] == 0:
+        return out
+    order = np.argsort(distances, axis=1, kind="stable")[:, :2]
+    rows = np.arange(distances.shape[0])
+    best = distances[rows, order[:, 0]]
+    runner_up = distances[rows, order[:, 1]] if distances.shape[1] > 1 else np.full_like(best, 10**6)
+    ok = runner_up - best >= margin
+    out[rows[ok], order[ok, 0]] = best[ok]
+    return out

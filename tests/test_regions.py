@@ -1,0 +1,148 @@
+"""Regions: borders of any colour trimmed, embedded pictures of posts/screenshots found, crop
+windows cover one-side crops, the decision rule keeps only distinct best matches."""
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from hashmatch import regions
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import edits  # noqa: E402
+
+
+def photo_like(seed: int, size=(400, 300)) -> Image.Image:
+    """Smooth gradients + random ellipses + noise: texture everywhere, like a photo."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w] / max(w, h)
+    base = np.stack([np.sin(x * rng.uniform(2, 8) + c) * np.cos(y * rng.uniform(2, 8) + c)
+                     for c in rng.uniform(0, 6, 3)], axis=-1)
+    arr = ((base + 1) * 100 + 20 + rng.normal(0, 12, (h, w, 3))).clip(0, 255).astype(np.uint8)
+    image = Image.fromarray(arr)
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        x0, y0 = rng.integers(0, w - 40), rng.integers(0, h - 40)
+        draw.ellipse([x0, y0, x0 + rng.integers(20, 120), y0 + rng.integers(20, 120)],
+                     fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+    return image
+
+
+def jpeg(image: Image.Image, quality=70) -> Image.Image:
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def padded(image, fractions, colour):
+    w, h = image.size
+    l, t, r, b = (round(f * s) for f, s in zip(fractions, (w, h, w, h)))
+    out = Image.new("RGB", (w + l + r, h + t + b), colour)
+    out.paste(image, (l, t))
+    return out, (l, t, l + w, t + h)
+
+
+@pytest.mark.parametrize("colour", [(255, 255, 255), (0, 0, 0), (40, 160, 90), (200, 30, 200)])
+@pytest.mark.parametrize("fractions", [(0.1, 0.1, 0.1, 0.1), (0.03, 0.2, 0.15, 0.05),
+                                       (0, 0.25, 0, 0.25), (0.3, 0, 0.3, 0)])
+def test_content_box_trims_borders_of_any_colour_through_jpeg_noise(colour, fractions):
+    seed = int(sum(colour) + 100 * sum(fractions))
+    image, truth = padded(photo_like(seed), fractions, colour)
+    boxes = regions.find_boxes(jpeg(image))
+    assert regions.iou(boxes["content"], truth) > 0.95
+    assert regions.iou(boxes["embedded"], truth) > 0.9
+
+
+def test_no_border_keeps_the_full_frame():
+    image = jpeg(photo_like(7))
+    boxes = regions.find_boxes(image)
+    assert boxes["content"] == boxes["full"] == (0, 0, *image.size)
+    assert [r.name for r in regions.query_regions(image)] == ["full"]
+
+
+def test_frames_inside_frames_are_all_trimmed():
+    inner, truth_inner = padded(photo_like(3), (0.05,) * 4, (0, 0, 0))
+    outer, truth_outer = padded(inner, (0.1,) * 4, (255, 255, 255))
+    truth = (truth_outer[0] + truth_inner[0], truth_outer[1] + truth_inner[1],
+             truth_outer[0] + truth_inner[2], truth_outer[1] + truth_inner[3])
+    assert regions.iou(regions.find_boxes(jpeg(outer))["content"], truth) > 0.95
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_meme_caption_bars_are_trimmed(seed):
+    picture = photo_like(seed)
+    meme = edits.meme(picture, np.random.default_rng(seed))
+    top = meme.height - picture.height  # bars: the picture is pasted below the top bar ...
+    # ... find where: the meme pastes at (0, top_bar); recover it by matching rows.
+    arr, pic = np.asarray(meme, dtype=int), np.asarray(picture, dtype=int)
+    y0 = next(y for y in range(top + 1) if np.abs(arr[y:y + 5] - pic[:5]).mean() < 1)
+    truth = (0, y0, picture.width, y0 + picture.height)
+    assert regions.iou(regions.find_boxes(jpeg(meme, 85))["embedded"], truth) > 0.9
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_embedded_picture_of_a_post_is_found(seed):
+    post, truth = edits.render_post(photo_like(seed), np.random.default_rng(seed))
+    assert regions.iou(regions.find_boxes(jpeg(post, 85))["embedded"], truth) > 0.8
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_embedded_picture_of_a_phone_screenshot_is_found(seed):
+    shot, truth = edits.render_phone_screenshot(photo_like(seed, (300, 400)),
+                                                np.random.default_rng(seed))
+    assert regions.iou(regions.find_boxes(shot)["embedded"], truth) > 0.8
+
+
+@pytest.mark.parametrize("side", range(4))
+@pytest.mark.parametrize("amount", [0.05, 0.1, 0.15, 0.2])
+def test_crop_windows_cover_one_side_crops(side, amount):
+    """A copy cropped 5-20% on one side is within 8% (of the side) of some stored region."""
+    box = (0, 0, 1000, 800)
+    fractions = [0, 0, 0, 0]
+    fractions[side] = amount
+    l, t, r, b = box
+    cropped = (l + 1000 * fractions[0], t + 800 * fractions[1],
+               r - 1000 * fractions[2], b - 800 * fractions[3])
+    stored = [box] + list(regions.crop_windows(box).values())
+    error = min(max(abs(c - s) / d for c, s, d in zip(cropped, window, (1000, 800, 1000, 800)))
+                for window in stored)
+    assert error <= 0.08 + 1e-9
+
+
+def test_storage_and_query_regions_api():
+    image, _ = padded(photo_like(11), (0.1,) * 4, (255, 255, 255))
+    assert [r.name for r in regions.storage_regions(image)] == ["full", "content"]
+    stored = regions.storage_regions(image, crops=True)
+    queried = regions.query_regions(image)
+    names = [r.name for r in stored]
+    assert names[0] == "full" and "content" in names
+    assert sum(n.startswith("crop:") for n in names) == len(regions.CROP_SIDES)
+    assert len(stored) <= 8  # <= 256 bytes of PDQ codes per item
+    assert [r.name for r in queried][:2] == ["full", "content"]
+    for region in stored + queried:
+        l, t, r, b = region.box
+        assert 0 <= l < r <= image.width and 0 <= t < b <= image.height
+        assert region.image().size == (r - l, b - t)
+
+
+def test_flat_and_tiny_images_do_not_break():
+    for image in (Image.new("RGB", (300, 200), (255, 255, 255)), Image.new("RGB", (5, 3)),
+                  Image.new("L", (64, 64), 128)):
+        found = regions.query_regions(image)
+        assert found and found[0].name == "full"
+
+
+def test_distinct_best_keeps_only_a_clear_winner():
+    d = np.array([[5, 40, 90],      # clear winner
+                  [12, 15, 90],     # two template siblings: ambiguous, nothing
+                  [90, 90, 90]],    # the margin test does not invent matches
+                 dtype=np.int32)
+    out = regions.distinct_best(d, margin=10)
+    assert out[0, 0] == 5 and (out[0, 1:] > 1000).all()
+    assert (out[1] > 1000).all()
+    assert (out[2] > 1000).all() or out[2].min() == 90
