@@ -775,3 +775,65 @@ def pdq_fast_dct16(image, row_weights, col_weights, float[::1] scratch=None):
         quality = _quality(image64)
         _dct64_to_16(image64, t, &view[0, 0])
     return out, quality
+
+
+# --------------------------------------------------------------------------------------------
+# zero-copy pixels of a PIL image
+
+cimport numpy as cnp
+from cpython.pycapsule cimport PyCapsule_GetPointer
+from cpython.ref cimport Py_INCREF
+from libc.stdint cimport int64_t
+
+cnp.import_array()
+
+cdef extern from *:
+    """
+    /* The Arrow C data interface's array struct (arrow.apache.org/docs/format/CDataInterface). */
+    struct hm_ArrowArray {
+        int64_t length, null_count, offset, n_buffers, n_children;
+        const void **buffers;
+        void **children;
+        void *dictionary;
+        void (*release)(void *);
+        void *private_data;
+    };
+    """
+    struct hm_ArrowArray:
+        int64_t length
+        int64_t offset
+        int64_t n_buffers
+        const void **buffers
+
+
+def grey_pixels(image):
+    """The pixels of a mode "L" PIL image as a read-only uint8 (height, width) array that
+    shares the image's memory, or None when Pillow cannot export it that way.
+
+    ``np.asarray(image)`` copies the pixels twice (tobytes in chunks, then a join): ~0.28 ms
+    for 640x480, a quarter of the fast PDQ path. Pillow (>= 11.2) exports images whose rows
+    lie in one block through the Arrow C data interface; the array keeps the exported
+    capsule -- and through it the image memory -- alive. Large images are stored in several
+    blocks and return None: the caller copies, which is cheap next to decoding them.
+    """
+    if image.mode != "L" or not hasattr(image, "__arrow_c_array__"):
+        return None
+    try:
+        _, array_capsule = image.__arrow_c_array__()
+    except (ValueError, TypeError, OSError):
+        return None
+    cdef hm_ArrowArray *exported = <hm_ArrowArray *> PyCapsule_GetPointer(
+        array_capsule, "arrow_array")
+    cdef int64_t width = image.size[0], height = image.size[1]
+    if exported.n_buffers != 2 or exported.offset != 0 or exported.length != width * height \
+            or exported.buffers[1] == NULL:
+        return None
+    cdef cnp.npy_intp dims[2]
+    dims[0] = height
+    dims[1] = width
+    cdef cnp.ndarray view = cnp.PyArray_SimpleNewFromData(
+        2, dims, cnp.NPY_UINT8, <void *> exported.buffers[1])
+    Py_INCREF(array_capsule)  # PyArray_SetBaseObject steals a reference
+    cnp.PyArray_SetBaseObject(view, array_capsule)
+    cnp.PyArray_CLEARFLAGS(view, cnp.NPY_ARRAY_WRITEABLE)
+    return view

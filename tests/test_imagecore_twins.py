@@ -357,3 +357,25 @@ def test_fast_kernels_reject_bad_input():
         core.fast_downsample64(np.zeros((10, 10, 2), np.uint8), weights, weights)
     with pytest.raises(ValueError):
         core.fast_axis_weights(0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(width=st.integers(1, 700), height=st.integers(1, 700), seed=st.integers(0, 2**32 - 1))
+def test_grey_pixels_shares_exactly_what_asarray_copies(width, height, seed):
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width), dtype=np.uint8)
+    image = Image.fromarray(pixels, "L")
+    view = core.grey_pixels(image)
+    assert view is not None and not view.flags.writeable
+    assert np.array_equal(view, np.asarray(image))
+    del image  # the view keeps the pixels alive through Pillow's export
+    assert np.array_equal(view, pixels)
+
+
+def test_grey_pixels_declines_what_it_cannot_share():
+    from PIL import Image
+
+    assert core.grey_pixels(Image.new("RGB", (8, 8))) is None
+    # Pillow stores large images in several blocks: no single buffer to share.
+    assert core.grey_pixels(Image.new("L", (8000, 6000))) is None

@@ -20,13 +20,12 @@ from ..fingerprint import Fingerprint
 
 LANCZOS = Image.Resampling.LANCZOS
 
-# Fast mode keeps at least this many source pixels per output pixel along each side before
-# the LANCZOS resize, and at least FAST_MIN_SIDE pixels. Measured on the public corpus
-# (benchmarks/RESULTS.md): 4x oversampling gave phash p99 drift 4-6 bits and ahash max 25-28;
-# 8x and >= 128 px gave phash p99 2-4, dhash p99 6, ahash p99 8 (the rest is JPEG-Y vs RGB->L
-# luma rounding, which thresholded 8x8 hashes feel most).
-FAST_OVERSAMPLING = 8
-FAST_MIN_SIDE = 128
+# Fast mode: JPEGs are draft-decoded keeping both sides >= FAST_MIN_SIDE, then Pillow's C box
+# filter (Image.reduce) shrinks to no less than FAST_OVERSAMPLING pixels per hash-grid pixel,
+# so the LANCZOS resize (a 3-lobe kernel: 0.8 ms on a 400x500 photo, 2x imagehash's whole
+# decode) only has a small image left. Measured drift in benchmarks/RESULTS.md.
+FAST_OVERSAMPLING = 4
+FAST_MIN_SIDE = 64
 
 
 def _check_hash_size(hash_size: int) -> None:

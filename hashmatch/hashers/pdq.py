@@ -183,7 +183,8 @@ def _as_array(image: Image.Image | np.ndarray) -> np.ndarray:
         return image
     if image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
-    return np.asarray(image)
+    shared = _imagecore.grey_pixels(image)  # no copy for grey images: the fast path's input
+    return shared if shared is not None else np.asarray(image)
 
 
 # -- fast mode --------------------------------------------------------------------------------
