@@ -73,7 +73,8 @@ def main():
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("-a", "--algorithm", type=click.Choice(ALGORITHMS), default="pdq", show_default=True,
               help="Which fingerprint to compute. pdq is the industry standard (256 bits, with a "
-                   "0-100 quality score); phash/dhash/ahash match the imagehash library.")
+                   "0-100 quality score); phash/dhash/ahash match the imagehash library; grid "
+                   "is hashmatch's own gradient-grid hash (experimental, not PhotoDNA).")
 @click.option("--exact", is_flag=True,
               help="Decode at full resolution so the hash is bit-identical to the reference "
                    "implementations (pdqhash, imagehash). Slower; the default fast mode differs "
