@@ -5,15 +5,18 @@ import csv
 import json
 from typing import Iterable, TextIO
 
+# How the matching copy differs from the stored image, by the query variant that matched.
+# Quarter turns are not given a direction: conventions (clockwise or not, EXIF or pixels)
+# differ between tools, and the investigator needs "turned", not an angle to argue about.
 VARIANT_WORDS = {
     "original": "as is",
-    "rot90": "rotated 90",
-    "rot180": "rotated 180",
-    "rot270": "rotated 270",
-    "flipx": "flipped upside down",
+    "rot90": "quarter-turned",
+    "rot180": "upside down (180)",
+    "rot270": "quarter-turned",
+    "flipx": "flipped top to bottom",
     "flipy": "mirrored",
-    "flipplus1": "mirrored + rotated",
-    "flipminus1": "mirrored + rotated",
+    "flipplus1": "mirrored + quarter-turned",
+    "flipminus1": "mirrored + quarter-turned",
 }
 
 CSV_COLUMNS = ["query", "query_sha256", "distance", "algorithm", "item_id", "match_path",
