@@ -39,6 +39,7 @@ import faiss  # noqa: E402
 
 from hashmatch import _hamming  # noqa: E402
 from hashmatch.codeindex import CodeIndex  # noqa: E402
+from hashmatch.hashers.pdq import dihedral_from_hash  # noqa: E402
 
 HAYSTACK = ROOT.parent / "shared/data/pdq-reference/hashlists/haystack.txt"
 IMAGES = ROOT.parent / "shared/data/pdq-reference/images"
@@ -74,19 +75,7 @@ def make_queries(db, nq, planted, rng):
     return q
 
 
-def dihedral_ideal(codes):
-    """(n, 8, 32): the 8 dihedral variants of packed PDQ codes (DIHEDRAL_NAMES order) by the
-    bit transforms of PDQ's dct16OriginalTo*: transpose and/or complement parity classes.
-    Bit k = 16 i + j of the DCT sign matrix is packed (MSB-first) at position 255 - k."""
-    codes = np.asarray(codes, np.uint8).reshape(-1, 32)
-    a = np.unpackbits(codes, axis=1)[:, ::-1].reshape(-1, 16, 16)  # a[:, i, j] = bit 16i + j
-    i, j = np.indices((16, 16))
-    even_i, even_j, odd = (i % 2 == 0), (j % 2 == 0), ((i + j) % 2 == 1)
-    t = a.transpose(0, 2, 1)
-    # original, rot90, rot180, rot270, flipX, flipY, flipPlus1, flipMinus1
-    variants = [a, t ^ even_i, a ^ odd, t ^ even_j, a ^ even_i, a ^ even_j, t, t ^ odd]
-    out = np.stack([v.astype(np.uint8).reshape(-1, 256)[:, ::-1] for v in variants], axis=1)
-    return np.packbits(out, axis=2)
+dihedral_ideal = dihedral_from_hash  # PDQ's bit transforms (hashers/pdq.py)
 
 
 def dihedral_residuals(max_images=64):

@@ -478,12 +478,26 @@ class Index:
         return results
 
     def query_hashes(self, hashes, algorithm: str = "pdq", max_distance: int | None = None,
-                     top_k: int | None = None) -> list[list[Match]]:
-        """Match hashes (hex strings, Fingerprints or packed array) without images."""
+                     top_k: int | None = None, dihedral: bool = False) -> list[list[Match]]:
+        """Match hashes (hex strings, Fingerprints or packed array) without images.
+
+        ``dihedral=True`` (PDQ only) also searches each hash's 8 rotations/flips derived from
+        its bits (:func:`hashmatch.hashers.pdq.dihedral_from_hash`: a few bits from what the
+        turned image would hash to, so use the usual radius or slightly more).
+        """
         fingerprints = _as_fingerprints(hashes, algorithm, None)
         self._maybe_sync()
-        return [self._search([(fp, "original")], max_distance, top_k, None)
+        return [self._search(self._hash_variants(fp, dihedral), max_distance, top_k, None)
                 for fp in fingerprints]
+
+    @staticmethod
+    def _hash_variants(fp: Fingerprint, dihedral: bool):
+        if not dihedral or fp.algorithm != "pdq":
+            return [(fp, "original")]
+        from .hashers.pdq import dihedral_from_hash
+
+        return [(Fingerprint("pdq", bits, fp.quality), name)
+                for bits, name in zip(dihedral_from_hash(fp.bits)[0], DIHEDRAL_VARIANTS)]
 
     def _query_algorithms(self) -> tuple[str, ...]:
         stored = {a for a, _ in self._shards}

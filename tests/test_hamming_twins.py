@@ -1,6 +1,8 @@
 """Every kernel of hashmatch._hamming equals its plain-numpy twin in hashmatch._hamming_ref,
 for every popcount implementation this CPU has, 1 and 2 threads, edge sizes included."""
 import numpy as np
+
+from hashmatch.hashers.pdq import dihedral_from_hash
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -184,17 +186,7 @@ def test_rejects_mixed_lengths_and_too_many_needles():
 
 # --- MIH over parity-split PDQ codes (the dihedral variants share probes) -------------------
 
-def dihedral_ideal(codes):
-    """(n, 8, 32): the 8 dihedral variants of packed PDQ codes (DIHEDRAL_NAMES order) by the
-    bit transforms of PDQ's dct16OriginalTo*: transpose and/or complement parity classes."""
-    codes = np.asarray(codes, np.uint8).reshape(-1, 32)
-    a = np.unpackbits(codes, axis=1)[:, ::-1].reshape(-1, 16, 16)  # a[:, i, j] = bit 16i + j
-    i, j = np.indices((16, 16))
-    even_i, even_j, odd = (i % 2 == 0), (j % 2 == 0), ((i + j) % 2 == 1)
-    t = a.transpose(0, 2, 1)
-    variants = [a, t ^ even_i, a ^ odd, t ^ even_j, a ^ even_i, a ^ even_j, t, t ^ odd]
-    out = np.stack([v.astype(np.uint8).reshape(-1, 256)[:, ::-1] for v in variants], axis=1)
-    return np.packbits(out, axis=2)
+dihedral_ideal = dihedral_from_hash  # PDQ's bit transforms (hashers/pdq.py)
 
 
 def real_dihedral_sets(count, seed):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+import hashmatch as hm
 from hashmatch.index import Index
 from hashmatch._hamming_ref import distance_matrix as reference_distances
 from conftest import CORPUS, PDQ_REF
@@ -168,3 +169,16 @@ def test_stats_and_len(index):
     stats = index.stats()
     assert stats["path"] == index.path
     assert len(index) == 20
+
+
+def test_hash_only_queries_can_find_mirrored_copies(tmp_path):
+    original = np.asarray(Image.open(PHOTOS[11]).convert("RGB"))
+    mirrored = original[:, ::-1]
+    stored = hm.hash_image(original, exact=True)
+    query = hm.hash_image(mirrored, exact=True)
+    assert query - stored > 31  # as is, the mirror is a different hash
+    with Index.open(tmp_path / "list.hmdb", create=True) as idx:
+        [item] = idx.add_hashes([stored.hex()])
+        assert idx.query_hashes([query]) == [[]]
+        [[match]] = idx.query_hashes([query], dihedral=True)
+        assert match.item_id == item and match.query_variant == "flipy"

@@ -265,3 +265,17 @@ def test_fast_mode_tiny_and_64x64_images():
 def test_fast_mode_accepts_grey_images(photo):
     grey = Image.fromarray(photo).convert("L")
     assert fast(grey) - fast(grey.convert("RGB")) <= 2
+
+
+def test_hash_only_dihedral_variants_are_close_to_the_real_ones():
+    # dihedral_from_hash turns a stored hash (no image) into its 8 rotations/flips; exact up
+    # to the median shift, so within a few bits of what hashing the turned image gives.
+    from hashmatch.hashers.pdq import dihedral_from_hash, pdq_dihedral_from_rgb
+
+    path = PDQ_REF / "images" / "bridge-mods" / "aaa-orig.jpg"
+    rgb = np.asarray(Image.open(path).convert("RGB"))
+    real, _ = pdq_dihedral_from_rgb(rgb)
+    derived = dihedral_from_hash(real[0])[0]
+    distances = np.unpackbits(real ^ derived, axis=1).sum(axis=1)
+    assert distances[0] == 0 and distances[6] == 0  # original; transpose is exact
+    assert distances.max() <= 31, distances  # every variant still matches at PDQ's radius

@@ -227,3 +227,25 @@ def _hash_fast(image, *, dihedral: bool) -> tuple[np.ndarray, int]:
     if dihedral:
         return _imagecore.dihedral_bits_from_dct16(dct16), quality
     return _imagecore.bits_from_dct16(dct16), quality
+
+
+# -- hash-only dihedral variants ---------------------------------------------------------------
+def dihedral_from_hash(codes: np.ndarray) -> np.ndarray:
+    """(n, 8, 32) approximate dihedral variants of packed PDQ codes, without the image.
+
+    A rotation or flip of the image transposes and/or negates parity classes (i % 2, j % 2)
+    of the 16x16 DCT (the reference's dct16OriginalTo*); negating a coefficient complements
+    its bit. So the variants follow from the bits alone -- up to the median shift that
+    negation causes: measured ~7 bits from the true variant on the reference JPEGs
+    (benchmarks/RESULTS.md, index section). Order as DIHEDRAL_NAMES. Bit k = 16 i + j of the
+    DCT sign matrix is packed (MSB first) at position 255 - k.
+    """
+    codes = np.asarray(codes, np.uint8).reshape(-1, HASH_BYTES)
+    a = np.unpackbits(codes, axis=1)[:, ::-1].reshape(-1, 16, 16)  # a[:, i, j] = bit 16i + j
+    i, j = np.indices((16, 16))
+    even_i, even_j, odd = (i % 2 == 0), (j % 2 == 0), ((i + j) % 2 == 1)
+    t = a.transpose(0, 2, 1)
+    # original, rot90, rot180, rot270, flipX, flipY, flipPlus1, flipMinus1
+    variants = [a, t ^ even_i, a ^ odd, t ^ even_j, a ^ even_i, a ^ even_j, t, t ^ odd]
+    out = np.stack([v.astype(np.uint8).reshape(-1, 256)[:, ::-1] for v in variants], axis=1)
+    return np.packbits(out, axis=2)
