@@ -32,6 +32,9 @@ DEFAULT_MAX_PIXELS = 179_000_000
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
 ORIENTATION_TAG = 0x0112
+# image.info key: (width, height) the image had before a JPEG draft shrank it, in the final
+# orientation. Only set on drafted images.
+FULL_SIZE_KEY = "hashmatch.full_size"
 
 # Pillow must never silently decode half an image: a truncated file is an error, not a hash.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -164,11 +167,17 @@ def decode(
         raise ImageError(name, _load_failure_reason(exc), str(exc)) from None
     except MemoryError:
         raise ImageError(name, "too large", "out of memory while decoding") from None
+    drafted_size = image.size
     image = _oriented(image, name, exif_transpose)
     try:
         converted = to_mode(image, mode)
     except (OSError, ValueError) as exc:
         raise ImageError(name, "unsupported image mode", str(exc)) from None
+    if drafted_size != original_size:
+        # Hashers that filter at the full resolution's scale (fast PDQ) need to know it.
+        turned = image.size != drafted_size
+        width, height = original_size
+        converted.info[FULL_SIZE_KEY] = (height, width) if turned else (width, height)
     return Decoded(
         converted,
         name,

@@ -279,3 +279,23 @@ def test_hash_only_dihedral_variants_are_close_to_the_real_ones():
     distances = np.unpackbits(real ^ derived, axis=1).sum(axis=1)
     assert distances[0] == 0 and distances[6] == 0  # original; transpose is exact
     assert distances.max() <= 31, distances  # every variant still matches at PDQ's radius
+
+
+def test_drafted_jpeg_is_blurred_at_the_full_resolution_scale():
+    # A JPEG decoded at 1/4 size must hash like the full-size image: the fast path folds the
+    # full-resolution blur onto the drafted pixels (windows sized from the true image).
+    from hashmatch.decode import FULL_SIZE_KEY, decode
+
+    path = PDQ_REF / "images" / "bridge-mods" / "aaa-orig.jpg"  # 1600 x 1004
+    drafted = decode(path, mode="L", draft_min_side=240)
+    assert drafted.image.size == (400, 251)
+    assert drafted.image.info[FULL_SIZE_KEY] == (1600, 1004)
+    exact = pdq.pdq_hash_image(Image.open(path), exact=True)
+    folded = pdq.pdq_hash_image(drafted.image, exact=False)
+    # Without the full size, the blur windows are sized for the small image (the old way).
+    bits, quality = pdq._hash_fast(np.asarray(drafted.image), dihedral=False)
+    unfolded = Fingerprint("pdq", bits, quality)
+    assert folded - exact <= 4
+    weights = pdq._drafted_axis_weights(251, 1004)[2]
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-5)  # each output is a mean
+    assert folded - exact < unfolded - exact

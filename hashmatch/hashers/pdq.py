@@ -31,15 +31,19 @@ import numpy as np
 from PIL import Image
 
 from .. import _imagecore
+from ..decode import FULL_SIZE_KEY
 from ..fingerprint import Fingerprint
 
 MIN_HASHABLE_SIDE = 5
 HASH_BYTES = 32
 DIHEDRAL_NAMES = _imagecore.DIHEDRAL_NAMES  # order of the dihedral hashes
 
-# Fast file hashing lets decode draft JPEGs down while both sides stay >= this many pixels.
-# Chosen from the drift/speed measurements in benchmarks/RESULTS.md.
-FAST_MIN_SIDE = 384
+# Fast file hashing lets decode draft JPEGs down while both sides stay >= this many pixels;
+# the blur is then done at the full resolution's scale (_drafted_axis_weights). Chosen from
+# the drift/speed measurements in benchmarks/RESULTS.md: 240 lets a 640x480 photo decode at
+# half size with corpus drift p99 6 / max 8 bits (384 without folding: p99 4 / max 8, but
+# no draft below 768 px; 256 without folding: p99 16 / max 22).
+FAST_MIN_SIDE = 240
 
 
 # -- arrays -> hashes --------------------------------------------------------------------
@@ -172,7 +176,8 @@ def pdq_hash_image(
     if exact:
         bits, quality = _hash_luma(*_luma_in_workspace(array), dihedral=dihedral)
     else:
-        bits, quality = _hash_fast(array, dihedral=dihedral)
+        full_size = getattr(image, "info", {}).get(FULL_SIZE_KEY)
+        bits, quality = _hash_fast(array, dihedral=dihedral, full_size=full_size)
     if dihedral:
         return [Fingerprint("pdq", variant, quality) for variant in bits]
     return Fingerprint("pdq", bits, quality)
@@ -210,7 +215,33 @@ def _axis_weights(length: int, blur: bool = True):
     return _imagecore.fast_axis_weights(length, blur)
 
 
-def _hash_fast(image, *, dihedral: bool) -> tuple[np.ndarray, int]:
+@functools.lru_cache(maxsize=64)
+def _drafted_axis_weights(length: int, full_length: int):
+    """Weights for an axis that a JPEG draft shrank from ``full_length`` to ``length``.
+
+    The full-resolution blur + decimation (PDQ's Jarosz windows are sized from the true
+    image) folded onto the drafted pixels: a drafted pixel is (about) the mean of the
+    ``full_length / length`` full pixels it covers, so each full-resolution weight moves to
+    the drafted pixel that holds its pixel. Filtering the small image with windows sized
+    for it instead rounds the windows up and moves the hash by up to ~16 bits at p99.
+    """
+    starts, lens, weights, _ = _axis_weights(full_length, True)
+    scale = full_length / length
+    rows = []
+    for start, count, row in zip(starts, lens, weights):
+        columns = np.minimum(((start + np.arange(count)) / scale).astype(np.int64), length - 1)
+        folded = np.bincount(columns - columns[0], weights=row[:count].astype(np.float64))
+        rows.append((int(columns[0]), folded))
+    width = max(len(folded) for _, folded in rows)
+    new_starts = np.array([first for first, _ in rows], np.int32)
+    new_lens = np.array([len(folded) for _, folded in rows], np.int32)
+    new_weights = np.zeros((64, width), np.float32)
+    for o, (_, folded) in enumerate(rows):
+        new_weights[o, :len(folded)] = folded
+    return new_starts, new_lens, new_weights, length
+
+
+def _hash_fast(image, *, dihedral: bool, full_size=None) -> tuple[np.ndarray, int]:
     array = _check_image_array(image)
     rows, cols = array.shape[:2]
     if min(rows, cols) < MIN_HASHABLE_SIDE:
@@ -221,8 +252,12 @@ def _hash_fast(image, *, dihedral: bool) -> tuple[np.ndarray, int]:
     if array.strides[-1] != array.itemsize or (array.ndim == 3 and array.strides[1] != pixel):
         array = np.ascontiguousarray(array)  # the kernel wants each row's pixels packed
     blur = dihedral or rows != 64 or cols != 64  # the reference's unfiltered 64x64 path
+    row_weights, col_weights = _axis_weights(rows, blur), _axis_weights(cols, blur)
+    if full_size is not None and (full_size[1], full_size[0]) != (rows, cols):
+        row_weights = _drafted_axis_weights(rows, full_size[1])
+        col_weights = _drafted_axis_weights(cols, full_size[0])
     dct16, quality = _imagecore.pdq_fast_dct16(
-        array, _axis_weights(rows, blur), _axis_weights(cols, blur),
+        array, row_weights, col_weights,
         _workspace.line_buffer((64 + channels) * cols))
     if dihedral:
         return _imagecore.dihedral_bits_from_dct16(dct16), quality
