@@ -57,7 +57,7 @@ def progress_bar(total: int, label: str, quiet: bool):
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="hashmatch")
 def main():
-    """Find copies of known images, even re-encoded, resized, cropped or mirrored.
+    """Find copies of known images, even re-encoded, resized, rotated or mirrored.
 
     \b
     Typical use:
