@@ -286,16 +286,17 @@ def report(path: Path, plot: Path):
 
 
 def ratio(argv):
-    """--ratio N {real,ideal} NSUB:{p,s} ...: 1-needle vs 8-needle MIH latency, interleaved
+    """--ratio N {real,ideal} NSUB:{p,s,m} ...: 1-needle vs 8-needle MIH latency, interleaved
     (query i alone, then its 8 dihedral needles), 200 random queries x 3 rounds, 1 thread,
-    directly on the tables of each layout (p = plain, s = parity-split)."""
+    directly on the tables of each layout (p = plain, s = parity-split, m = mixed parity:
+    plain widths over _hamming.pdq_parity_mix)."""
     n, mode = int(argv[0]), argv[1]
     rng = np.random.default_rng(n + 6)
     db = make_database(n, "random", 0.25, rng)
     q = make_queries(db, 200, 0.5, rng)
     needles = dihedral_needles(q, mode, rng)
     for spec in argv[2:]:
-        nsub, split = int(spec.split(":")[0]), spec.split(":")[1] == "s"
+        nsub, split = int(spec.split(":")[0]), {"p": 0, "s": 1, "m": 2}[spec.split(":")[1]]
         st, wd = _hamming.mih_layout(256, nsub, split)
         t = time.perf_counter()
         off, rows = _hamming.mih_build(db, st, wd, threads=1, split_parity=split)

@@ -526,13 +526,22 @@ cdef inline uint32_t substring_key(const uint64_t *code, int start, int width) n
     return <uint32_t> (x & ((<uint64_t> 1 << width) - 1))
 
 
+SPLIT_MIXED = 2
+
+
 @cython.wraparound(True)
-def mih_layout(int nbits, int nsub, bint split_parity=False):
+def mih_layout(int nbits, int nsub, int split_parity=0):
     """Bit starts and widths of nsub substrings of nbits bits, the wider ones first.
 
-    split_parity (256-bit codes only): the substrings are of the parity-split codes
+    split_parity (256-bit codes only): 1 (True): the substrings are of the parity-split codes
     (pdq_parity_split): each lies inside one 64-bit parity class (word), the nsub tables
-    spread over the 4 classes as evenly as possible (extra tables to classes 3, 0, 1)."""
+    spread over the 4 classes as evenly as possible (extra tables to classes 3, 0, 1).
+    SPLIT_MIXED (2): the plain widths, over the pdq_parity_mix codes (see pdq_mix_tables)."""
+    if split_parity == SPLIT_MIXED:
+        if nbits != 256 or nsub < 4:
+            raise ValueError("split_parity layouts need 256-bit codes and at least 4 substrings")
+        pdq_mix_tables(nsub)  # raises if the widths leave no mixed layout
+        split_parity = 0
     if not split_parity:
         base, extra = divmod(nbits, nsub)
         widths = np.array([base + 1] * extra + [base] * (nsub - extra), dtype=np.int32)
@@ -597,6 +606,125 @@ def pdq_parity_split(codes, threads=None):
     return out
 
 
+def pdq_mix_tables(int nsub):
+    """The tables of the mixed parity layout: [(class, own start, own width, class-3 start,
+    class-3 width)], in the order (and with the widths) of the plain mih_layout(256, nsub).
+
+    Bits of the (odd, odd) class (word 3 of pdq_parity_split) are the same in the 4
+    non-transposed dihedral variants, so they can join a table of any one other class
+    without splitting its keys further. The widest tables (probed at the larger pigeonhole
+    radius) take only class-3 bits, as many as fit while each of the classes 0, 1, 2 still
+    has >= 64 bits of tables (round robin over the rest, widest first); every other table
+    takes an even share of its class's 64 bits and fills up with class-3 bits."""
+    if nsub < 4:
+        raise ValueError("split_parity layouts need 256-bit codes and at least 4 substrings")
+    _, wd = mih_layout(256, nsub, 0)
+    widths = [int(w) for w in wd]
+    for pure in range(nsub, -1, -1):
+        if sum(widths[:pure]) > 64:
+            continue
+        cls = [3] * pure + [i % 3 for i in range(nsub - pure)]
+        if all(sum(w for w, c in zip(widths, cls) if c == k) >= 64 for k in range(3)):
+            break
+    else:
+        raise ValueError(f"no mixed parity layout of {nsub} tables")
+    own = [0] * nsub
+    for k in range(3):
+        mine = sorted((widths[t], t) for t in range(nsub) if cls[t] == k)  # narrowest first
+        left = 64
+        for i, (w, t) in enumerate(mine):
+            own[t] = min(w, -(-left // (len(mine) - i)))
+            left -= own[t]
+    at = [0, 0, 0, 0]
+    out = []
+    for t in range(nsub):
+        c = cls[t]
+        o = widths[t] if c == 3 else own[t]
+        start = 64 * c + at[c]
+        at[c] += o
+        fill = widths[t] - o if c != 3 else 0
+        out.append((c, start, o, 64 * 3 + at[3], fill))
+        at[3] += fill
+    assert at == [64, 64, 64, 64]
+    return out
+
+
+cdef inline uint64_t bits_at(const uint64_t *code, int start, int width) noexcept nogil:
+    """Bits [start, start + width) of a 256-bit code (width 1..64), bit start lowest."""
+    cdef int w = start >> 6, sh = start & 63
+    cdef uint64_t x = code[w] >> sh
+    if sh and sh + width > 64:
+        x |= code[w + 1] << (64 - sh)
+    if width < 64:
+        x &= (<uint64_t> 1 << width) - 1
+    return x
+
+
+cdef inline void put_bits(uint64_t *out, int at, uint64_t x, int width) noexcept nogil:
+    cdef int w = at >> 6, sh = at & 63
+    out[w] |= x << sh
+    if sh and sh + width > 64:
+        out[w + 1] |= x >> (64 - sh)
+
+
+_MIX_SEGMENTS = {}  # nsub -> (source start, width) of each run of pdq_parity_mix's bits
+
+
+def pdq_parity_mix(codes, int nsub, threads=None):
+    """The codes the SPLIT_MIXED layout of nsub tables addresses: the pdq_parity_split codes
+    with their bits regrouped so that table t of pdq_mix_tables(nsub) is contiguous (own bits
+    low, class-3 bits above)."""
+    codes = _as_codes(codes, "codes")
+    if codes.shape[1] != 32:
+        raise ValueError("parity split needs 256-bit codes")
+    cdef cnp.ndarray seg = _mix_segments(nsub)
+    cdef int64_t n = codes.shape[0], i
+    out = np.empty((n, 32), dtype=np.uint8)
+    cdef const uint8_t *pc = <const uint8_t *> cnp.PyArray_DATA(codes)
+    cdef uint64_t *po = <uint64_t *> cnp.PyArray_DATA(out)
+    cdef const int32_t *ps = <const int32_t *> cnp.PyArray_DATA(seg)
+    cdef int nseg = seg.shape[0]
+    cdef int nthreads = _threads(threads) if n >= 100_000 else 1
+    with nogil:
+        for i in prange(n, num_threads=nthreads, schedule="static"):
+            parity_mix_one(pc + i * 32, po + i * 4, ps, nseg)
+    return out
+
+
+cdef cnp.ndarray _mix_segments(int nsub):
+    cdef cnp.ndarray seg = _MIX_SEGMENTS.get(nsub)
+    if seg is None:
+        segs = []
+        for c, s0, w0, s3, w3 in pdq_mix_tables(nsub):
+            for s_, w_ in ((s0, w0), (s3, w3)):
+                if w_:
+                    segs.append((s_, w_))
+        seg = _MIX_SEGMENTS[nsub] = np.array(segs, dtype=np.int32).reshape(-1, 2)
+    return seg
+
+
+cdef inline void parity_mix_one(const uint8_t *c, uint64_t *out, const int32_t *segs,
+                                int nseg) noexcept nogil:
+    cdef uint64_t split[4]
+    cdef int k, at = 0
+    parity_split_one(c, split)
+    out[0] = 0
+    out[1] = 0
+    out[2] = 0
+    out[3] = 0
+    for k in range(nseg):
+        put_bits(out, at, bits_at(split, segs[2 * k], segs[2 * k + 1]), segs[2 * k + 1])
+        at += segs[2 * k + 1]
+
+
+def _key_codes(codes, int split_parity, int nsub, threads):
+    if split_parity == SPLIT_MIXED:
+        return pdq_parity_mix(codes, nsub, threads)
+    if split_parity:
+        return pdq_parity_split(codes, threads)
+    return codes
+
+
 @cython.wraparound(True)
 def mih_table_starts(widths):
     """Where each table's offsets begin in the concatenated offsets array (length M + 1)."""
@@ -607,14 +735,15 @@ def mih_table_starts(widths):
 
 
 @cython.wraparound(True)
-def mih_build(codes, starts, widths, threads=None, bint split_parity=False):
+def mih_build(codes, starts, widths, threads=None, int split_parity=0):
     """Build the MIH tables: (offsets uint32 concatenated per table, rows uint32 (M, n)).
 
     Counting sort per table (O(n + 2^width)), rows ascending within each bucket.
-    split_parity: starts/widths address the pdq_parity_split codes."""
+    split_parity: starts/widths address the pdq_parity_split codes (True) or the
+    pdq_parity_mix codes (SPLIT_MIXED)."""
     codes = _as_codes(codes, "codes")
     if split_parity:
-        codes = pdq_parity_split(codes, threads)
+        codes = _key_codes(codes, split_parity, len(starts), threads)
     cdef cnp.ndarray st = np.ascontiguousarray(starts, dtype=np.int32)
     cdef cnp.ndarray wd = np.ascontiguousarray(widths, dtype=np.int32)
     cdef int nsub = st.shape[0]
@@ -834,7 +963,7 @@ cdef void verify_candidates_masked(const uint64_t *needles, uint8_t mask, const 
 
 
 def mih_range_search_multi(needles, codes, starts, widths, offsets, rows, radius,
-                           threads=None, bint split_parity=False):
+                           threads=None, int split_parity=0):
     """Exact range search through MIH tables built by mih_build on `codes`.
 
     Same arguments and result as range_search_multi(needles, codes, radius); split_parity as
@@ -843,9 +972,25 @@ def mih_range_search_multi(needles, codes, starts, widths, offsets, rows, radius
     codes = _as_codes(codes, "codes")
     needles = _as_needles(needles, codes.shape[1])
     key_needles = needles
+    cdef cnp.ndarray seg
+    cdef int64_t k, nk = needles.shape[0] * needles.shape[1]
+    cdef const uint8_t *pnb
+    cdef uint64_t *pkw
     if split_parity:
-        key_needles = pdq_parity_split(needles.reshape(-1, codes.shape[1]), 1).reshape(
-            needles.shape[0], needles.shape[1], codes.shape[1])
+        # the probe keys: needles split (and mixed) directly, no intermediate arrays
+        if needles.shape[2] != 32:
+            raise ValueError("parity split needs 256-bit codes")
+        key_needles = np.empty_like(needles)
+        pnb = <const uint8_t *> cnp.PyArray_DATA(needles)
+        pkw = <uint64_t *> cnp.PyArray_DATA(key_needles)
+        if split_parity == SPLIT_MIXED:
+            seg = _mix_segments(len(starts))
+            for k in range(nk):
+                parity_mix_one(pnb + 32 * k, pkw + 4 * k,
+                               <const int32_t *> cnp.PyArray_DATA(seg), seg.shape[0])
+        else:
+            for k in range(nk):
+                parity_split_one(pnb + 32 * k, pkw + 4 * k)
     cdef cnp.ndarray st = np.ascontiguousarray(starts, dtype=np.int32)
     cdef cnp.ndarray wd = np.ascontiguousarray(widths, dtype=np.int32)
     cdef cnp.ndarray ts = mih_table_starts(wd)

@@ -6,6 +6,8 @@ ordering, padding) are documented in ``hashmatch._hamming``.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 PAD_DISTANCE = 2147483647
@@ -92,7 +94,15 @@ def topk(queries, database, k, threads=None, live=None):
 
 # --- multi-index hashing -------------------------------------------------------------------
 
+SPLIT_MIXED = 2
+
+
 def mih_layout(nbits, nsub, split_parity=False):
+    if split_parity == SPLIT_MIXED:
+        if nbits != 256 or nsub < 4:
+            raise ValueError("split_parity layouts need 256-bit codes and at least 4 substrings")
+        pdq_mix_tables(nsub)
+        split_parity = False
     if not split_parity:
         base, extra = divmod(nbits, nsub)
         widths = np.array([base + 1] * extra + [base] * (nsub - extra), dtype=np.int32)
@@ -136,6 +146,45 @@ def pdq_parity_split(codes, threads=None):
     return np.packbits(bits, axis=-1, bitorder="little")
 
 
+def pdq_mix_tables(nsub):
+    """Mixed parity layout: plain widths; the widest tables take class-3 bits only (as many
+    as leave >= 64 bits of tables to each of classes 0, 1, 2, dealt round robin), the others
+    an even share of their class's 64 bits topped up with class-3 bits."""
+    if nsub < 4:
+        raise ValueError("split_parity layouts need 256-bit codes and at least 4 substrings")
+    widths = mih_layout(256, nsub)[1].tolist()
+    for pure in range(nsub, -1, -1):
+        cls = [3] * pure + [i % 3 for i in range(nsub - pure)]
+        totals = [sum(w for w, c in zip(widths, cls) if c == k) for k in range(4)]
+        if totals[3] <= 64 and min(totals[:3]) >= 64:
+            break
+    else:
+        raise ValueError(f"no mixed parity layout of {nsub} tables")
+    own = {t: widths[t] for t in range(nsub) if cls[t] == 3}
+    for k in range(3):
+        mine = sorted((widths[t], t) for t in range(nsub) if cls[t] == k)
+        left = 64
+        for i, (w, t) in enumerate(mine):
+            own[t] = min(w, math.ceil(left / (len(mine) - i)))
+            left -= own[t]
+    nxt = [0, 64, 128, 192]
+    out = []
+    for t in range(nsub):
+        c, fill = cls[t], widths[t] - own[t]
+        out.append((c, nxt[c], own[t], nxt[3] + (own[t] if c == 3 else 0), fill))
+        nxt[c] += own[t]
+        nxt[3] += fill
+    return out
+
+
+def pdq_parity_mix(codes, nsub, threads=None):
+    perm = []
+    for _, s0, w0, s3, w3 in pdq_mix_tables(nsub):
+        perm += list(range(s0, s0 + w0)) + list(range(s3, s3 + w3))
+    bits = _bits(pdq_parity_split(codes))[:, perm]
+    return np.packbits(bits, axis=-1, bitorder="little")
+
+
 def substring_keys(codes, start, width) -> np.ndarray:
     """Value of bits [start, start + width) of each code, bit start as the least significant."""
     bits = _bits(codes)[:, start:start + width].astype(np.uint64)
@@ -143,7 +192,9 @@ def substring_keys(codes, start, width) -> np.ndarray:
 
 
 def mih_build(codes, starts, widths, threads=None, split_parity=False):
-    if split_parity:
+    if split_parity == SPLIT_MIXED:
+        codes = pdq_parity_mix(codes, len(starts))
+    elif split_parity:
         codes = pdq_parity_split(codes)
     offsets, rows = [], []
     for start, width in zip(starts, widths):

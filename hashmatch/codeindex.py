@@ -81,15 +81,19 @@ def choose_mih_layout(n: int, nbits: int, design_radius: int, force: bool = Fals
     """(number of MIH substrings, split_parity) with the lowest estimated single-needle cost
     at design_radius among layouts whose tables fit the memory budget; None when none fits
     (the segment is then scanned). 256-bit codes also try the parity-split layouts
-    (_hamming.pdq_parity_split), preferred on equal cost: there the 8 dihedral needles of a
+    (_hamming.pdq_parity_split) and the mixed parity layouts (_hamming.pdq_parity_mix: the
+    plain widths), preferred on equal cost in that order: there the 8 dihedral needles of a
     PDQ query share most probes. force (method="mih"): a few MiB are always allowed, so small
     test indexes get tables."""
     budget = MIH_TABLE_BYTES_PER_CODE * n + (4 << 20 if force else 0)
     best, best_cost = None, math.inf
     for nsub in range(max(1, -(-nbits // MIH_MAX_WIDTH)), nbits // 4 + 1):
-        for split in ((True, False) if allow_split and nbits == 256 and nsub >= 4
-                      else (False,)):
-            _, widths = _hamming.mih_layout(nbits, nsub, split)
+        for split in ((True, _hamming.SPLIT_MIXED, False)
+                      if allow_split and nbits == 256 and nsub >= 4 else (False,)):
+            try:
+                _, widths = _hamming.mih_layout(nbits, nsub, split)
+            except ValueError:  # no mixed layout of nsub tables
+                continue
             if widths.max() > MIH_MAX_WIDTH or mih_table_bytes(n, widths) > budget:
                 continue
             cost, _ = mih_cost(n, widths, design_radius)

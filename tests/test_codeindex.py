@@ -203,3 +203,14 @@ def test_approximate_ivf_is_opt_in_and_finds_exact_copies():
     offsets, ids, dist = index.range_search(codes[:20], 0)
     assert ids.tolist() == list(range(20))  # a stored code is in its own nearest list
     assert index.remove([0, 1]) == 2 and len(index) == 4998
+
+
+def test_mih_layout_choice_keeps_plain_widths_with_parity_keys():
+    """1M PDQ codes: the mixed parity layout (plain 14 x 18-19-bit widths, dihedral needles
+    share keys) fits the memory budget; 10M keeps the parity-split 12 tables."""
+    from hashmatch.codeindex import MIH_TABLE_BYTES_PER_CODE, choose_mih_layout, mih_table_bytes
+
+    assert choose_mih_layout(1_000_000, 256, 31) == (14, fast.SPLIT_MIXED)
+    assert choose_mih_layout(10_000_000, 256, 31) == (12, True)
+    widths = fast.mih_layout(256, 14, fast.SPLIT_MIXED)[1]
+    assert mih_table_bytes(1_000_000, widths) <= MIH_TABLE_BYTES_PER_CODE * 1_000_000

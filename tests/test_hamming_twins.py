@@ -216,6 +216,32 @@ def test_parity_split_twin_and_layouts():
         fast.mih_layout(128, 8, True)
 
 
+def test_parity_mix_twin_and_layouts():
+    """Mixed parity layout: the plain widths; each table holds bits of one class 0-2 plus
+    (odd, odd) bits, or (odd, odd) bits only; together a permutation of the split code."""
+    rng = np.random.default_rng(6)
+    codes = rng.integers(0, 256, (300, 32), dtype=np.uint8)
+    for nsub in [4] + list(range(6, 65)):
+        tables = fast.pdq_mix_tables(nsub)
+        assert tables == ref.pdq_mix_tables(nsub)
+        assert_same(fast.mih_layout(256, nsub, fast.SPLIT_MIXED), fast.mih_layout(256, nsub))
+        assert_same(fast.mih_layout(256, nsub, fast.SPLIT_MIXED),
+                    ref.mih_layout(256, nsub, ref.SPLIT_MIXED))
+        bits = []
+        for (c, s0, w0, s3, w3), w in zip(tables, fast.mih_layout(256, nsub)[1]):
+            assert w0 + w3 == w and s0 // 64 == (s0 + w0 - 1) // 64 == c
+            assert w3 == 0 or s3 // 64 == (s3 + w3 - 1) // 64 == 3
+            bits += list(range(s0, s0 + w0)) + list(range(s3, s3 + w3))
+        assert sorted(bits) == list(range(256))
+        np.testing.assert_array_equal(fast.pdq_parity_mix(codes, nsub),
+                                      ref.pdq_parity_mix(codes, nsub))
+    for bad in (3, 5):
+        with pytest.raises(ValueError):
+            fast.mih_layout(256, bad, fast.SPLIT_MIXED)
+        with pytest.raises(ValueError):
+            ref.mih_layout(256, bad, ref.SPLIT_MIXED)
+
+
 def test_dihedral_variants_share_parity_class_keys():
     """Under the split, the ideal variants take <= 2 values in the (odd, odd) word and <= 4
     in the others; the real ones are the ideal ones up to a few bits (median shifts)."""
@@ -233,10 +259,10 @@ def test_dihedral_variants_share_parity_class_keys():
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(16, 40), st.sampled_from(["ideal", "real",
                                                                         "random"]),
-       st.integers(1, 8), threads, impls)
-def test_mih_split_parity_with_dihedral_needles(seed, nsub, kind, m, nthreads, impl):
-    """Split-parity MIH = brute force, with needle sets whose probes coincide (dihedral) or
-    not, and databases planted near those needles."""
+       st.integers(1, 8), threads, impls, st.sampled_from([True, fast.SPLIT_MIXED]))
+def test_mih_split_parity_with_dihedral_needles(seed, nsub, kind, m, nthreads, impl, split):
+    """Split-parity and mixed-parity MIH = brute force, with needle sets whose probes
+    coincide (dihedral) or not, and databases planted near those needles."""
     fast.set_popcount_impl(impl)
     rng = np.random.default_rng(seed)
     nq = int(rng.integers(0, 5))
@@ -253,9 +279,9 @@ def test_mih_split_parity_with_dihedral_needles(seed, nsub, kind, m, nthreads, i
         flips = rng.random((len(db), 256)) < rng.choice([0.0, 0.03, 0.08])
         db[::2] = (picks ^ np.packbits(flips, axis=1))[::2]
     radius = int(rng.choice([0, 3, 15, 31, 40, 64]))
-    starts, widths = fast.mih_layout(256, nsub, True)
-    tables = fast.mih_build(db, starts, widths, threads=nthreads, split_parity=True)
-    assert_same(tables, ref.mih_build(db, starts, widths, split_parity=True))
+    starts, widths = fast.mih_layout(256, nsub, split)
+    tables = fast.mih_build(db, starts, widths, threads=nthreads, split_parity=split)
+    assert_same(tables, ref.mih_build(db, starts, widths, split_parity=split))
     assert_same(fast.mih_range_search_multi(needles, db, starts, widths, *tables, radius,
-                                            threads=nthreads, split_parity=True),
+                                            threads=nthreads, split_parity=split),
                 ref.range_search_multi(needles, db, radius))
