@@ -370,27 +370,10 @@ def range_search_multi_candidates(needles, database, cand_offsets, cand_rows, ra
 cdef void verify_candidates(const uint64_t *needles, int m, const uint64_t *db, int nw,
                             const int64_t *rows, int64_t count, int radius,
                             HitList *out) noexcept nogil:
-    """Push (row, min distance, argmin needle) for candidates within radius (unsorted)."""
-    cdef int32_t d[BLOCK_ROWS]
-    cdef int32_t best[BLOCK_ROWS]
-    cdef int8_t arg[BLOCK_ROWS]
-    cdef hm_gatherdist_fn gather = hm_get_active().gatherdist
-    cdef int64_t b0 = 0, nb, i
-    cdef int j
-    while b0 < count:
-        nb = min(<int64_t> BLOCK_ROWS, count - b0)
-        gather(needles, db, rows + b0, nb, nw, best)
-        memset(arg, 0, nb)
-        for j in range(1, m):
-            gather(needles + j * nw, db, rows + b0, nb, nw, d)
-            for i in range(nb):
-                if d[i] < best[i]:
-                    best[i] = d[i]
-                    arg[i] = <int8_t> j
-        for i in range(nb):
-            if best[i] <= radius:
-                hits_push(out, rows[b0 + i], best[i], arg[i])
-        b0 += nb
+    """Push (row, min distance, argmin needle) for candidates within radius (unsorted):
+    the masked verifier over all m (1..8) needles."""
+    verify_candidates_masked(needles, <uint8_t> ((1 << m) - 1), db, nw, rows, count, radius,
+                             out)
 
 
 @cython.wraparound(True)
