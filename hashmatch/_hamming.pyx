@@ -14,9 +14,10 @@ Result conventions (shared with the twins):
 - ``topk`` returns ``(ids int64 (nq, k), distances int32 (nq, k))`` sorted by (distance, id);
   when fewer than k rows are eligible the tail is padded with id -1 and distance PAD_DISTANCE.
 """
-import os
 
 import numpy as np
+
+from .parallel import default_workers
 
 cimport cython
 cimport numpy as cnp
@@ -89,17 +90,9 @@ def set_popcount_impl(name):
 # --------------------------------------------------------------------------------------------
 # argument checking
 
-def default_threads():
-    """Every core this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def _threads(threads):
     if threads is None:
-        return default_threads()
+        return default_workers()  # every core this process may run on
     threads = int(threads)
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")

@@ -20,6 +20,7 @@ import math
 import numpy as np
 
 from . import _hamming
+from .parallel import default_workers
 
 # Cost model, measured with benchmarks/bench_index.py on a 2-core AMD EPYC VM (1 thread):
 # a random memory access (bucket probe or candidate verification) costs ~40 ns there, a
@@ -106,7 +107,7 @@ def choose_mih_layout(n: int, nbits: int, design_radius: int, force: bool = Fals
 
 def auto_threads(work: int) -> int:
     """Threads for a call doing ``work`` comparisons: 1 for small work, else every core."""
-    return 1 if work < PARALLEL_MIN_WORK else _hamming.default_threads()
+    return 1 if work < PARALLEL_MIN_WORK else default_workers()
 
 
 class _Segment:
@@ -339,7 +340,7 @@ class CodeIndex:
             if threads is None:
                 # MIH answers one query in well under a millisecond: threads pay off only
                 # for batches.
-                threads = 1 if nq < MIH_PARALLEL_MIN_QUERIES else _hamming.default_threads()
+                threads = 1 if nq < MIH_PARALLEL_MIN_QUERIES else default_workers()
             starts, widths, offsets, rows, split = seg.mih
             result = _hamming.mih_range_search_multi(needles, seg.codes, starts, widths,
                                                      offsets, rows, radius, threads=threads,
