@@ -175,6 +175,11 @@ class _Shard:
         if not in_order:
             self._compact(resort=True)
 
+    def append_codes(self, rows) -> None:
+        """Append a store ``Codes`` set (one algorithm and bit length)."""
+        self.append(rows.fingerprint_ids, rows.item_ids, rows.codes, rows.regions,
+                    rows.variants, rows.qualities)
+
     def _encode(self, names) -> np.ndarray:
         out = np.empty(len(names), np.int16)
         for i, name in enumerate(names):
@@ -295,9 +300,7 @@ class Index:
                 rows = cached.get((algorithm, nbits)) if cached else None
                 if rows is None:
                     rows = self.store.load_codes(algorithm, nbits)
-                self._shard(algorithm, nbits).append(
-                    rows.fingerprint_ids, rows.item_ids, rows.codes, rows.regions, rows.variants,
-                    rows.qualities)
+                self._shard(algorithm, nbits).append_codes(rows)
         self._cache_dirty = cached is None
 
     def _save_cache(self) -> None:
@@ -325,9 +328,7 @@ class Index:
             shard.remove_items(removed)
         if added:
             for (algorithm, nbits), rows in self.store.load_codes_for_items(added).items():
-                self._shard(algorithm, nbits).append(
-                    rows.fingerprint_ids, rows.item_ids, rows.codes, rows.regions, rows.variants,
-                    rows.qualities)
+                self._shard(algorithm, nbits).append_codes(rows)
         self._seq = changes[-1][0]
         self._cache_dirty = True
         return len(changes)
