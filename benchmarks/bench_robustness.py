@@ -200,48 +200,46 @@ def _open(path: str, max_side: int | None = None) -> Image.Image:
     return regions.working_copy(image, max_side) if max_side else image
 
 
-def hm_default_store(path: str, crops: bool = True, grid: bool = True) -> dict:
-    """All candidate stored regions (crop windows included: the evaluation can leave them out,
-    so one hashing pass measures the default and the +crops variant), with grid codes for
-    the verification experiment."""
-    image = _open(path, regions.WORKING_SIDE)
-    rows = regions.storage_regions(image, crops=crops)
-    codes, quality, grids = [], [], []
-    for region in rows:
-        crop = region.image()
-        code, q = pdq_code(crop)
-        codes.append(code)
-        quality.append(q)
-        grids.append(grid_codes(crop)[0] if grid else code)
-    return {"pdq": np.stack(codes), "grid": np.stack(grids), "quality": np.array(quality),
-            "region": np.array([r.name for r in rows])}
+def hm_default_store(path: str) -> dict:
+    """What the Index stores for a known image (hashing cost only, for images/s)."""
+    from hashmatch.hashing import fingerprint_file
+    return {"rows": 1 + len(fingerprint_file(path, ("pdq",), regions=True).regions)}
 
 
-def hm_default_query(path: str) -> dict:
-    image = _open(path, regions.WORKING_SIDE)
-    found = regions.query_regions(image)
-    codes, quality, grids, names = [], [], [], []
-    for region in found:
-        crop = region.image()
-        if region.name == "full":  # rotations/flips: one DCT gives all 8 (query side only)
-            dih, q = pdq_dihedral_codes(crop)
-            codes += list(dih)
-            grids += list(grid_codes(crop, dihedral=True))
-            quality += [q] * 8
-            names += ["full"] + ["full:d%d" % v for v in range(1, 8)]
-        else:
-            code, q = pdq_code(crop)
-            codes.append(code)
-            grids.append(grid_codes(crop)[0])
-            quality.append(q)
-            names.append(region.name)
-    return {"pdq": np.stack(codes), "grid": np.stack(grids), "quality": np.array(quality),
-            "region": np.array(names)}
-
-
-def hm_default_store_lean(path: str) -> dict:
-    """What the default actually stores (for images/s)."""
-    return hm_default_store(path, crops=False, grid=False)
+def hashmatch_index_scores(db: list[str], queries: list[Query], workers: int,
+                           max_distance: int = 128, variants=()):
+    """The real thing: a hashmatch Index of ``db`` (regions on, the defaults), queried with
+    every query file through ``Index.query_many``. Returns one (n_queries, n_items) matrix of
+    matched items' scores (NO_MATCH elsewhere) for the defaults and one per dict of query
+    options in ``variants``, and stats. Querying once at a wide ``max_distance`` and cutting
+    at t equals querying at t (see regions.select_matches)."""
+    import tempfile
+    from hashmatch.index import Index, query_fingerprints
+    qpaths = [q.path for q in queries]
+    with tempfile.TemporaryDirectory() as tmp, \
+            Index.open(os.path.join(tmp, "bench.hmdb"), create=True) as index:
+        report = index.add_files(db, workers=workers)
+        if report.failed:
+            print(f"  {len(report.failed)} database files failed: {report.failed[0].reason}",
+                  file=sys.stderr)
+        item_of = {o.item_id: i for i, o in enumerate(report.outcomes) if o.item_id is not None}
+        rows = index.stats()["in_memory"]["pdq/256"]["fingerprints"]
+        matrices = []
+        for options in [{}] + list(variants):
+            options = dict(options)
+            index.regions = not options.pop("regions_off", False)
+            best = np.full((len(queries), len(db)), NO_MATCH, dtype=np.int32)
+            for qi, result in enumerate(index.query_many(qpaths, max_distance=max_distance,
+                                                         workers=workers, **options)):
+                if result.error:
+                    print(f"  query failed {result.path}: {result.error}", file=sys.stderr)
+                for match in result.matches:
+                    best[qi, item_of[match.item_id]] = match.score
+            matrices.append(best)
+    sample = qpaths[:: max(1, len(qpaths) // 200)]
+    region_needles = np.mean([sum(1 for _, region, _ in query_fingerprints(
+        p, ("pdq",), False, True, True)[0] if region != "full") for p in sample])
+    return matrices, {"rows_per_item": rows / len(db), "region_needles": float(region_needles)}
 
 
 def grid_full_store(path: str) -> dict:
@@ -291,7 +289,7 @@ def imagehash_dhash(path: str) -> dict:
 
 # name -> (store hasher, query hasher, code key, default threshold)
 SYSTEMS = {
-    "hashmatch default": (hm_default_store, hm_default_query, "pdq", None),
+    "hashmatch default": (hm_default_store, None, "pdq", None),
     "hashmatch pdq full+dihedral": (hm_pdq_full, hm_pdq_full_dihedral, "pdq", 31),
     "pdqhash": (pdqhash_plain, pdqhash_plain, "pdq", 31),
     "pdqhash dihedral": (pdqhash_plain, pdqhash_dihedral, "pdq", 31),
@@ -357,55 +355,6 @@ def best_per_item(store: list[dict], queries: list[dict], key: str, n_items: int
         owners = q_owner[lo:lo + chunk]
         np.minimum.at(best, (owners[:, None], items[None, :]), per_item)
     return best
-
-
-def candidate_pairs(store: list[dict], queries: list[dict], radius: int, chunk: int = 4096):
-    """Every (query needle, stored row) pair within ``radius`` PDQ bits, with the grid distance
-    of the same pair: the raw material of the hashmatch default decision rule."""
-    db, db_owner, db_x = _flatten(store, "pdq")
-    q, q_owner, q_x = _flatten(queries, "pdq")
-    out = []
-    for lo in range(0, len(q), chunk):
-        d = distance_matrix(np.ascontiguousarray(q[lo:lo + chunk]), db)
-        qi, ri = np.nonzero(d <= radius)
-        if not qi.size:
-            continue
-        g = _pairwise(q_x["grid"][lo + qi], db_x["grid"][ri])
-        out.append(dict(query=q_owner[lo + qi], item=db_owner[ri], pdq=d[qi, ri], grid=g,
-                        q_region=q_x["region"][lo + qi], s_region=db_x["region"][ri],
-                        q_quality=q_x["quality"][lo + qi], s_quality=db_x["quality"][ri]))
-    return {k: np.concatenate([o[k] for o in out]) for k in out[0]}
-
-
-_POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
-
-
-def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return _POP8[np.bitwise_xor(a, b)].sum(axis=1, dtype=np.int32)
-
-
-# --------------------------------------------------------------------------------------------
-# the hashmatch default decision rule (what regions.recommended thresholds encode)
-
-def default_scores(pairs: dict, n_queries: int, n_items: int, policy: dict) -> np.ndarray:
-    """(n_queries, n_items) score: the best pair's PDQ distance if it passes the policy, else
-    NO_MATCH. The sweep then thresholds the PDQ distance; the policy's gates are fixed."""
-    # Rotated/flipped query needles are scanned against stored full frames only (the index
-    # keeps them apart): that is what keeps the query cost within 3x of full-frame-only.
-    keep = ~(np.char.startswith(pairs["q_region"].astype(str), "full:d")
-             & (pairs["s_region"].astype(str) != "full"))
-    min_q = policy["min_quality"]
-    keep &= (pairs["q_quality"] >= min_q) & (pairs["s_quality"] >= min_q)
-    # Optional verification: the grid hash of the same two regions must agree too.
-    keep &= pairs["grid"] <= policy["grid_max"]
-    distance = pairs["pdq"].astype(np.int32)
-    for prefix, penalty in regions.REGION_PENALTY.items():
-        involved = (np.char.startswith(pairs["q_region"].astype(str), prefix)
-                    | np.char.startswith(pairs["s_region"].astype(str), prefix))
-        distance = distance + penalty * involved
-    score = np.full((n_queries, n_items), NO_MATCH, dtype=np.int32)
-    np.minimum.at(score, (pairs["query"][keep], pairs["item"][keep]), distance[keep])
-    return regions.distinct_best(score, policy["margin"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -525,46 +474,34 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--systems", default=",".join(SYSTEMS))
-    parser.add_argument("--ablations-only", action="store_true",
-                        help="re-evaluate the saved candidate pairs, rewrite the ablation table")
+    parser.add_argument("--no-ablations", action="store_true")
     args = parser.parse_args(argv)
-    if args.ablations_only:
-        rewrite_ablations(args.quick)
-        return
     started = time.time()
     edit_names = list(edits.EDITS)
     db, n_orig, queries = build_dataset(args.quick, edit_names)
     print(f"dataset: {len(db)} db items, {len(queries)} queries ({time.time() - started:.0f}s)", flush=True)
     qpaths = [q.path for q in queries]
-    results, speeds, meta_extra = {}, {}, {}
+    results, speeds, meta_extra, ablations = {}, {}, {}, []
     sample = db[:: max(1, len(db) // (60 if args.quick else 200))]
-    policy = DEFAULT_POLICY
     for name in args.systems.split(","):
         store_fn, query_fn, key, default_t = SYSTEMS[name]
         t0 = time.time()
-        store = hash_all(store_fn, db, args.workers)
-        qh = hash_all(query_fn, qpaths, args.workers)
-        speeds[name] = images_per_second(SPEED_FN.get(name, store_fn), sample)
+        if query_fn is not None:
+            store = hash_all(store_fn, db, args.workers)
+            qh = hash_all(query_fn, qpaths, args.workers)
+        speeds[name] = images_per_second(store_fn, sample)
         if name == "hashmatch default":
-            pairs = candidate_pairs(store, qh, radius=PAIR_RADIUS)
-            np.savez_compressed(WORK / ("pairs_quick.npz" if args.quick else "pairs.npz"), **pairs)
-            with_crops = "hashmatch default + 4 stored crop windows"
-            results[with_crops] = evaluate(with_crops, default_scores(pairs, len(queries), len(db), policy),
-                                           queries, policy["pdq_max"], 128)
-            speeds[with_crops] = images_per_second(store_fn, sample)
-            pairs = {k: v[~np.char.startswith(pairs["s_region"].astype(str), "crop:")]
-                     for k, v in pairs.items()}
-            best = default_scores(pairs, len(queries), len(db), policy)
-            default_t = policy["pdq_max"]
-            stored_rows = [int((~np.char.startswith(h["region"].astype(str), "crop:")).sum())
-                           for h in store if h is not None]
-            extra_needles = [len(h["pdq"]) - 8 for h in qh if h is not None]
-            meta_extra.update(rows_per_item=float(np.mean(stored_rows)),
-                              extra_needles=float(np.mean(extra_needles)))
-            meta_extra["latency"] = latency_ratio(meta_extra["rows_per_item"],
-                                                  meta_extra["extra_needles"], args.quick)
-            print(f"  stored rows/item: mean {np.mean(stored_rows):.2f}, max {max(stored_rows)}; "
-                  f"extra query needles mean {np.mean(extra_needles):.2f}; latency {meta_extra['latency']}")
+            variants = {} if args.no_ablations else ABLATIONS
+            scores, stats = hashmatch_index_scores(db, queries, args.workers,
+                                                   variants=list(variants.values()))
+            best = scores[0]
+            np.save(WORK / ("index_scores_quick.npy" if args.quick else "index_scores.npy"), best)
+            default_t = regions.PDQ_MAX_DISTANCE
+            meta_extra.update(stats)
+            meta_extra["latency"] = latency_ratio(stats["rows_per_item"],
+                                                  stats["region_needles"], args.quick)
+            for (label, _), variant_best in zip(variants.items(), scores[1:]):
+                ablations.append((label, evaluate(label, variant_best, queries, default_t, 128)))
         else:
             best = best_per_item(store, qh, key, len(db))
         max_t = 128 if key == "pdq" else 32
@@ -576,94 +513,50 @@ def main(argv=None):
     notes = ""
     if "rows_per_item" in meta_extra:
         lat = meta_extra["latency"]
-        notes = (f"hashmatch default stores {meta_extra['rows_per_item']:.2f} PDQ codes per item "
-                 f"on average ({meta_extra['rows_per_item'] * 32:.0f} bytes; at most 3: full, content, "
-                 f"embedded) and queries 8 dihedral needles (against stored full frames) + full + "
-                 f"{meta_extra['extra_needles']:.2f} region needles (against every stored row). "
-                 f"Exact scan at {lat['items']:,} items, 1 thread: full-frame-only query "
-                 f"{lat['baseline_ms']:.1f} ms, hashmatch default {lat['default_ms']:.1f} ms "
-                 f"(x{lat['ratio']:.2f}). Decision rule: pair distance (+{regions.REGION_PENALTY['embedded']} "
-                 f"for pairs involving an embedded region), best item only, and only if {regions.PDQ_MARGIN} "
-                 f"bits closer than the runner-up. PDQ hashed via {PDQ_IMPL}.")
+        notes = (f"hashmatch default = a real `hashmatch.Index` (regions on, default decision rule), "
+                 f"`add_files` of the database then `query_many` of every query file. It stores "
+                 f"{meta_extra['rows_per_item']:.2f} PDQ codes per item on average "
+                 f"({meta_extra['rows_per_item'] * 32:.0f} bytes of codes) and queries 8 rotations/"
+                 f"flips of the full frame (against stored full frames) + "
+                 f"{meta_extra['region_needles']:.2f} region needles on average (against every "
+                 f"stored row). Exact scan at {lat['items']:,} items, 1 thread: full-frame-only "
+                 f"query {lat['baseline_ms']:.1f} ms, hashmatch default {lat['default_ms']:.1f} ms "
+                 f"(x{lat['ratio']:.2f}). Decision rule (hashmatch.regions.select_matches): pair "
+                 f"distance + {regions.REGION_PENALTY['embedded']} for pairs involving an embedded "
+                 f"region; an item matches within the threshold if its score is <= "
+                 f"{regions.PDQ_CERTAIN} or it is {regions.PDQ_MARGIN} bits closer than any other "
+                 f"stored picture. PDQ hashed via {PDQ_IMPL}.")
     results = dict(sorted(results.items(), key=lambda kv: kv[0] != "hashmatch default"))
     meta = dict(notes=notes, command="benchmarks/bench_robustness.py" + (" --quick" if args.quick else ""),
                 machine=machine(), pdq_impl=PDQ_IMPL, n_db=len(db), n_originals=n_orig,
                 n_pos=sum(q.true_item >= 0 for q in queries),
                 n_neg=sum(q.true_item < 0 for q in queries))
     (WORK / ("results_quick.json" if args.quick else "results.json")).write_text(json.dumps(results, indent=1))
+    if "hashmatch default" in results:
+        meta["notes"] += "\n" + "\n".join(ablation_table(results["hashmatch default"], ablations))
     write_report(results, speeds, meta, args.quick)
     if not args.quick:
         plot(results, PLOT)
-    if "hashmatch default" in results:
-        rewrite_ablations(args.quick)
     print(f"done in {time.time() - started:.0f}s")
 
 
+# Query options of hashmatch default changed one at a time, same index and query files.
 ABLATIONS = {
-    "default (as above)": {},
     "no margin test (every item within threshold)": {"margin": 0},
-    "no embedded-region penalty": {"penalty": 0},
-    "no embedded regions at all": {"drop_regions": ("embedded",)},
-    "no earlier embedded steps (final box only)": {"drop_steps": True},
-    "no stored embedded region (store full + content)": {"drop_stored": ("embedded",)},
-    "full frame only (+dihedral), margin test": {"drop_regions": ("embedded", "content")},
-    "+ grid verification <= 40 of 240 bits": {"grid_max": 40},
-    "+ grid verification <= 60": {"grid_max": 60},
     "no minimum quality (0)": {"min_quality": 0},
-    "min PDQ quality 80": {"min_quality": 80},
+    "full frame only (+ rotations/flips), margin test": {"regions_off": True},
 }
 
 
-def ablation_table(pairs: dict, queries: list[Query], n_items: int) -> list[str]:
-    """Recall at <= 1% false alarm of the decision rule with one piece changed, same hashes."""
-    lines = ["| hashmatch default variant | recall at <=1% FA | threshold | frame | crop | overlay | plain |",
+def ablation_table(default: dict, ablations: list) -> list[str]:
+    lines = ["", "Ablations (same index, one query option changed):", "",
+             "| hashmatch default variant | recall at <=1% FA | threshold | frame | crop | overlay | plain |",
              "|---|---|---|---|---|---|---|"]
-    base_pairs = {k: v[~np.char.startswith(pairs["s_region"].astype(str), "crop:")] for k, v in pairs.items()}
-    for label, change in ABLATIONS.items():
-        p = base_pairs
-        if change.get("drop_steps"):
-            keep = ~np.char.startswith(p["q_region"].astype(str), "embedded:")
-            p = {k: v[keep] for k, v in p.items()}
-        if change.get("drop_stored"):
-            keep = ~np.isin(p["s_region"].astype(str), change["drop_stored"])
-            p = {k: v[keep] for k, v in p.items()}
-        drop = change.get("drop_regions", ())
-        if drop:
-            q_kind = np.char.partition(p["q_region"].astype(str), ":")[:, 0]
-            s_kind = np.char.partition(p["s_region"].astype(str), ":")[:, 0]
-            keep = ~np.isin(q_kind, drop) & ~np.isin(s_kind, drop)
-            p = {k: v[keep] for k, v in p.items()}
-        policy = dict(DEFAULT_POLICY, **{k: v for k, v in change.items() if k in DEFAULT_POLICY})
-        penalty = change.get("penalty")
-        saved = dict(regions.REGION_PENALTY)
-        if penalty is not None:
-            regions.REGION_PENALTY.update({k: penalty for k in regions.REGION_PENALTY})
-        try:
-            r = evaluate(label, default_scores(p, len(queries), n_items, policy), queries,
-                         policy["pdq_max"], 128)
-        finally:
-            regions.REGION_PENALTY.update(saved)
+    for label, r in [("default (as above)", default)] + ablations:
         c = r["per_category"]
         lines.append(f"| {label} | {r['recall']:.3f} | {r['threshold']} | {c['frame']:.2f} | "
                      f"{c['crop']:.2f} | {c['overlay']:.2f} | {c['plain']:.2f} |")
     return lines
-
-
-def rewrite_ablations(quick: bool) -> None:
-    """Re-evaluate the saved candidate pairs and put the ablation table in the section."""
-    pairs = dict(np.load(WORK / ("pairs_quick.npz" if quick else "pairs.npz")))
-    db, _, queries = build_dataset(quick, list(edits.EDITS))
-    table = "\n".join(["", "Ablations (same hashes, decision rule changed):", ""]
-                      + ablation_table(pairs, queries, len(db)) + [""])
-    if quick:
-        print(table)
-        return
-    text = RESULTS.read_text()
-    marker = "![robustness](robustness.png)"
-    head, tail = text.split(marker, 1)
-    if "Ablations (same hashes" in head:
-        head = head[:head.index("\nAblations (same hashes")]
-    RESULTS.write_text(head.rstrip() + "\n" + table + "\n" + marker + tail)
 
 
 def latency_ratio(rows_per_item: float, extra_needles: float, quick: bool) -> dict:
@@ -691,10 +584,6 @@ def latency_ratio(rows_per_item: float, extra_needles: float, quick: bool) -> di
     return {"items": items, "baseline_ms": base, "default_ms": ours, "ratio": ours / base}
 
 
-PAIR_RADIUS = 100
-SPEED_FN = {"hashmatch default": hm_default_store_lean}
-DEFAULT_POLICY = {"min_quality": regions.MIN_QUALITY, "grid_max": 256, "pdq_max": regions.PDQ_MAX_DISTANCE,
-                  "margin": regions.PDQ_MARGIN}
 
 if __name__ == "__main__":
     main()

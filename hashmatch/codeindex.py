@@ -255,6 +255,29 @@ class CodeIndex:
         found.append(self._buf_ids[:n][self._buf_live[:n] & np.isin(self._buf_ids[:n], ids)])
         return np.concatenate(found)
 
+    def codes_of(self, ids) -> np.ndarray | None:
+        """The stored codes of live ``ids``, in the order given (None with an approximate
+        backend, which does not keep them). Unknown or removed ids raise KeyError."""
+        if self._approx is not None:
+            return None
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        out = np.zeros((len(ids), self.nbytes_per_code), np.uint8)
+        found = np.zeros(len(ids), bool)
+        for seg in self._segments:
+            pos = np.minimum(np.searchsorted(seg.ids, ids), len(seg.ids) - 1)
+            hit = (seg.ids[pos] == ids) & seg.live[pos] if len(seg.ids) else found & False
+            out[hit], found = seg.codes[pos[hit]], found | hit
+        n = self._buf_n
+        if n and not found.all():
+            where = {int(i): k for k, i in enumerate(self._buf_ids[:n]) if self._buf_live[k]}
+            for k in np.nonzero(~found)[0]:
+                row = where.get(int(ids[k]))
+                if row is not None:
+                    out[k], found[k] = self._buf_codes[row], True
+        if not found.all():
+            raise KeyError(f"ids not in the index: {ids[~found][:5].tolist()}")
+        return out
+
     def _append_to_buffer(self, codes, ids):
         need = self._buf_n + len(ids)
         if need > len(self._buf_ids):  # grow geometrically: appends are amortised O(1)

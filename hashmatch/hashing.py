@@ -28,6 +28,9 @@ class FileFingerprints:
     width: int | None = None
     height: int | None = None
     error: str | None = None  # "reason (detail)" as ImageError words it
+    # (region name, PDQ fingerprint) of the image's regions besides the full frame (content
+    # without borders, embedded picture: hashmatch.regions), when asked for.
+    regions: list[tuple[str, Fingerprint]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -59,8 +62,11 @@ def hash_file(source, algorithm: str = DEFAULT_ALGORITHM, *, exact: bool = False
 
 
 def fingerprint_file(path, algorithms: Sequence[str] = (DEFAULT_ALGORITHM,), exact: bool = False,
-                     exif_transpose: bool = True) -> FileFingerprints:
-    """Decode ``path`` once and fingerprint it with each algorithm; never raises for bad files."""
+                     exif_transpose: bool = True, regions: bool = False) -> FileFingerprints:
+    """Decode ``path`` once and fingerprint it with each algorithm; never raises for bad files.
+
+    ``regions``: also PDQ-hash the image's regions (:func:`hashmatch.regions.storage_fingerprints`)
+    when PDQ is among the algorithms."""
     name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else decoding.describe(path)
     result = FileFingerprints(path=name)
     try:
@@ -71,6 +77,11 @@ def fingerprint_file(path, algorithms: Sequence[str] = (DEFAULT_ALGORITHM,), exa
         result.format = decoded.format
         result.width, result.height = decoded.original_size
         result.fingerprints = [compute(decoded.image, a, exact=exact) for a in algorithms]
+        if regions and "pdq" in algorithms:
+            from .regions import storage_fingerprints
+
+            full = result.fingerprints[list(algorithms).index("pdq")]
+            result.regions = storage_fingerprints(decoded.image, full=full)[1:]
     except ImageError as exc:
         result.error = exc.reason + (f" ({exc.detail})" if exc.detail else "")
     except Exception as exc:  # noqa: BLE001 - one bad file must never stop a batch
@@ -96,12 +107,13 @@ def hash_files(paths: Iterable, algorithm: str = DEFAULT_ALGORITHM, *, exact: bo
 
 def iter_hash_files(paths: Iterable, algorithms: Sequence[str] = (DEFAULT_ALGORITHM,), *,
                     exact: bool = False, workers: int | None = None, exif_transpose: bool = True,
-                    progress: Callable[[int], None] | None = None, client=None):
+                    progress: Callable[[int], None] | None = None, client=None,
+                    regions: bool = False):
     """Like :func:`hash_files` but yields results in order as they are ready (streaming)."""
     from .hashers import check_algorithm
 
     algorithms = tuple(check_algorithm(a) for a in algorithms)
-    job = _FingerprintJob(algorithms, exact, exif_transpose)
+    job = _FingerprintJob(algorithms, exact, exif_transpose, regions)
     if client is not None:
         from .distributed import dask_map_files
 
@@ -123,6 +135,8 @@ class _FingerprintJob:
     algorithms: tuple
     exact: bool
     exif_transpose: bool
+    regions: bool = False
 
     def __call__(self, path) -> FileFingerprints:
-        return fingerprint_file(path, self.algorithms, self.exact, self.exif_transpose)
+        return fingerprint_file(path, self.algorithms, self.exact, self.exif_transpose,
+                                self.regions)

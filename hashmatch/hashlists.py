@@ -552,12 +552,16 @@ def iter_export_rows(index, algorithms: Iterable[str] | None = None) -> Iterator
 def export_hash_list(index, out: TextIO, fmt: str = "jsonl", algorithm: str = "pdq") -> int:
     """Write every stored fingerprint to ``out``; returns the number of lines written.
 
-    ``jsonl`` and ``csv`` carry everything (import of the export reproduces the items and
-    their metadata); ``te`` writes ``hash,quality,path`` lines of ``algorithm`` only.
+    ``jsonl`` and ``csv`` carry everything, region fingerprints included (import of the
+    export reproduces the items, their regions and metadata); ``te`` writes
+    ``hash,quality,path`` lines of ``algorithm``'s full-frame hashes only, one per image, as
+    other PDQ systems expect.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown hash-list format {fmt!r}; expected one of {FORMATS}")
     rows = iter_export_rows(index, [algorithm] if fmt == "te" else None)
+    if fmt == "te":
+        rows = (row for row in rows if row["region"] == "full" and row["variant"] == "original")
     writer = {"te": _write_te, "csv": _write_csv, "jsonl": _write_jsonl}[fmt]
     return writer(rows, out)
 

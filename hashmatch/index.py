@@ -21,6 +21,7 @@ from .codeindex import CodeIndex
 from .errors import HashFormatError, HashmatchError, ImageError
 from .fingerprint import DEFAULT_BITS, Fingerprint
 from .hashers import check_algorithm, decode_needs, merge_needs
+from .hashers.pdq import VARIANT_NAMES
 from .hashing import FileFingerprints, iter_hash_files
 from .store import is_database_url, open_store
 
@@ -31,8 +32,7 @@ from .store import is_database_url, open_store
 DEFAULT_MAX_DISTANCE = {"pdq": 31, "phash": 10, "dhash": 10, "ahash": 10, "grid": 20}
 
 # The eight rotations/flips, in the order PDQ's dihedral hashes come in.
-DIHEDRAL_VARIANTS = ("original", "rot90", "rot180", "rot270", "flipx", "flipy", "flipplus1",
-                     "flipminus1")
+DIHEDRAL_VARIANTS = VARIANT_NAMES
 _PIL_DIHEDRAL = {
     "original": None,
     "rot90": Image.Transpose.ROTATE_90,
@@ -57,7 +57,7 @@ class Match:
     """One stored item that matched a query, with the evidence of why."""
 
     item_id: int
-    distance: int  # smallest Hamming distance over every fingerprint pair compared
+    distance: int  # Hamming distance of the fingerprint pair that decided the match (the best)
     algorithm: str
     path: str | None
     source: str | None
@@ -70,6 +70,9 @@ class Match:
     stored_variant: str
     query_quality: int | None
     stored_quality: int | None
+    # What max_distance is compared with: distance plus the penalty for pairs that involve a
+    # loosely cut region (hashmatch.regions.REGION_PENALTY); equal to distance otherwise.
+    score: int | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -245,10 +248,13 @@ class Index:
     batch_size = BATCH_SIZE
 
     def __init__(self, store, path: str, algorithms: Sequence[str],
-                 sync_interval: float | None = None):
+                 sync_interval: float | None = None, regions: bool = True):
         self.store = store
         self.path = path
         self.algorithms = tuple(check_algorithm(a) for a in algorithms)
+        # Store and search PDQ fingerprints of image regions too (borders trimmed, the
+        # picture inside a screenshot/post/meme): hashmatch.regions.
+        self.regions = regions
         self._shards: dict[tuple[str, int], _Shard] = {}
         self._seq = 0
         # Queries sync() first when this many seconds have passed since the last sync
@@ -260,18 +266,20 @@ class Index:
     # -- lifecycle ------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | None = None, create: bool = False,
-             algorithms: Sequence[str] = ("pdq",), sync_interval: float | None = None
-             ) -> "Index":
+             algorithms: Sequence[str] = ("pdq",), sync_interval: float | None = None,
+             regions: bool = True) -> "Index":
         """Open (or with ``create=True`` create) the index at ``path`` (default: see
         :func:`default_db_path`); a ``postgresql://`` URL opens the shared PostgreSQL store.
         ``algorithms``: what :meth:`add_files` computes. ``sync_interval``: seconds after
         which a query first applies other writers' changes (:meth:`sync`); None = never
-        automatically."""
+        automatically. ``regions``: :meth:`add_files` also stores PDQ fingerprints of the
+        image's regions and queries search with them (re-posts in borders, memes,
+        screenshots); False = full frames only, as plain PDQ does."""
         path = os.fspath(path) if path is not None else default_db_path()
         store = open_store(path, create=create)
         if is_database_url(path):
             path = store.path  # without the password
-        return cls(store, path, algorithms, sync_interval=sync_interval)
+        return cls(store, path, algorithms, sync_interval=sync_interval, regions=regions)
 
     def close(self) -> None:
         if self.store is not None:
@@ -358,7 +366,7 @@ class Index:
         report = AddReport()
         batch: list[FileFingerprints] = []
         for result in iter_hash_files(paths, self.algorithms, exact=exact, workers=workers,
-                                      progress=progress, client=client):
+                                      progress=progress, client=client, regions=self.regions):
             batch.append(result)
             if len(batch) >= self.batch_size:
                 report.outcomes.extend(self._commit_files(batch, labels, source, meta, min_quality,
@@ -409,7 +417,9 @@ class Index:
             path=os.path.abspath(result.path), sha256=result.sha256, size=result.file_size,
             labels=list(labels or []), source=source, meta=item_meta,
             fingerprints=[(fp.algorithm, fp.nbits, FULL_REGION, "original", fp.bits.tobytes(),
-                           fp.quality) for fp in result.fingerprints])
+                           fp.quality) for fp in result.fingerprints]
+            + [(fp.algorithm, fp.nbits, name, "original", fp.bits.tobytes(), fp.quality)
+               for name, fp in result.regions])
 
     def add_hashes(self, hashes, algorithm: str = "pdq", qualities=None,
                    labels: Sequence[str] | None = None, source: str | None = None,
@@ -444,43 +454,56 @@ class Index:
 
     # -- querying -------------------------------------------------------------------------
     def query(self, image, max_distance: int | None = None, top_k: int | None = None,
-              exact: bool = False, dihedral: bool = True, min_quality: int | None = None
-              ) -> list[Match]:
+              exact: bool = False, dihedral: bool = True, min_quality: int | None = None,
+              margin: int | None = None) -> list[Match]:
         """Stored items matching an image (path, bytes, PIL image or array), best first.
+
+        PDQ (the default): the query's full frame in its 8 rotations/flips and its regions
+        (content without borders, the picture inside a screenshot/post/meme, as is and
+        mirrored) are searched; an item matches if its best pair is within ``max_distance``
+        (default 64 of 256 with regions, 31 without) and either within 31 bits or at least
+        ``margin`` bits (default 10) closer than any other stored picture. ``margin=0``: every
+        item within ``max_distance``. ``min_quality``: ignore PDQ fingerprints of lower
+        quality (default 50 with regions: flat and near-empty regions match nothing).
+        Other algorithms: every item within ``max_distance``.
 
         Raises :class:`hashmatch.ImageError` if the image cannot be read.
         """
         fingerprints, _ = self._query_fingerprints(image, exact, dihedral)
         self._maybe_sync()
-        return self._search(fingerprints, max_distance, top_k, min_quality)
+        return self._search(fingerprints, max_distance, top_k, min_quality, margin)
 
     def query_many(self, sources: Iterable, max_distance: int | None = None,
                    top_k: int | None = None, exact: bool = False, dihedral: bool = True,
                    min_quality: int | None = None, workers: int | None = None,
-                   progress: Callable[[int], None] | None = None) -> list[QueryResult]:
-        """Query many files; hashing runs in worker processes. Per-file errors are returned."""
+                   progress: Callable[[int], None] | None = None,
+                   margin: int | None = None) -> list[QueryResult]:
+        """Query many files (as :meth:`query`); hashing runs in worker processes. Per-file
+        errors are returned."""
         from .parallel import ordered_map
 
         sources = [os.fspath(s) if isinstance(s, os.PathLike) else s for s in sources]
         self._maybe_sync()  # the whole batch is answered from one state of the store
-        job = _QueryFingerprintJob(self._query_algorithms(), exact, dihedral)
+        job = _QueryFingerprintJob(self._query_algorithms(), exact, dihedral, self._use_regions())
         results = []
         for done, (name, fingerprints, sha256, error) in enumerate(
                 ordered_map(job, sources, workers=workers), start=1):
             if error:
                 results.append(QueryResult(name, error=error))
             else:
-                matches = self._search(fingerprints, max_distance, top_k, min_quality)
+                matches = self._search(fingerprints, max_distance, top_k, min_quality, margin)
                 results.append(QueryResult(name, matches, sha256=sha256,
-                                           fingerprints=[f for f, v in fingerprints
-                                                         if v == "original"]))
+                                           fingerprints=[fp for fp, region, variant in fingerprints
+                                                         if region == FULL_REGION
+                                                         and variant == "original"]))
             if progress:
                 progress(done)
         return results
 
     def query_hashes(self, hashes, algorithm: str = "pdq", max_distance: int | None = None,
                      top_k: int | None = None, dihedral: bool = False) -> list[list[Match]]:
-        """Match hashes (hex strings, Fingerprints or packed array) without images.
+        """Match hashes (hex strings, Fingerprints or packed array) without images: every
+        item with a fingerprint within ``max_distance`` (default: 31 for PDQ).
 
         ``dihedral=True`` (PDQ only) also searches each hash's 8 rotations/flips derived from
         its bits (:func:`hashmatch.hashers.pdq.dihedral_from_hash`: a few bits from what the
@@ -488,24 +511,29 @@ class Index:
         """
         fingerprints = _as_fingerprints(hashes, algorithm, None)
         self._maybe_sync()
-        return [self._search(self._hash_variants(fp, dihedral), max_distance, top_k, None)
+        return [self._search(self._hash_variants(fp, dihedral), max_distance, top_k, None,
+                             margin=0, use_regions=False)
                 for fp in fingerprints]
 
     @staticmethod
     def _hash_variants(fp: Fingerprint, dihedral: bool):
         if not dihedral or fp.algorithm != "pdq":
-            return [(fp, "original")]
+            return [(fp, FULL_REGION, "original")]
         from .hashers.pdq import dihedral_from_hash
 
-        return [(Fingerprint("pdq", bits, fp.quality), name)
+        return [(Fingerprint("pdq", bits, fp.quality), FULL_REGION, name)
                 for bits, name in zip(dihedral_from_hash(fp.bits)[0], DIHEDRAL_VARIANTS)]
 
     def _query_algorithms(self) -> tuple[str, ...]:
         stored = {a for a, _ in self._shards}
         return tuple(a for a in self.algorithms if a in stored) or self.algorithms
 
+    def _use_regions(self) -> bool:
+        return self.regions and "pdq" in self._query_algorithms()
+
     def _query_fingerprints(self, image, exact: bool, dihedral: bool):
-        return query_fingerprints(image, self._query_algorithms(), exact, dihedral)
+        return query_fingerprints(image, self._query_algorithms(), exact, dihedral,
+                                  self._use_regions())
 
     def _maybe_sync(self) -> None:
         # Once per public query call, never per searched hash: a batch (query_hashes,
@@ -515,51 +543,104 @@ class Index:
                 time.monotonic() - self._last_sync >= self.sync_interval:
             self.sync()
 
-    def _search(self, fingerprints, max_distance, top_k, min_quality) -> list[Match]:
-        """Exact range search of every (fingerprint, variant) and per-item aggregation."""
-        best: dict[int, tuple] = {}
+    def _search(self, fingerprints, max_distance, top_k, min_quality, margin=None,
+                use_regions: bool | None = None) -> list[Match]:
+        """Exact range search of every (fingerprint, region, variant) needle, per-item
+        aggregation, then the decision rule (:func:`hashmatch.regions.select_matches`)."""
+        from . import regions as rg
+
+        use_regions = self._use_regions() if use_regions is None else use_regions
         by_algorithm: dict[tuple[str, int], list] = {}
-        for fp, variant in fingerprints:
-            by_algorithm.setdefault((fp.algorithm, fp.nbits), []).append((fp, variant))
+        for needle in fingerprints:
+            by_algorithm.setdefault((needle[0].algorithm, needle[0].nbits), []).append(needle)
+        evidence: dict[int, tuple] = {}  # item -> (key, algorithm, distance, ...)
         for (algorithm, nbits), group in by_algorithm.items():
             shard = self._shards.get((algorithm, nbits))
             if shard is None or len(shard) == 0:
                 continue
-            radius = DEFAULT_MAX_DISTANCE[algorithm] if max_distance is None else int(max_distance)
-            radius = max(0, min(radius, nbits))
-            query_quality = group[0][0].quality
-            if min_quality is not None and query_quality is not None and query_quality < min_quality:
-                continue
-            needles = np.stack([fp.bits for fp, _ in group])
-            _, hit_ids, distances, needle_index = shard.codes.range_search_multi(needles, radius)
-            if len(hit_ids) == 0:
-                continue
-            rows = shard.rows_of(hit_ids)
-            for row, distance, which in zip(rows, distances, needle_index):
-                if min_quality is not None and shard.qualities[row] >= 0 and \
-                        shard.qualities[row] < min_quality:
-                    continue
-                item = int(shard.item_ids[row])
-                key = (int(distance), algorithm != "pdq")  # prefer PDQ evidence on ties
-                if item not in best or key < best[item][0]:
-                    best[item] = (key, algorithm, int(distance), group[which][1],
-                                  shard.names[shard.region_codes[row]],
-                                  shard.names[shard.variant_codes[row]], query_quality,
-                                  int(shard.qualities[row]))
-        ranked = sorted(best.items(), key=lambda kv: (kv[1][0], kv[0]))
+            found = self._search_shard(shard, algorithm, group, max_distance, min_quality,
+                                       margin, use_regions and algorithm == "pdq")
+            for item, value in found.items():
+                if item not in evidence or value[0] < evidence[item][0]:
+                    evidence[item] = value
+        ranked = sorted(evidence.items(), key=lambda kv: (kv[1][0], kv[0]))
         if top_k is not None:
             ranked = ranked[: int(top_k)]
         items = self.store.get_items([item for item, _ in ranked])
         matches = []
-        for item_id, (_, algorithm, distance, qvariant, sregion, svariant, qq, sq) in ranked:
+        for item_id, (key, algorithm, distance, qregion, qvariant, sregion, svariant, qq, sq) in ranked:
             item = items[item_id]
             matches.append(Match(
                 item_id=item_id, distance=distance, algorithm=algorithm, path=item.path,
                 source=item.source, labels=list(item.labels), meta=dict(item.meta),
-                sha256=item.sha256, query_region=FULL_REGION, query_variant=qvariant,
+                sha256=item.sha256, query_region=qregion, query_variant=qvariant,
                 stored_region=str(sregion), stored_variant=str(svariant), query_quality=qq,
-                stored_quality=None if sq < 0 else sq))
+                stored_quality=None if sq < 0 else sq, score=key[0]))
         return matches
+
+    def _search_shard(self, shard, algorithm, needles, max_distance, min_quality, margin,
+                      use_regions: bool) -> dict[int, tuple]:
+        """Matching items of one shard: item -> (sort key, evidence...)."""
+        from . import regions as rg
+
+        if max_distance is None:
+            max_distance = rg.PDQ_MAX_DISTANCE if use_regions else DEFAULT_MAX_DISTANCE[algorithm]
+        max_distance = max(0, min(int(max_distance), shard.nbits))
+        if margin is None:
+            margin = rg.PDQ_MARGIN if use_regions else 0
+        if min_quality is None and use_regions:
+            min_quality = rg.MIN_QUALITY
+        # Runner-ups up to ``margin`` beyond the radius count against the best item.
+        radius = min(shard.nbits, max_distance + max(0, margin))
+        needles = [n for n in needles
+                   if min_quality is None or n[0].quality is None or n[0].quality >= min_quality]
+        best: dict[int, tuple] = {}
+        for start in range(0, len(needles), rg.MAX_NEEDLES_PER_PASS):
+            group = needles[start:start + rg.MAX_NEEDLES_PER_PASS]
+            codes = np.stack([fp.bits for fp, _, _ in group])
+            _, hit_ids, _, _ = shard.codes.range_search_multi(codes, radius)
+            if len(hit_ids) == 0:
+                continue
+            # The scan reports each hit's nearest needle, but which pair counts depends on
+            # regions (rotations meet full frames only; penalties): score every needle.
+            rows = shard.rows_of(hit_ids)
+            stored_regions = [shard.names[c] for c in shard.region_codes[rows]]
+            distances = _pair_distances(codes, shard.codes.codes_of(hit_ids))
+            scores = np.full(distances.shape, np.iinfo(np.int32).max, np.int64)
+            for k, (fp, qregion, qvariant) in enumerate(group):
+                for j, sregion in enumerate(stored_regions):
+                    if rg.pair_allowed(qregion, qvariant, sregion) and distances[j, k] <= radius:
+                        scores[j, k] = rg.pair_score(distances[j, k], qregion, sregion) \
+                            if use_regions else distances[j, k]
+            for j, row in enumerate(rows):
+                stored_quality = int(shard.qualities[row])
+                if min_quality is not None and 0 <= stored_quality < min_quality:
+                    continue
+                k = int(np.argmin(scores[j]))
+                if scores[j, k] == np.iinfo(np.int32).max:
+                    continue
+                fp, qregion, qvariant = group[k]
+                item = int(shard.item_ids[row])
+                key = (int(scores[j, k]), algorithm != "pdq")  # prefer PDQ evidence on ties
+                if item not in best or key < best[item][0]:
+                    best[item] = (key, algorithm, int(distances[j, k]), qregion, qvariant,
+                                  stored_regions[j], shard.names[shard.variant_codes[row]],
+                                  fp.quality, stored_quality, row)
+        if not best:
+            return {}
+        items = list(best)
+        scores = np.array([[best[i][0][0] for i in items]], np.int64)
+        groups = None
+        if margin > 0:
+            # Near-duplicate pictures stored twice (a photo and its re-encode) are one
+            # picture for the margin test: group items whose best rows are that close.
+            rows = np.array([best[i][-1] for i in items])
+            stored = shard.codes.codes_of(shard.fp_ids[rows])
+            if stored is not None:
+                groups = _duplicate_groups(stored)[None, :]
+        keep = rg.select_matches(scores, max_distance, margin, groups=groups)[0] \
+            if margin > 0 else scores[0] <= max_distance
+        return {item: best[item][:-1] for item, ok in zip(items, keep) if ok}
 
     # -- information ----------------------------------------------------------------------
     def stats(self) -> dict:
@@ -594,14 +675,40 @@ class Index:
         return stored
 
 
-def query_fingerprints(image, algorithms: Sequence[str], exact: bool, dihedral: bool):
-    """The (Fingerprint, variant) pairs to search for one query image."""
+def query_fingerprints(image, algorithms: Sequence[str], exact: bool, dihedral: bool,
+                       regions: bool = False):
+    """The (Fingerprint, region, variant) needles to search for one query image."""
     needs = merge_needs([decode_needs(a, exact) for a in algorithms])
     decoded = decoding.decode(image, mode=needs.mode, draft_min_side=needs.draft_min_side)
-    pairs = []
+    needles = []
     for algorithm in algorithms:
-        pairs.extend(_variants(decoded.image, algorithm, exact, dihedral))
-    return pairs, decoded
+        if regions and algorithm == "pdq":
+            from .regions import query_fingerprints as region_needles
+
+            full = [fp for fp, _ in _variants(decoded.image, algorithm, exact, True)]
+            found = region_needles(decoded.image, full)
+            # Without rotations the full frame is searched as is only; regions stay.
+            needles.extend(found if dihedral else found[:1] + found[len(full):])
+        else:
+            needles.extend((fp, FULL_REGION, variant)
+                           for fp, variant in _variants(decoded.image, algorithm, exact, dihedral))
+    return needles, decoded
+
+
+_BIT_COUNT = np.array([bin(i).count("1") for i in range(256)], np.uint8)
+
+
+def _pair_distances(needles: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    """(n_stored, n_needles) Hamming distances of a few hit rows (numpy: hits are few)."""
+    return _BIT_COUNT[stored[:, None, :] ^ needles[None, :, :]].sum(axis=2, dtype=np.int64)
+
+
+def _duplicate_groups(codes: np.ndarray) -> np.ndarray:
+    """Group label per row: rows within regions.DUPLICATE_DISTANCE (transitively) share one."""
+    from .cluster import component_labels
+    from .regions import DUPLICATE_DISTANCE
+
+    return component_labels(codes, np.arange(len(codes)), DUPLICATE_DISTANCE, threads=1)
 
 
 def _variants(image: Image.Image, algorithm: str, exact: bool, dihedral: bool):
@@ -623,12 +730,14 @@ class _QueryFingerprintJob:
     algorithms: tuple
     exact: bool
     dihedral: bool
+    regions: bool = False
 
     def __call__(self, source):
         name = decoding.describe(source)
         try:
-            pairs, decoded = query_fingerprints(source, self.algorithms, self.exact, self.dihedral)
-            return name, pairs, decoded.sha256, None
+            needles, decoded = query_fingerprints(source, self.algorithms, self.exact,
+                                                  self.dihedral, self.regions)
+            return name, needles, decoded.sha256, None
         except ImageError as exc:
             return name, [], None, exc.reason + (f" ({exc.detail})" if exc.detail else "")
 

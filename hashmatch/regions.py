@@ -90,13 +90,16 @@ class Region:
 # analysis copy
 
 def _analysis_array(image: Image.Image) -> tuple[np.ndarray, float, float]:
-    """(h, w, 3) int16 RGB at most ANALYSIS_SIDE long, and the x/y scale back to the image."""
+    """(h, w, c) int16 pixels (c = 3 for colour images, 1 for grey ones) at most ANALYSIS_SIDE
+    long, and the x/y scale back to the image."""
     w, h = image.size
     factor = max(1, int(np.ceil(max(w, h) / ANALYSIS_SIDE)))
-    small = image.convert("RGB")
+    small = image if image.mode in ("RGB", "L") else image.convert("RGB")
     if factor > 1:
         small = small.reduce(factor)  # box filter: cheap, and averages JPEG noise away
     arr = np.asarray(small, dtype=np.int16)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
     return arr, w / arr.shape[1], h / arr.shape[0]
 
 
@@ -333,3 +336,120 @@ def distinct_best(distances: np.ndarray, margin: int = PDQ_MARGIN) -> np.ndarray
     ok = runner_up - best >= margin
     out[rows[ok], order[ok, 0]] = best[ok]
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# fingerprints of regions (what the Index stores and searches)
+
+def _pixels(image: Image.Image) -> np.ndarray:
+    """The decoded image as an array PDQ can read (grey or RGB), without a copy if possible."""
+    if image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    return np.asarray(image)
+
+
+def _hash_box(pixels: np.ndarray, box: Box, dihedral: bool = False):
+    """PDQ (fast) of ``pixels`` inside ``box``: a view, no copy. An array carries no draft
+    record, so a region is blurred at its own (decoded) scale."""
+    from .hashers.pdq import pdq_hash_image
+
+    l, t, r, b = box
+    return pdq_hash_image(pixels[t:b, l:r], exact=False, dihedral=dihedral)
+
+
+def storage_fingerprints(image: Image.Image, full=None) -> list[tuple[str, "Fingerprint"]]:
+    """``(region name, PDQ fingerprint)`` to store for a known image, the full frame first.
+
+    ``full``: the full frame's fingerprint if the caller has it already (hash_file's, so the
+    stored full row equals what ``hashmatch hash`` prints). Other regions are hashed in fast
+    mode from the same decoded pixels.
+    """
+    from .hashers.pdq import pdq_hash_image
+
+    pixels = _pixels(image)
+    out = []
+    for region in storage_regions(image):
+        if region.name == "full":
+            fp = full if full is not None else pdq_hash_image(image, exact=False)
+        else:
+            fp = _hash_box(pixels, region.box)
+        out.append((region.name, fp))
+    return out
+
+
+def query_fingerprints(image: Image.Image, full_variants=None, regions: bool = True
+                       ) -> list[tuple["Fingerprint", str, str]]:
+    """``(fingerprint, region, variant)`` needles for a query image.
+
+    The full frame comes in PDQ's 8 rotations/flips (``full_variants``: the caller's, if it
+    has them), searched against stored full frames only; every other region (content,
+    embedded and its earlier steps) as is and mirrored, searched against every stored row.
+    A mirrored meme or post is common; the other rotations of a region are not worth the
+    query cost (RESULTS.md, "Robustness").
+    """
+    from .hashers.pdq import MIRROR, VARIANT_NAMES, pdq_hash_image
+
+    if full_variants is None:
+        full_variants = pdq_hash_image(image, exact=False, dihedral=True)
+    needles = [(fp, "full", name) for fp, name in zip(full_variants, VARIANT_NAMES)]
+    if not regions:
+        return needles
+    pixels = _pixels(image)
+    for region in query_regions(image):
+        if region.name == "full":
+            continue
+        variants = _hash_box(pixels, region.box, dihedral=True)
+        needles.append((variants[0], region.name, VARIANT_NAMES[0]))
+        needles.append((variants[MIRROR], region.name, VARIANT_NAMES[MIRROR]))
+    return needles
+
+
+# --------------------------------------------------------------------------------------------
+# the decision rule, in one place for the Index and the benchmark
+
+# A pair this close is a match whatever else is near (PDQ's own industry threshold): it also
+# keeps near-duplicates in the database (a photo and its resized copy) from cancelling each
+# other in the margin test.
+PDQ_CERTAIN = 31
+# The multi-needle scan compares up to this many needles in one pass over the codes.
+MAX_NEEDLES_PER_PASS = 8
+# Stored items whose full frames are this close are one picture for the margin test.
+DUPLICATE_DISTANCE = 8
+
+
+def pair_allowed(query_region: str, query_variant: str, stored_region: str) -> bool:
+    """Rotated/flipped full-frame needles meet stored full frames only (what keeps the query
+    cost near the full-frame-only query's); region needles meet every stored row."""
+    return query_region != "full" or query_variant == "original" or stored_region == "full"
+
+
+def pair_score(distance: int, query_region: str, stored_region: str) -> int:
+    return int(distance) + max(region_penalty(query_region), region_penalty(stored_region))
+
+
+def select_matches(scores: np.ndarray, max_distance: int, margin: int = PDQ_MARGIN,
+                   certain: int = PDQ_CERTAIN, groups: np.ndarray | None = None) -> np.ndarray:
+    """Which items of each query row match: a boolean array shaped like ``scores``.
+
+    ``scores``: (n_queries, n_items) best pair score per item (large = no candidate). An item
+    matches if its score is <= ``max_distance`` and either <= ``certain``, or it belongs to
+    the row's best group and every item outside that group scores at least ``margin`` more.
+    ``groups``: (n_queries, n_items) group label per item (near-duplicate items share one);
+    None = every item its own group. Runner-ups count whatever their score, so the answer at
+    a smaller ``max_distance`` is the answer at a larger one cut at ``max_distance``.
+    """
+    scores = np.asarray(scores)
+    n_rows, n_items = scores.shape
+    matched = (scores <= min(max_distance, certain))
+    if n_items == 0:
+        return matched
+    rows = np.arange(n_rows)
+    best_item = np.argmin(scores, axis=1)
+    best = scores[rows, best_item]
+    if groups is None:
+        groups = np.broadcast_to(np.arange(n_items), scores.shape)
+    same_group = groups == groups[rows, best_item][:, None]
+    outside = np.where(same_group, np.iinfo(np.int64).max, scores.astype(np.int64)).min(axis=1)
+    wins = (outside - best >= margin) & (best <= max_distance)
+    matched |= wins[:, None] & same_group & (scores <= max_distance)
+    return matched

@@ -37,6 +37,10 @@ from ..fingerprint import Fingerprint
 MIN_HASHABLE_SIDE = 5
 HASH_BYTES = 32
 DIHEDRAL_NAMES = _imagecore.DIHEDRAL_NAMES  # order of the dihedral hashes
+# The same eight as they are named in the API (Match.query_variant, the store's variant column).
+VARIANT_NAMES = ("original", "rot90", "rot180", "rot270", "flipx", "flipy", "flipplus1",
+                 "flipminus1")
+MIRROR = VARIANT_NAMES.index("flipy")  # left-right flip, the commonest re-post flip
 
 # Fast file hashing lets decode draft JPEGs down while both sides stay >= this many pixels;
 # the blur is then done at the full resolution's scale (_drafted_axis_weights). Chosen from
