@@ -193,11 +193,15 @@ def build_dataset(quick: bool, edit_names: list[str]):
 # A hashed file is a dict of arrays: "pdq" (k, 32) / "phash" (k, 8) codes, optional "grid"
 # (k, 32) aligned with "pdq", "region" (k,) names, "quality" (k,).
 
+WORKING_SIDE = 512  # the grid system hashes a copy at most this long
+
+
 def _open(path: str, max_side: int | None = None) -> Image.Image:
     """Decode like hashmatch does; ``max_side``: then shrink (box filter) for region hashing."""
     from hashmatch import decode
     image = decode.decode(path, mode="RGB", draft_min_side=max_side).image
-    return regions.working_copy(image, max_side) if max_side else image
+    factor = max(image.size) // max_side if max_side else 1
+    return image.reduce(factor) if factor >= 2 else image
 
 
 def hm_default_store(path: str) -> dict:
@@ -243,11 +247,11 @@ def hashmatch_index_scores(db: list[str], queries: list[Query], workers: int,
 
 
 def grid_full_store(path: str) -> dict:
-    return {"pdq": grid_codes(_open(path, regions.WORKING_SIDE))}
+    return {"pdq": grid_codes(_open(path, WORKING_SIDE))}
 
 
 def grid_full_query(path: str) -> dict:
-    return {"pdq": grid_codes(_open(path, regions.WORKING_SIDE), dihedral=True)}
+    return {"pdq": grid_codes(_open(path, WORKING_SIDE), dihedral=True)}
 
 
 def hm_pdq_full(path: str) -> dict:
@@ -475,7 +479,16 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--no-ablations", action="store_true")
+    parser.add_argument("--set", action="append", default=[], metavar="regions.NAME=VALUE",
+                        help="experiment: override a hashmatch.regions constant (with --workers 1 "
+                             "so that hashing, not only matching, sees it)")
     args = parser.parse_args(argv)
+    for assignment in args.set:
+        name, value = assignment.split("=", 1)
+        module, attr = name.split(".", 1)
+        assert module == "regions" and hasattr(regions, attr), name
+        setattr(regions, attr, json.loads(value))
+        print(f"experiment: regions.{attr} = {getattr(regions, attr)!r}")
     started = time.time()
     edit_names = list(edits.EDITS)
     db, n_orig, queries = build_dataset(args.quick, edit_names)

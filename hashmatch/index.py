@@ -238,6 +238,22 @@ class _Shard:
     def rows_of(self, fp_ids: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.fp_ids[:self.n], fp_ids)
 
+    def full_rows_of(self, item_ids, fallback_rows) -> np.ndarray:
+        """Each item's live full-frame row (``fallback_rows`` where it has none)."""
+        full = self._name_code.get(FULL_REGION)
+        out = np.asarray(fallback_rows, np.int64).copy()
+        items = self.item_ids[:self.n]
+        for k, item in enumerate(item_ids):
+            if self._items_sorted:
+                lo, hi = np.searchsorted(items, [item, item + 1])
+                rows = np.arange(lo, hi)
+            else:
+                rows = np.nonzero(items == item)[0]
+            rows = rows[self.live[rows] & (self.region_codes[rows] == full)]
+            if len(rows):
+                out[k] = rows[0]
+        return out
+
     def __len__(self) -> int:
         return self.n - self.n_dead
 
@@ -633,8 +649,8 @@ class Index:
         groups = None
         if margin > 0:
             # Near-duplicate pictures stored twice (a photo and its re-encode) are one
-            # picture for the margin test: group items whose best rows are that close.
-            rows = np.array([best[i][-1] for i in items])
+            # picture for the margin test: group items whose full frames are that close.
+            rows = shard.full_rows_of(items, [best[i][-1] for i in items])
             stored = shard.codes.codes_of(shard.fp_ids[rows])
             if stored is not None:
                 groups = _duplicate_groups(stored)[None, :]

@@ -137,12 +137,30 @@ def test_flat_and_tiny_images_do_not_break():
         assert found and found[0].name == "full"
 
 
-def test_distinct_best_keeps_only_a_clear_winner():
-    d = np.array([[5, 40, 90],      # clear winner
-                  [12, 15, 90],     # two template siblings: ambiguous, nothing
-                  [90, 90, 90]],    # the margin test does not invent matches
+def test_select_matches_keeps_only_a_clear_winner():
+    d = np.array([[5 + 20, 40 + 20, 90],   # clear winner beyond the certain distance
+                  [30, 33, 90],            # two template siblings: ambiguous, nothing
+                  [90, 95, 95],            # the margin test does not invent matches...
+                  [10, 12, 90]],           # ...but pairs this close always match
                  dtype=np.int32)
-    out = regions.distinct_best(d, margin=10)
-    assert out[0, 0] == 5 and (out[0, 1:] > 1000).all()
-    assert (out[1] > 1000).all()
-    assert (out[2] > 1000).all() or out[2].min() == 90
+    out = regions.select_matches(d, max_distance=64, margin=10, certain=16)
+    assert out.tolist() == [[True, False, False], [False, False, False],
+                            [False, False, False], [True, True, False]]
+
+
+def test_select_matches_near_duplicates_do_not_cancel_each_other():
+    d = np.array([[40, 42, 80]], np.int32)  # items 0 and 1: one picture stored twice
+    alone = regions.select_matches(d, max_distance=64, margin=10, certain=16)
+    grouped = regions.select_matches(d, max_distance=64, margin=10, certain=16,
+                                     groups=np.array([[0, 0, 2]]))
+    assert not alone.any() and grouped.tolist() == [[True, True, False]]
+
+
+def test_select_matches_at_a_smaller_radius_is_the_larger_answer_cut():
+    rng = np.random.default_rng(1)
+    d = rng.integers(0, 130, (300, 12)).astype(np.int32)
+    wide = regions.select_matches(d, max_distance=128, margin=10, certain=16)
+    for t in (20, 40, 64, 96):
+        assert (regions.select_matches(d, max_distance=t, margin=10, certain=16)
+                == (wide & (d <= t))).all()
+

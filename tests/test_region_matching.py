@@ -1,0 +1,103 @@
+"""The Index's default query finds re-posts in new frames (borders, memes, posts, small
+rotations) through region fingerprints, and its decision rule keeps unrelated and
+near-duplicate items straight. Data: the bundled examples and the public corpus."""
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import hashmatch as hm
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import edits  # noqa: E402
+
+from conftest import CORPUS  # noqa: E402
+
+KNOWN = sorted((ROOT / "examples" / "known").glob("*"))
+REPOSTS = ROOT / "examples" / "reposts"
+PHOTOS = sorted((CORPUS / "photos").glob("*.jpg"))
+
+
+def jpeg_bytes(image: Image.Image, quality: int = 85) -> bytes:
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def photo_index(tmp_path_factory):
+    path = tmp_path_factory.mktemp("regions") / "photos.hmdb"
+    with hm.Index.open(path, create=True) as index:
+        index.add_files(PHOTOS[:40], workers=1)
+    with hm.Index.open(path) as index:
+        yield index
+
+
+def _names(matches):
+    return [Path(m.path).name for m in matches]
+
+
+def test_regions_find_the_meme_that_full_frames_miss(tmp_path):
+    meme = REPOSTS / "poster-meme.jpg"
+    with hm.Index.open(tmp_path / "full.hmdb", create=True, regions=False) as plain:
+        plain.add_files(KNOWN, workers=1)
+        assert "price-poster.jpg" not in _names(plain.query(meme))
+    with hm.Index.open(tmp_path / "regions.hmdb", create=True) as index:
+        index.add_files(KNOWN, workers=1)
+        matches = index.query(meme)
+        assert _names(matches)[:1] == ["price-poster.jpg"]
+        assert matches[0].query_region != "full"  # the caption bar was cut away
+        assert matches[0].score >= matches[0].distance
+        assert index.query(REPOSTS / "unrelated-photo.jpg") == []
+
+
+@pytest.mark.parametrize("edit", ["post", "phone_screenshot", "meme", "border_colour",
+                                  "letterbox", "meme_mirror"])
+def test_framed_copies_of_a_photo_match_it_and_only_it(photo_index, edit):
+    source = PHOTOS[3]
+    query = edits.apply_edit(edit, Image.open(source).convert("RGB"), seed=11)
+    matches = photo_index.query(jpeg_bytes(query))
+    assert _names(matches) == [source.name], [(m.path, m.score, m.query_region) for m in matches]
+
+
+def test_a_small_rotation_on_filled_corners_is_turned_back(photo_index):
+    source = PHOTOS[5]
+    turned = Image.open(source).convert("RGB").rotate(4, Image.Resampling.BICUBIC, expand=True,
+                                                      fillcolor=(255, 255, 255))
+    matches = photo_index.query(jpeg_bytes(turned))
+    assert _names(matches) == [source.name]
+    assert matches[0].query_region == "deskewed"
+
+
+def test_photos_that_are_not_in_the_index_match_nothing(photo_index):
+    for path in PHOTOS[-12:]:
+        for edit in ("post", "crop_10", "border_white"):
+            query = edits.apply_edit(edit, Image.open(path).convert("RGB"), seed=5)
+            assert photo_index.query(jpeg_bytes(query)) == [], (path.name, edit)
+
+
+def test_near_duplicates_in_the_index_do_not_cancel_each_other(tmp_path):
+    source = Image.open(PHOTOS[7]).convert("RGB")
+    copy = tmp_path / "copy.jpg"
+    copy.write_bytes(jpeg_bytes(source, quality=40))  # another file, same picture
+    with hm.Index.open(tmp_path / "dups.hmdb", create=True) as index:
+        index.add_files([PHOTOS[7], copy] + PHOTOS[20:30], workers=1)
+        cropped = edits.crop_sides(source, (0.03, 0.0, 0.0, 0.01))  # ~30-50 bits off both
+        matches = index.query(jpeg_bytes(cropped))
+        assert sorted(_names(matches)) == sorted([PHOTOS[7].name, "copy.jpg"])
+        # asked for every item within the radius instead, the answer is the same here
+        assert sorted(_names(index.query(jpeg_bytes(cropped), margin=0))) == \
+            sorted(_names(matches))
+
+
+def test_query_hashes_is_plain_pdq_on_an_index_with_regions(photo_index):
+    fp = hm.hash_file(PHOTOS[3])
+    (matches,) = photo_index.query_hashes([fp])
+    assert _names(matches) == [PHOTOS[3].name] and matches[0].stored_region == "full"
+    assert matches[0].distance == matches[0].score
