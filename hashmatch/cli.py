@@ -148,10 +148,18 @@ def _match_options(f):
                      help="Do not also look for rotated (90/180/270) and mirrored copies.")(f)
     f = click.option("-k", "--top", "top_k", type=click.IntRange(min=1), default=None,
                      help="Show at most this many matches per image.")(f)
+    f = click.option("--whole-images", is_flag=True,
+                     help="Compare whole images only, as plain PDQ does: no borders cut off, "
+                          "no pictures cut out of screenshots, posts or memes.")(f)
+    f = click.option("--all-candidates", is_flag=True,
+                     help="List every stored image within --max-distance. By default, beyond "
+                          "distance 16 only a clear best match is listed (one that is much "
+                          "closer than any other stored image), which keeps look-alikes made "
+                          "from one template out of the results.")(f)
     return click.option(
         "-d", "--max-distance", type=click.IntRange(min=0), default=None,
-        help="Largest Hamming distance that counts as a match (default: 31 for pdq, 10 for "
-             "phash/dhash/ahash). Lower = stricter.")(f)
+        help="Largest distance that counts as a match (default: 76 for pdq, 31 with "
+             "--whole-images, 10 for phash/dhash/ahash). Lower = stricter.")(f)
 
 
 @main.command("index")
@@ -168,6 +176,9 @@ def _match_options(f):
               help="Fingerprints to store (repeatable). Default: pdq.")
 @click.option("--min-quality", type=click.IntRange(0, 100), default=None,
               help="Skip images whose PDQ quality is below this (flat or nearly empty images).")
+@click.option("--whole-images", is_flag=True,
+              help="Store whole-image fingerprints only (as plain PDQ), not those of the "
+                   "regions that find copies inside screenshots, posts, memes and borders.")
 @click.option("-w", "--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes for hashing (default: all cores).")
 @click.option("--dask", "dask_address", default=None, metavar="ADDRESS|local",
@@ -176,7 +187,7 @@ def _match_options(f):
                    "this machine. Needs pip install 'hashmatch[dask]'.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def index_command(paths, db, recursive, all_files, labels, source, algorithms, min_quality,
-                  workers, dask_address, quiet):
+                  whole_images, workers, dask_address, quiet):
     """Add images to the database so that copies of them can be found later.
 
     Each file is fingerprinted and stored with its path, SHA-256, labels and source. A file
@@ -188,6 +199,7 @@ def index_command(paths, db, recursive, all_files, labels, source, algorithms, m
     """
     files = _files_from(paths, recursive, all_files)
     index = _open_index(db, create=True, algorithms=algorithms or ("pdq",))
+    index.regions = not whole_images
     with index, contextlib.ExitStack() as stack:
         client = None
         if dask_address:
@@ -225,13 +237,15 @@ def index_command(paths, db, recursive, all_files, labels, source, algorithms, m
 @click.option("-w", "--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes for hashing the queries (default: all cores).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def query_command(paths, db, recursive, max_distance, top_k, no_rotations, min_quality,
-                  as_json, as_csv, workers, quiet):
+def query_command(paths, db, recursive, max_distance, top_k, no_rotations, whole_images,
+                  all_candidates, min_quality, as_json, as_csv, workers, quiet):
     """Is this image a copy of one in the database? Lists the matches, closest first.
 
     The distance is the number of fingerprint bits that differ: 0 = same picture, up to
-    about 31 (pdq) = same picture edited or re-compressed. Rotated and mirrored copies are
-    found too (column HOW).
+    about 31 (pdq) = same picture edited or re-compressed, more for a copy inside a
+    screenshot, a post, a meme or with borders, or cropped. Rotated and mirrored copies are
+    found too. Column HOW says how it matched (e.g. "mirrored, picture cut out of its
+    frame").
 
     Exit code 0 if any image matched, 1 if none did, 2 on error.
     """
@@ -243,7 +257,9 @@ def query_command(paths, db, recursive, max_distance, top_k, no_rotations, min_q
         with progress_bar(len(files), "querying", quiet) as update:
             results = index.query_many(files, max_distance=max_distance, top_k=top_k,
                                        dihedral=not no_rotations, min_quality=min_quality,
-                                       workers=workers, progress=update)
+                                       workers=workers, progress=update,
+                                       margin=0 if all_candidates else None,
+                                       regions=False if whole_images else None)
     from .formats import write_query_results
 
     write_query_results(results, "json" if as_json else "csv" if as_csv else "table",
@@ -431,7 +447,7 @@ def _write_cluster_report(clusters_json, errors, database, algorithm, radius, sa
               help="Worker processes for hashing (default: all cores).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def report_command(paths, db, html_path, json_path, sanitized, recursive, max_distance, top_k,
-                   no_rotations, workers, quiet):
+                   no_rotations, whole_images, all_candidates, workers, quiet):
     """Write an evidence report: each image beside the known images it matches.
 
     \b
@@ -456,6 +472,7 @@ def report_command(paths, db, html_path, json_path, sanitized, recursive, max_di
             document, thumbnails = build_query_report(
                 index, files, max_distance=max_distance, top_k=top_k,
                 dihedral=not no_rotations, sanitized=sanitized, workers=workers,
+                margin=0 if all_candidates else None, regions=False if whole_images else None,
                 progress=update)
         database_path = index.path
     html_out, json_out, digest = _write_report_or_fail(

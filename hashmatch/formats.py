@@ -19,7 +19,33 @@ VARIANT_WORDS = {
     "flipminus1": "mirrored + quarter-turned",
 }
 
-CSV_COLUMNS = ["query", "query_sha256", "distance", "algorithm", "item_id", "match_path",
+# Which part of an image the match was found in (hashmatch.regions), in words.
+QUERY_REGION_WORDS = {
+    "content": "borders cut off",
+    "embedded": "picture cut out of its frame",
+    "framed": "picture cut out of its frame",
+    "deskewed": "turned back a few degrees",
+}
+STORED_REGION_WORDS = {
+    "content": "known image without its borders",
+    "embedded": "picture inside the known image",
+    "crop": "cropped",
+}
+
+
+def describe_how(query_variant: str, query_region: str, stored_region: str) -> str:
+    """How the query matched, in words: rotation/flip, then which parts of either image."""
+    words = [VARIANT_WORDS.get(query_variant, query_variant)]
+    query_kind = query_region.split(":")[0]
+    stored_kind = stored_region.split(":")[0]
+    if query_kind != "full":
+        words.append(QUERY_REGION_WORDS.get(query_kind, query_region))
+    if stored_kind != "full":
+        words.append(STORED_REGION_WORDS.get(stored_kind, stored_region))
+    return ", ".join(words)
+
+
+CSV_COLUMNS = ["query", "query_sha256", "distance", "score", "algorithm", "item_id", "match_path",
                "match_sha256", "source", "labels", "query_variant", "query_region",
                "stored_region", "query_quality", "stored_quality"]
 
@@ -27,7 +53,7 @@ CSV_COLUMNS = ["query", "query_sha256", "distance", "algorithm", "item_id", "mat
 def match_row(result, match) -> dict:
     return {
         "query": result.path, "query_sha256": result.sha256, "distance": match.distance,
-        "algorithm": match.algorithm, "item_id": match.item_id, "match_path": match.path,
+        "score": match.score, "algorithm": match.algorithm, "item_id": match.item_id, "match_path": match.path,
         "match_sha256": match.sha256, "source": match.source, "labels": ";".join(match.labels),
         "query_variant": match.query_variant, "query_region": match.query_region,
         "stored_region": match.stored_region, "query_quality": match.query_quality,
@@ -74,9 +100,7 @@ def _write_table(results, out: TextIO) -> None:
                   f"{'es' if len(result.matches) != 1 else ''}{q_text}\n")
         rows = [("DIST", "MATCHED IMAGE", "LABELS", "SOURCE", "HOW", "ID")]
         for m in result.matches:
-            how = VARIANT_WORDS.get(m.query_variant, m.query_variant)
-            if m.query_region != "full" or m.stored_region != "full":
-                how += f" ({m.query_region} ~ {m.stored_region})"
+            how = describe_how(m.query_variant, m.query_region, m.stored_region)
             rows.append((str(m.distance), m.path or "(hash only)", ",".join(m.labels) or "-",
                          m.source or "-", how, str(m.item_id)))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

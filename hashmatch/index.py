@@ -23,6 +23,7 @@ from .fingerprint import DEFAULT_BITS, Fingerprint
 from .hashers import check_algorithm, decode_needs, merge_needs
 from .hashers.pdq import VARIANT_NAMES
 from .hashing import FileFingerprints, iter_hash_files
+from .regions import stored_role
 from .store import is_database_url, open_store
 
 # Industry defaults: PDQ matches at distance <= 31 of 256 (ThreatExchange, HMA); for the
@@ -127,6 +128,47 @@ class AddReport:
         return {s: len(self._with(s)) for s in ("added", "duplicate", "skipped", "failed")}
 
 
+class _RoleCodes:
+    """One CodeIndex per stored role (full frames, regions, crop windows: see
+    :func:`hashmatch.regions.stored_role`), searched per role so a needle scans only the
+    rows it may pair with. Ids are fingerprint ids, unique across roles."""
+
+    def __init__(self, nbits: int):
+        self.nbits = nbits
+        self.parts: dict[str, CodeIndex] = {}
+
+    def add(self, codes: np.ndarray, ids: np.ndarray, roles: np.ndarray) -> None:
+        for role in np.unique(roles):
+            mask = roles == role
+            if str(role) not in self.parts:
+                self.parts[str(role)] = CodeIndex(self.nbits)
+            self.parts[str(role)].add(np.ascontiguousarray(codes[mask]), ids[mask])
+
+    def remove(self, ids) -> None:
+        for part in self.parts.values():
+            part.remove(ids)
+
+    def search(self, needles: np.ndarray, radius: int, roles) -> np.ndarray:
+        """Ids of the rows of ``roles`` within ``radius`` of any of ``needles`` (m, nbytes)."""
+        found = [self.parts[role].range_search_multi(needles, radius)[1]
+                 for role in roles if role in self.parts]
+        return np.concatenate(found) if found else np.empty(0, np.int64)
+
+    def codes_of(self, ids, roles: np.ndarray) -> np.ndarray | None:
+        out = np.zeros((len(ids), self.nbits // 8), np.uint8)
+        for role in np.unique(roles):
+            mask = roles == role
+            codes = self.parts[str(role)].codes_of(np.asarray(ids)[mask])
+            if codes is None:
+                return None
+            out[mask] = codes
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        return sum(part.nbytes for part in self.parts.values())
+
+
 class _Shard:
     """The codes of one (algorithm, nbits) in memory, with per-row metadata.
 
@@ -140,7 +182,7 @@ class _Shard:
 
     def __init__(self, algorithm: str, nbits: int):
         self.algorithm, self.nbits = algorithm, nbits
-        self.codes = CodeIndex(nbits)
+        self.codes = _RoleCodes(nbits)
         self.n = 0  # rows in use, live or dead
         self.n_dead = 0
         self.fp_ids = np.empty(0, np.int64)
@@ -160,10 +202,12 @@ class _Shard:
         order = np.argsort(fp_ids, kind="stable")
         fp_ids = fp_ids[order]
         item_ids = np.asarray(item_ids, np.int64)[order]
-        self.codes.add(np.ascontiguousarray(np.asarray(codes, np.uint8)[order]), fp_ids)
+        region_names = np.asarray(regions, object)[order]
+        self.codes.add(np.asarray(codes, np.uint8)[order], fp_ids,
+                       np.array([stored_role(str(name)) for name in region_names]))
         new = {
             "fp_ids": fp_ids, "item_ids": item_ids,
-            "region_codes": self._encode(np.asarray(regions, object)[order]),
+            "region_codes": self._encode(region_names),
             "variant_codes": self._encode(np.asarray(variants, object)[order]),
             "qualities": np.asarray(qualities, np.int16)[order],
             "live": np.ones(len(fp_ids), bool),
@@ -237,6 +281,12 @@ class _Shard:
 
     def rows_of(self, fp_ids: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.fp_ids[:self.n], fp_ids)
+
+    def roles_of(self, rows: np.ndarray) -> np.ndarray:
+        return np.array([stored_role(self.names[c]) for c in self.region_codes[rows]])
+
+    def codes_of(self, rows: np.ndarray) -> np.ndarray | None:
+        return self.codes.codes_of(self.fp_ids[rows], self.roles_of(rows))
 
     def full_rows_of(self, item_ids, fallback_rows) -> np.ndarray:
         """Each item's live full-frame row (``fallback_rows`` where it has none)."""
@@ -471,7 +521,7 @@ class Index:
     # -- querying -------------------------------------------------------------------------
     def query(self, image, max_distance: int | None = None, top_k: int | None = None,
               exact: bool = False, dihedral: bool = True, min_quality: int | None = None,
-              margin: int | None = None) -> list[Match]:
+              margin: int | None = None, regions: bool | None = None) -> list[Match]:
         """Stored items matching an image (path, bytes, PIL image or array), best first.
 
         PDQ (the default): the query's full frame in its 8 rotations/flips and its regions
@@ -481,33 +531,38 @@ class Index:
         ``margin`` bits (default 10) closer than any other stored picture. ``margin=0``: every
         item within ``max_distance``. ``min_quality``: ignore PDQ fingerprints of lower
         quality (default 50 with regions: flat and near-empty regions match nothing).
+        ``regions=False``: whole images only (plain PDQ; default: the index's ``regions``).
         Other algorithms: every item within ``max_distance``.
 
         Raises :class:`hashmatch.ImageError` if the image cannot be read.
         """
-        fingerprints, _ = self._query_fingerprints(image, exact, dihedral)
+        use_regions = self._use_regions(regions)
+        fingerprints, _ = query_fingerprints(image, self._query_algorithms(), exact, dihedral,
+                                             use_regions)
         self._maybe_sync()
-        return self._search(fingerprints, max_distance, top_k, min_quality, margin)
+        return self._search(fingerprints, max_distance, top_k, min_quality, margin, use_regions)
 
     def query_many(self, sources: Iterable, max_distance: int | None = None,
                    top_k: int | None = None, exact: bool = False, dihedral: bool = True,
                    min_quality: int | None = None, workers: int | None = None,
                    progress: Callable[[int], None] | None = None,
-                   margin: int | None = None) -> list[QueryResult]:
+                   margin: int | None = None, regions: bool | None = None) -> list[QueryResult]:
         """Query many files (as :meth:`query`); hashing runs in worker processes. Per-file
         errors are returned."""
         from .parallel import ordered_map
 
         sources = [os.fspath(s) if isinstance(s, os.PathLike) else s for s in sources]
         self._maybe_sync()  # the whole batch is answered from one state of the store
-        job = _QueryFingerprintJob(self._query_algorithms(), exact, dihedral, self._use_regions())
+        use_regions = self._use_regions(regions)
+        job = _QueryFingerprintJob(self._query_algorithms(), exact, dihedral, use_regions)
         results = []
         for done, (name, fingerprints, sha256, error) in enumerate(
                 ordered_map(job, sources, workers=workers), start=1):
             if error:
                 results.append(QueryResult(name, error=error))
             else:
-                matches = self._search(fingerprints, max_distance, top_k, min_quality, margin)
+                matches = self._search(fingerprints, max_distance, top_k, min_quality, margin,
+                                       use_regions)
                 results.append(QueryResult(name, matches, sha256=sha256,
                                            fingerprints=[fp for fp, region, variant in fingerprints
                                                          if region == FULL_REGION
@@ -544,12 +599,17 @@ class Index:
         stored = {a for a, _ in self._shards}
         return tuple(a for a in self.algorithms if a in stored) or self.algorithms
 
-    def _use_regions(self) -> bool:
-        return self.regions and "pdq" in self._query_algorithms()
+    def default_max_distance(self, algorithm: str, regions: bool | None = None) -> int:
+        """What ``max_distance=None`` means for ``algorithm`` in a query."""
+        from . import regions as rg
 
-    def _query_fingerprints(self, image, exact: bool, dihedral: bool):
-        return query_fingerprints(image, self._query_algorithms(), exact, dihedral,
-                                  self._use_regions())
+        if algorithm == "pdq" and self._use_regions(regions):
+            return rg.PDQ_MAX_DISTANCE
+        return DEFAULT_MAX_DISTANCE.get(algorithm, 10)
+
+    def _use_regions(self, regions: bool | None = None) -> bool:
+        wanted = self.regions if regions is None else regions
+        return bool(wanted) and "pdq" in self._query_algorithms()
 
     def _maybe_sync(self) -> None:
         # Once per public query call, never per searched hash: a batch (query_hashes,
@@ -563,8 +623,6 @@ class Index:
                 use_regions: bool | None = None) -> list[Match]:
         """Exact range search of every (fingerprint, region, variant) needle, per-item
         aggregation, then the decision rule (:func:`hashmatch.regions.select_matches`)."""
-        from . import regions as rg
-
         use_regions = self._use_regions() if use_regions is None else use_regions
         by_algorithm: dict[tuple[str, int], list] = {}
         for needle in fingerprints:
@@ -574,7 +632,7 @@ class Index:
             shard = self._shards.get((algorithm, nbits))
             if shard is None or len(shard) == 0:
                 continue
-            found = self._search_shard(shard, algorithm, group, max_distance, min_quality,
+            found = search_shard(shard, algorithm, group, max_distance, min_quality,
                                        margin, use_regions and algorithm == "pdq")
             for item, value in found.items():
                 if item not in evidence or value[0] < evidence[item][0]:
@@ -593,70 +651,6 @@ class Index:
                 stored_region=str(sregion), stored_variant=str(svariant), query_quality=qq,
                 stored_quality=None if sq < 0 else sq, score=key[0]))
         return matches
-
-    def _search_shard(self, shard, algorithm, needles, max_distance, min_quality, margin,
-                      use_regions: bool) -> dict[int, tuple]:
-        """Matching items of one shard: item -> (sort key, evidence...)."""
-        from . import regions as rg
-
-        if max_distance is None:
-            max_distance = rg.PDQ_MAX_DISTANCE if use_regions else DEFAULT_MAX_DISTANCE[algorithm]
-        max_distance = max(0, min(int(max_distance), shard.nbits))
-        if margin is None:
-            margin = rg.PDQ_MARGIN if use_regions else 0
-        if min_quality is None and use_regions:
-            min_quality = rg.MIN_QUALITY
-        # Runner-ups up to ``margin`` beyond the radius count against the best item.
-        radius = min(shard.nbits, max_distance + max(0, margin))
-        needles = [n for n in needles
-                   if min_quality is None or n[0].quality is None or n[0].quality >= min_quality]
-        best: dict[int, tuple] = {}
-        for start in range(0, len(needles), rg.MAX_NEEDLES_PER_PASS):
-            group = needles[start:start + rg.MAX_NEEDLES_PER_PASS]
-            codes = np.stack([fp.bits for fp, _, _ in group])
-            _, hit_ids, _, _ = shard.codes.range_search_multi(codes, radius)
-            if len(hit_ids) == 0:
-                continue
-            # The scan reports each hit's nearest needle, but which pair counts depends on
-            # regions (rotations meet full frames only; penalties): score every needle.
-            rows = shard.rows_of(hit_ids)
-            stored_regions = [shard.names[c] for c in shard.region_codes[rows]]
-            distances = _pair_distances(codes, shard.codes.codes_of(hit_ids))
-            scores = np.full(distances.shape, np.iinfo(np.int32).max, np.int64)
-            for k, (fp, qregion, qvariant) in enumerate(group):
-                for j, sregion in enumerate(stored_regions):
-                    if rg.pair_allowed(qregion, qvariant, sregion) and distances[j, k] <= radius:
-                        scores[j, k] = rg.pair_score(distances[j, k], qregion, sregion) \
-                            if use_regions else distances[j, k]
-            for j, row in enumerate(rows):
-                stored_quality = int(shard.qualities[row])
-                if min_quality is not None and 0 <= stored_quality < min_quality:
-                    continue
-                k = int(np.argmin(scores[j]))
-                if scores[j, k] == np.iinfo(np.int32).max:
-                    continue
-                fp, qregion, qvariant = group[k]
-                item = int(shard.item_ids[row])
-                key = (int(scores[j, k]), algorithm != "pdq")  # prefer PDQ evidence on ties
-                if item not in best or key < best[item][0]:
-                    best[item] = (key, algorithm, int(distances[j, k]), qregion, qvariant,
-                                  stored_regions[j], shard.names[shard.variant_codes[row]],
-                                  fp.quality, stored_quality, row)
-        if not best:
-            return {}
-        items = list(best)
-        scores = np.array([[best[i][0][0] for i in items]], np.int64)
-        groups = None
-        if margin > 0:
-            # Near-duplicate pictures stored twice (a photo and its re-encode) are one
-            # picture for the margin test: group items whose full frames are that close.
-            rows = shard.full_rows_of(items, [best[i][-1] for i in items])
-            stored = shard.codes.codes_of(shard.fp_ids[rows])
-            if stored is not None:
-                groups = _duplicate_groups(stored)[None, :]
-        keep = rg.select_matches(scores, max_distance, margin, groups=groups)[0] \
-            if margin > 0 else scores[0] <= max_distance
-        return {item: best[item][:-1] for item, ok in zip(items, keep) if ok}
 
     # -- information ----------------------------------------------------------------------
     def stats(self) -> dict:
@@ -709,6 +703,83 @@ def query_fingerprints(image, algorithms: Sequence[str], exact: bool, dihedral: 
             needles.extend((fp, FULL_REGION, variant)
                            for fp, variant in _variants(decoded.image, algorithm, exact, dihedral))
     return needles, decoded
+
+
+def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
+                  use_regions: bool) -> dict[int, tuple]:
+    """Matching items of one shard (the codes of one algorithm): item -> (sort key,
+    evidence...). Module-level so benchmarks can time the search alone."""
+    from . import regions as rg
+
+    if max_distance is None:
+        max_distance = rg.PDQ_MAX_DISTANCE if use_regions else DEFAULT_MAX_DISTANCE[algorithm]
+    max_distance = max(0, min(int(max_distance), shard.nbits))
+    if margin is None:
+        margin = rg.PDQ_MARGIN if use_regions else 0
+    if min_quality is None and use_regions:
+        min_quality = rg.MIN_QUALITY
+    # Runner-ups up to ``margin`` beyond the radius count against the best item.
+    radius = min(shard.nbits, max_distance + max(0, margin))
+    needles = [n for n in needles
+               if min_quality is None or n[0].quality is None or n[0].quality >= min_quality]
+    best: dict[int, tuple] = {}
+    for roles, group in _passes(needles):
+        codes = np.stack([fp.bits for fp, _, _ in group])
+        hit_ids = shard.codes.search(codes, radius, roles)
+        if len(hit_ids) == 0:
+            continue
+        # The scan reports each hit's nearest needle, but which pair counts depends on
+        # regions (rotations meet full frames only; penalties): score every needle.
+        rows = shard.rows_of(hit_ids)
+        stored_regions = [shard.names[c] for c in shard.region_codes[rows]]
+        distances = _pair_distances(codes, shard.codes_of(rows))
+        scores = np.full(distances.shape, np.iinfo(np.int32).max, np.int64)
+        for k, (fp, qregion, qvariant) in enumerate(group):
+            for j, sregion in enumerate(stored_regions):
+                if rg.pair_allowed(qregion, qvariant, sregion) and distances[j, k] <= radius:
+                    scores[j, k] = rg.pair_score(distances[j, k], qregion, sregion) \
+                        if use_regions else distances[j, k]
+        for j, row in enumerate(rows):
+            stored_quality = int(shard.qualities[row])
+            if min_quality is not None and 0 <= stored_quality < min_quality:
+                continue
+            k = int(np.argmin(scores[j]))
+            if scores[j, k] == np.iinfo(np.int32).max:
+                continue
+            fp, qregion, qvariant = group[k]
+            item = int(shard.item_ids[row])
+            key = (int(scores[j, k]), algorithm != "pdq")  # prefer PDQ evidence on ties
+            if item not in best or key < best[item][0]:
+                best[item] = (key, algorithm, int(distances[j, k]), qregion, qvariant,
+                              stored_regions[j], shard.names[shard.variant_codes[row]],
+                              fp.quality, stored_quality, row)
+    if not best:
+        return {}
+    items = list(best)
+    scores = np.array([[best[i][0][0] for i in items]], np.int64)
+    groups = None
+    if margin > 0:
+        # Near-duplicate pictures stored twice (a photo and its re-encode) are one
+        # picture for the margin test: group items whose full frames are that close.
+        rows = shard.full_rows_of(items, [best[i][-1] for i in items])
+        stored = shard.codes_of(rows)
+        if stored is not None:
+            groups = _duplicate_groups(stored)[None, :]
+    keep = rg.select_matches(scores, max_distance, margin, groups=groups)[0] \
+        if margin > 0 else scores[0] <= max_distance
+    return {item: best[item][:-1] for item, ok in zip(items, keep) if ok}
+
+
+def _passes(needles):
+    """(stored roles, needles) scans: needles that may meet the same roles share a scan, at
+    most MAX_NEEDLES_PER_PASS at a time."""
+    from .regions import MAX_NEEDLES_PER_PASS, search_roles
+
+    by_roles: dict[tuple, list] = {}
+    for needle in needles:
+        by_roles.setdefault(search_roles(needle[1], needle[2]), []).append(needle)
+    return [(roles, group[i:i + MAX_NEEDLES_PER_PASS]) for roles, group in by_roles.items()
+            for i in range(0, len(group), MAX_NEEDLES_PER_PASS)]
 
 
 _BIT_COUNT = np.array([bin(i).count("1") for i in range(256)], np.uint8)

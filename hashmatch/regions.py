@@ -35,9 +35,13 @@ Everything is measured in benchmarks/bench_robustness.py (RESULTS.md, "Robustnes
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    from .fingerprint import Fingerprint
 
 Box = tuple[int, int, int, int]  # (left, top, right, bottom), PIL convention, right/bottom open
 
@@ -71,7 +75,7 @@ DEDUP_IOU = 0.9
 # A copy cropped c on one side lies |c - CROP_STEP| from a window instead of c from the full.
 CROP_STEP = 0.12
 CROP_SIDES = ("l", "t", "r", "b")
-STORE_CROP_WINDOWS = False
+STORE_CROP_WINDOWS = True
 
 
 @dataclass(frozen=True)
@@ -559,10 +563,32 @@ MAX_NEEDLES_PER_PASS = 8
 DUPLICATE_DISTANCE = 8
 
 
+# Stored rows fall in three roles, each kept in its own code index so that a needle scans
+# only the rows it may pair with: that is what keeps the query cost near the full-frame-only
+# query's (RESULTS.md, "Robustness").
+ROLES = ("full", "region", "crop")
+
+
+def stored_role(stored_region: str) -> str:
+    if stored_region == "full":
+        return "full"
+    return "crop" if stored_region.startswith("crop:") else "region"
+
+
+def search_roles(query_region: str, query_variant: str) -> tuple[str, ...]:
+    """The stored roles a query needle is compared with: rotated/flipped full frames meet
+    stored full frames only; the whole picture as it stands (full, content, deskewed) meets
+    everything, crop windows included (a cropped copy's frame is near a stored window);
+    pictures cut out of a screenshot or post meet full frames and regions."""
+    if query_region == "full" and query_variant != "original":
+        return ("full",)
+    if query_region in ("full", "content", "deskewed"):
+        return ROLES
+    return ("full", "region")
+
+
 def pair_allowed(query_region: str, query_variant: str, stored_region: str) -> bool:
-    """Rotated/flipped full-frame needles meet stored full frames only (what keeps the query
-    cost near the full-frame-only query's); region needles meet every stored row."""
-    return query_region != "full" or query_variant == "original" or stored_region == "full"
+    return stored_role(stored_region) in search_roles(query_region, query_variant)
 
 
 def pair_score(distance: int, query_region: str, stored_region: str) -> int:

@@ -84,12 +84,12 @@ def utc_now() -> str:
 def build_query_report(index, files: list[str], max_distance: int | None = None,
                        top_k: int | None = None, dihedral: bool = True,
                        sanitized: bool = False, workers: int | None = None,
-                       progress=None) -> tuple[dict, dict[str, str]]:
+                       progress=None, margin: int | None = None,
+                       regions: bool | None = None) -> tuple[dict, dict[str, str]]:
     """(JSON document, thumbnails by path) for the query images ``files`` against ``index``."""
-    from .index import DEFAULT_MAX_DISTANCE
-
     results = index.query_many(files, max_distance=max_distance, top_k=top_k,
-                               dihedral=dihedral, workers=workers, progress=progress)
+                               dihedral=dihedral, workers=workers, progress=progress,
+                               margin=margin, regions=regions)
     stored = index.store.get_items({m.item_id for r in results for m in r.matches})
     algorithms = sorted({a for a, _ in index.store.algorithms()} | set(index.algorithms))
     thumbnails: dict[str, str] = {}
@@ -98,9 +98,11 @@ def build_query_report(index, files: list[str], max_distance: int | None = None,
         "evidence", sanitized, database={"path": os.path.abspath(index.path),
                                          "items": len(index)},
         algorithms=algorithms,
-        thresholds={a: DEFAULT_MAX_DISTANCE.get(a, 10) if max_distance is None else max_distance
-                    for a in algorithms},
-        options={"top_k": top_k, "rotations_and_mirrors": dihedral})
+        thresholds={a: index.default_max_distance(a, regions) if max_distance is None
+                    else max_distance for a in algorithms},
+        options={"top_k": top_k, "rotations_and_mirrors": dihedral,
+                 "regions": index._use_regions(regions),
+                 "only_clear_best_matches": margin is None or margin > 0})
     return {"report": header, "queries": queries}, thumbnails
 
 
@@ -373,13 +375,13 @@ def _queries_html(queries: list[dict], thumbnails: dict, sanitized: bool) -> str
 
 def _match_html(match: dict, thumbnails: dict, query_path: str, note: str) -> str:
     """The query and the stored image side by side, then the evidence of the match."""
-    from .formats import VARIANT_WORDS
+    from .formats import describe_how
 
     stored = match["stored_file"]
-    how = VARIANT_WORDS.get(match["query_variant"], match["query_variant"])
-    rows = [("Distance", f"{match['distance']} ({match['algorithm']})"),
-            ("Matched as", f"{how}; query region {match['query_region']}, stored region "
-                           f"{match['stored_region']} ({match['stored_variant']})"),
+    how = describe_how(match["query_variant"], match["query_region"], match["stored_region"])
+    rows = [("Distance", f"{match['distance']} ({match['algorithm']}; score {match['score']})"),
+            ("Matched as", f"{how} (query region {match['query_region']}, stored region "
+                           f"{match['stored_region']})"),
             ("Quality (query / stored)",
              f"{_dash(match['query_quality'])} / {_dash(match['stored_quality'])}"),
             ("Item id", match["item_id"]), ("Labels", ", ".join(match["labels"]) or "-"),

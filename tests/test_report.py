@@ -80,7 +80,10 @@ def test_report_facts_and_json_twin(case, tmp_path):
     assert json.loads(data) == json.loads(json.dumps(document, default=str))
     header = document["report"]
     assert header["version"] == hm.__version__ and header["database"]["items"] == 2
-    assert header["thresholds"] == {"pdq": 31} and header["generated_at_utc"].endswith("Z")
+    # the radius the query really used: PDQ over regions by default
+    from hashmatch.regions import PDQ_MAX_DISTANCE
+    assert header["thresholds"] == {"pdq": PDQ_MAX_DISTANCE} and header["options"]["regions"]
+    assert header["generated_at_utc"].endswith("Z")
     hostile, plain, unrelated = document["queries"]
     assert hostile["file"]["sha256"] == hashlib.sha256(open(queries[0], "rb").read()).hexdigest()
     assert hostile["file"]["format"] == "JPEG" and hostile["file"]["width"] > 0
