@@ -837,3 +837,59 @@ def grey_pixels(image):
     cnp.PyArray_SetBaseObject(view, array_capsule)
     cnp.PyArray_CLEARFLAGS(view, cnp.NPY_ARRAY_WRITEABLE)
     return view
+
+
+# --------------------------------------------------------------------------------------------
+# region analysis (hashmatch.regions): how deep a flat band runs in from one side
+
+def band_depth(const short[:, :, :] lines, const double[::1] colour, double tolerance,
+               int limit, double share_needed, bint loose, int reach, double clean_share):
+    """How many of ``lines`` (outermost first; (n, length, channels) int16, any strides) to
+    trim as a band of ``colour``: a line is in the band when at least ``share_needed`` of its
+    pixels are within ``tolerance`` of ``colour`` on every channel; ``loose``: a line also
+    counts when one of the next ``reach`` lines is in the band (text rows inside a caption
+    bar), and the cut goes after the band's last line with ``clean_share`` pixels of the
+    colour. Only the first ``limit`` lines are looked at. Twin: _imagecore_ref.band_depth."""
+    cdef Py_ssize_t n = min(<Py_ssize_t> max(limit, 0), lines.shape[0])
+    cdef Py_ssize_t length = lines.shape[1], channels = lines.shape[2]
+    cdef Py_ssize_t i, j, c, k, count, run
+    cdef double d
+    cdef bint ok
+    if channels != colour.shape[0]:
+        raise ValueError(f"{channels} channels but a colour of {colour.shape[0]}")
+    if n == 0:
+        return 0
+    shares_array = np.empty(n, np.float64)
+    band_array = np.empty(n, np.uint8)
+    cdef double[::1] shares = shares_array
+    cdef unsigned char[::1] band = band_array
+    with nogil:
+        for i in range(n):
+            count = 0
+            for j in range(length):
+                ok = True
+                for c in range(channels):
+                    d = lines[i, j, c] - colour[c]
+                    if d > tolerance or -d > tolerance:
+                        ok = False
+                        break
+                count += ok
+            shares[i] = count / <double> length
+            band[i] = shares[i] >= share_needed
+        run = n
+        for i in range(n):
+            ok = band[i]
+            if loose and not ok:
+                for k in range(i + 1, min(n, i + reach + 1)):
+                    if band[k]:
+                        ok = True
+                        break
+            if not ok:
+                run = i
+                break
+    if not loose:
+        return run
+    for i in range(run - 1, -1, -1):
+        if shares[i] >= clean_share:
+            return i + 1
+    return 0

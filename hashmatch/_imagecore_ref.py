@@ -221,3 +221,21 @@ def pdq_fast_dct16(image: np.ndarray, blur: bool = True) -> tuple[np.ndarray, in
     """Fast-mode (16x16 DCT, quality): the float64 downsample, then the exact float32 tail."""
     image64 = fast_downsample64(image, blur).astype(F32)
     return dct64_to_16(image64), quality_metric(image64)
+
+
+def band_depth(lines, colour, tolerance, limit, share_needed, loose, reach, clean_share) -> int:
+    """Twin of ``_imagecore.band_depth``: lines of a flat band to trim from one side."""
+    lines = np.asarray(lines)[: max(limit, 0)]
+    n = len(lines)
+    if n == 0:
+        return 0
+    diff = np.abs(lines.astype(np.float64) - np.asarray(colour, np.float64))
+    share = (diff <= tolerance).all(axis=2).mean(axis=1)
+    in_band = share >= share_needed
+    if loose:  # a line is in the band if it or one of the next `reach` lines is
+        in_band = np.array([in_band[i:i + reach + 1].any() for i in range(n)])
+    run = n if in_band.all() else int(np.argmin(in_band))
+    if not loose:
+        return run
+    clean = np.nonzero(share[:run] >= clean_share)[0]
+    return int(clean[-1]) + 1 if clean.size else 0

@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from . import _imagecore
+
 if TYPE_CHECKING:
     from .fingerprint import Fingerprint
 
@@ -125,44 +127,33 @@ def _to_image_box(box: Box, sx: float, sy: float, size: tuple[int, int]) -> Box:
 
 def _border_colour(line: np.ndarray, share_needed: float) -> np.ndarray | None:
     """The colour of an outermost row/column (its median), if enough of it has that colour."""
-    colour = np.median(line, axis=0)
-    share = (np.abs(line - colour).max(axis=1) <= COLOUR_TOLERANCE).mean()
-    return colour if share >= share_needed else None
+    if len(line) == 0:
+        return None
+    ordered = np.sort(line, axis=0)  # np.median's value, without its per-call overhead
+    colour = (ordered[(len(line) - 1) // 2] + ordered[len(line) // 2].astype(np.float64)) / 2
+    share = np.count_nonzero((np.abs(line - colour) <= COLOUR_TOLERANCE).all(axis=1))
+    return colour if share >= share_needed * len(line) else None
 
 
 def _band_depth(lines: np.ndarray, limit: int, share_needed: float) -> int:
     """How many lines (outermost first) to trim from one side.
 
-    ``lines``: (n, length, 3), index 0 = the outermost line. The band is the run of lines
-    where at least ``share_needed`` of the pixels have the border colour. With a loose share
-    (text inside the band), the cut is placed after the band's last clean (uniform) line, so a
-    caption's text rows are trimmed but the picture's first rows are not.
+    ``lines``: (n, length, channels), index 0 = the outermost line. The band is the run of
+    lines where at least ``share_needed`` of the pixels have the border colour (the
+    outermost line's median). With a loose share (text inside the band), a line of dense text
+    (bold meme captions) between clean lines is bridged (a line is in the band if one at most
+    TEXT_LINE_SHARE of the side further in is), and the cut is placed after the band's last
+    clean (uniform) line, so a caption's text rows are trimmed but the picture's first rows
+    are not. The scan is ``_imagecore.band_depth`` (twin: ``_imagecore_ref.band_depth``).
     """
     colour = _border_colour(lines[0], share_needed)
     if colour is None:
         return 0
     loose = share_needed < UNIFORM_SHARE
-    # Bridge a line of dense text (bold meme captions) between clean lines: a line is in the
-    # band if a line at most TEXT_LINE_SHARE of the side further in is.
     reach = max(2, int(len(lines) * TEXT_LINE_SHARE)) if loose else 0
-    # Most bands are thin: look at a short prefix first and only read further when the band
-    # runs to its end (this keeps the analysis at a few milliseconds per image).
-    n = min(limit, 16)
-    while True:
-        share = (np.abs(lines[:n] - colour).max(axis=2) <= COLOUR_TOLERANCE).mean(axis=1)
-        in_band = share >= share_needed
-        if loose:
-            counts = np.r_[0, np.cumsum(in_band)]  # in_band[i:i+reach+1].any(), vectorised
-            ends = np.minimum(np.arange(n) + reach + 1, n)
-            in_band = counts[ends] - counts[:-1] > 0
-        run = n if in_band.all() else int(np.argmin(in_band))
-        if n >= limit or run < n - reach:
-            break
-        n = min(limit, n * 2)
-    if not loose:
-        return run
-    clean = np.nonzero(share[:run] >= UNIFORM_SHARE)[0]
-    return int(clean[-1]) + 1 if clean.size else 0
+    return _imagecore.band_depth(lines, np.ascontiguousarray(colour, np.float64),
+                                 COLOUR_TOLERANCE, limit, share_needed, loose, reach,
+                                 UNIFORM_SHARE)
 
 
 def _trim_steps(arr: np.ndarray, share_needed: float, rounds: int = 4) -> list[Box]:

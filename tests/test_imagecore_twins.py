@@ -379,3 +379,44 @@ def test_grey_pixels_declines_what_it_cannot_share():
     assert core.grey_pixels(Image.new("RGB", (8, 8))) is None
     # Pillow stores large images in several blocks: no single buffer to share.
     assert core.grey_pixels(Image.new("L", (8000, 6000))) is None
+
+
+# -- region analysis -------------------------------------------------------------------------
+@st.composite
+def band_cases(draw):
+    """Lines of a few flat levels (so bands and near-misses both occur), any view strides."""
+    n = draw(st.integers(0, 30))
+    length = draw(st.integers(1, 25))
+    channels = draw(st.sampled_from([1, 3]))
+    levels = draw(st.lists(st.integers(0, 255), min_size=1, max_size=4))
+    lines = draw(hnp.arrays(np.int16, (n, length, channels),
+                            elements=st.sampled_from(levels).map(int)))
+    noise = draw(hnp.arrays(np.int16, (n, length, channels), elements=st.integers(-20, 20)))
+    lines = lines + noise
+    view = draw(st.sampled_from(["as is", "reversed", "transposed"]))
+    if view == "reversed":
+        lines = lines[::-1]
+    elif view == "transposed" and n:
+        lines = np.ascontiguousarray(lines.transpose(1, 0, 2)).transpose(1, 0, 2)
+    colour = np.array(draw(st.lists(st.floats(0, 255, allow_nan=False), min_size=channels,
+                                    max_size=channels)), np.float64)
+    return (lines, colour, draw(st.sampled_from([8.0, 14.0, 28.0])), draw(st.integers(0, 35)),
+            draw(st.sampled_from([0.45, 0.97])), draw(st.booleans()), draw(st.integers(0, 5)),
+            0.97)
+
+
+@given(band_cases())
+@FAST
+def test_band_depth_equals_twin(case):
+    assert core.band_depth(*case) == ref.band_depth(*case)
+
+
+def test_band_depth_trims_a_caption_bar_but_not_the_picture():
+    rng = np.random.default_rng(3)
+    bar = np.full((10, 50, 1), 255, np.int16)
+    bar[4:6, 10:30] = 0  # a line of text inside the white bar
+    picture = rng.integers(0, 256, (20, 50, 1)).astype(np.int16)
+    lines = np.concatenate([bar, picture])
+    white = np.array([255.0])
+    assert core.band_depth(lines, white, 14, 25, 0.45, True, 3, 0.97) == 10
+    assert core.band_depth(lines, white, 14, 25, 0.97, False, 0, 0.97) == 4  # strict: stops at text
