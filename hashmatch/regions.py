@@ -573,12 +573,14 @@ def stored_role(stored_region: str) -> str:
 
 def search_roles(query_region: str, query_variant: str) -> tuple[str, ...]:
     """The stored roles a query needle is compared with: rotated/flipped full frames meet
-    stored full frames only; the whole picture as it stands (full, content, deskewed) meets
-    everything, crop windows included (a cropped copy's frame is near a stored window);
-    pictures cut out of a screenshot or post meet full frames and regions."""
+    stored full frames only; the whole picture as it stands (full, content, deskewed; not
+    mirrored) meets everything, crop windows included (a cropped copy's frame is near a
+    stored window); pictures cut out of a screenshot or post, and mirrored regions, meet full
+    frames and regions. Crop windows are most of the stored rows: every needle kept off
+    them is a scan of about two thirds of the index saved."""
     if query_region == "full" and query_variant != "original":
         return ("full",)
-    if query_region in ("full", "content", "deskewed"):
+    if query_region in ("full", "content", "deskewed") and query_variant == "original":
         return ROLES
     return ("full", "region")
 
