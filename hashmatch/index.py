@@ -283,7 +283,14 @@ class _Shard:
         return np.searchsorted(self.fp_ids[:self.n], fp_ids)
 
     def roles_of(self, rows: np.ndarray) -> np.ndarray:
-        return np.array([stored_role(self.names[c]) for c in self.region_codes[rows]])
+        roles = np.array([stored_role(name) for name in self.names] or [""])
+        return roles[self.region_codes[rows]]
+
+    def penalties_of(self, rows: np.ndarray) -> np.ndarray:
+        from .regions import region_penalty
+
+        penalties = np.array([region_penalty(name) for name in self.names] or [0])
+        return penalties[self.region_codes[rows]]
 
     def codes_of(self, rows: np.ndarray) -> np.ndarray | None:
         return self.codes.codes_of(self.fp_ids[rows], self.roles_of(rows))
@@ -722,52 +729,75 @@ def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
     radius = min(shard.nbits, max_distance + max(0, margin))
     needles = [n for n in needles
                if min_quality is None or n[0].quality is None or n[0].quality >= min_quality]
-    best: dict[int, tuple] = {}
+    no_pair = np.iinfo(np.int64).max
+    found = []  # per pass: (group, rows, distances, scores), vectorised over hits x needles
     for roles, group in _passes(needles):
         codes = np.stack([fp.bits for fp, _, _ in group])
         hit_ids = shard.codes.search(codes, radius, roles)
         if len(hit_ids) == 0:
             continue
+        rows = shard.rows_of(hit_ids)
+        if min_quality is not None:
+            quality = shard.qualities[rows]
+            rows = rows[(quality < 0) | (quality >= min_quality)]
+            if len(rows) == 0:
+                continue
         # The scan reports each hit's nearest needle, but which pair counts depends on
         # regions (rotations meet full frames only; penalties): score every needle.
-        rows = shard.rows_of(hit_ids)
-        stored_regions = [shard.names[c] for c in shard.region_codes[rows]]
         distances = _pair_distances(codes, shard.codes_of(rows))
-        scores = np.full(distances.shape, np.iinfo(np.int32).max, np.int64)
-        for k, (fp, qregion, qvariant) in enumerate(group):
-            for j, sregion in enumerate(stored_regions):
-                if rg.pair_allowed(qregion, qvariant, sregion) and distances[j, k] <= radius:
-                    scores[j, k] = rg.pair_score(distances[j, k], qregion, sregion) \
-                        if use_regions else distances[j, k]
-        for j, row in enumerate(rows):
-            stored_quality = int(shard.qualities[row])
-            if min_quality is not None and 0 <= stored_quality < min_quality:
-                continue
-            k = int(np.argmin(scores[j]))
-            if scores[j, k] == np.iinfo(np.int32).max:
-                continue
-            fp, qregion, qvariant = group[k]
-            item = int(shard.item_ids[row])
-            key = (int(scores[j, k]), algorithm != "pdq")  # prefer PDQ evidence on ties
-            if item not in best or key < best[item][0]:
-                best[item] = (key, algorithm, int(distances[j, k]), qregion, qvariant,
-                              stored_regions[j], shard.names[shard.variant_codes[row]],
-                              fp.quality, stored_quality, row)
-    if not best:
+        stored_roles = shard.roles_of(rows)
+        stored_penalty = shard.penalties_of(rows) if use_regions else np.zeros(len(rows), int)
+        scores = np.full(distances.shape, no_pair, np.int64)
+        for k, (_, qregion, qvariant) in enumerate(group):
+            allowed = np.isin(stored_roles, rg.search_roles(qregion, qvariant))
+            allowed &= distances[:, k] <= radius
+            penalty = np.maximum(stored_penalty, rg.region_penalty(qregion)) if use_regions \
+                else 0
+            scores[allowed, k] = distances[allowed, k] + (penalty[allowed] if use_regions
+                                                          else 0)
+        found.append((group, rows, distances, scores))
+    if not found:
         return {}
-    items = list(best)
-    scores = np.array([[best[i][0][0] for i in items]], np.int64)
+    # Best pair per hit row, then best row per item (lowest score, then first found).
+    entries = []
+    for index, (group, rows, distances, scores) in enumerate(found):
+        k = np.argmin(scores, axis=1)
+        best_score = scores[np.arange(len(rows)), k]
+        ok = best_score != no_pair
+        entries.append((np.full(ok.sum(), index), rows[ok], k[ok], best_score[ok],
+                        distances[np.arange(len(rows)), k][ok]))
+    which, rows, needle, score, distance = (np.concatenate(column) for column in zip(*entries))
+    if len(rows) == 0:
+        return {}
+    items = shard.item_ids[rows]
+    order = np.lexsort((np.arange(len(rows)), score, items))
+    first = order[np.r_[True, items[order][1:] != items[order][:-1]]]
+    item_scores = score[first]
     groups = None
-    if margin > 0:
-        # Near-duplicate pictures stored twice (a photo and its re-encode) are one
-        # picture for the margin test: group items whose full frames are that close.
-        rows = shard.full_rows_of(items, [best[i][-1] for i in items])
-        stored = shard.codes_of(rows)
-        if stored is not None:
-            groups = _duplicate_groups(stored)[None, :]
-    keep = rg.select_matches(scores, max_distance, margin, groups=groups)[0] \
-        if margin > 0 else scores[0] <= max_distance
-    return {item: best[item][:-1] for item, ok in zip(items, keep) if ok}
+    if margin > 0 and len(first) > 1:
+        # Near-duplicate pictures stored twice (a photo and its re-encode) are one picture
+        # for the margin test: group items whose full frames are that close. Only items
+        # within the margin of the best can change the test's outcome.
+        contenders = np.nonzero(item_scores < item_scores.min() + margin)[0]
+        groups = np.arange(len(first))
+        if len(contenders) > 1:
+            full_rows = shard.full_rows_of(items[first[contenders]], rows[first[contenders]])
+            stored = shard.codes_of(full_rows)
+            if stored is not None:
+                labels = _duplicate_groups(stored)
+                groups[contenders] = contenders[labels]
+        groups = groups[None, :]
+    keep = rg.select_matches(item_scores[None, :], max_distance, margin, groups=groups)[0] \
+        if margin > 0 else item_scores <= max_distance
+    out = {}
+    for j in first[keep]:
+        fp, qregion, qvariant = found[which[j]][0][needle[j]]
+        row = rows[j]
+        out[int(items[j])] = ((int(score[j]), algorithm != "pdq"), algorithm, int(distance[j]),
+                              qregion, qvariant, shard.names[shard.region_codes[row]],
+                              shard.names[shard.variant_codes[row]], fp.quality,
+                              int(shard.qualities[row]))
+    return out
 
 
 def _passes(needles):
