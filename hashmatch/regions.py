@@ -77,6 +77,9 @@ DEDUP_IOU = 0.9
 # A copy cropped c on one side lies |c - CROP_STEP| from a window instead of c from the full.
 CROP_STEP = 0.12
 CROP_SIDES = ("l", "t", "r", "b")
+# Experiment: corner windows (two sides cut by CORNER_STEP each)
+CORNER_STEP = 0.0
+CORNER_SIDES = ("lt", "rt", "lb", "rb")
 STORE_CROP_WINDOWS = True
 
 
@@ -361,13 +364,16 @@ def _tilt(arr: np.ndarray):
 # crop windows, dedup, the two public lists
 
 def crop_windows(box: Box, step: float = CROP_STEP, sides=CROP_SIDES) -> dict[str, Box]:
-    """``box`` minus ``step`` of its size on one side, for each side in ``sides``."""
+    """``box`` minus ``step`` of its size on each side named in a ``sides`` entry: "l" cuts
+    the left, "lt" the left and the top (a corner window), and so on."""
     l, t, r, b = box
     dw, dh = round((r - l) * step), round((b - t) * step)
-    cut = {"l": (l + dw, t, r, b), "t": (l, t + dh, r, b),
-           "r": (l, t, r - dw, b), "b": (l, t, r, b - dh)}
     pct = round(step * 100)
-    return {f"crop:{side}{pct}": cut[side] for side in sides}
+    out = {}
+    for sides_cut in sides:
+        out[f"crop:{sides_cut}{pct}"] = (l + dw * ("l" in sides_cut), t + dh * ("t" in sides_cut),
+                                         r - dw * ("r" in sides_cut), b - dh * ("b" in sides_cut))
+    return out
 
 
 def iou(a: Box, b: Box) -> float:
@@ -401,8 +407,9 @@ def storage_regions(image: Image.Image, crops: bool = False) -> list[Region]:
     named = [("full", boxes["full"]), ("content", boxes["content"]),
              ("embedded", boxes["embedded"])]
     if crops:
-        for step in (CROP_STEP if isinstance(CROP_STEP, (list, tuple)) else [CROP_STEP]):
-            named += list(crop_windows(boxes["content"], step).items())
+        named += list(crop_windows(boxes["content"]).items())
+        if CORNER_STEP:
+            named += list(crop_windows(boxes["content"], CORNER_STEP, CORNER_SIDES).items())
     return _distinct(image, named)
 
 
