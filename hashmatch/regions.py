@@ -77,9 +77,6 @@ DEDUP_IOU = 0.9
 # A copy cropped c on one side lies |c - CROP_STEP| from a window instead of c from the full.
 CROP_STEP = 0.12
 CROP_SIDES = ("l", "t", "r", "b")
-# Experiment: corner windows (two sides cut by CORNER_STEP each)
-CORNER_STEP = 0.0
-CORNER_SIDES = ("lt", "rt", "lb", "rb")
 STORE_CROP_WINDOWS = True
 
 
@@ -408,8 +405,6 @@ def storage_regions(image: Image.Image, crops: bool = False) -> list[Region]:
              ("embedded", boxes["embedded"])]
     if crops:
         named += list(crop_windows(boxes["content"]).items())
-        if CORNER_STEP:
-            named += list(crop_windows(boxes["content"], CORNER_STEP, CORNER_SIDES).items())
     return _distinct(image, named)
 
 
