@@ -221,3 +221,8 @@ def pdq_fast_dct16(image: np.ndarray, blur: bool = True) -> tuple[np.ndarray, in
     """Fast-mode (16x16 DCT, quality): the float64 downsample, then the exact float32 tail."""
     image64 = fast_downsample64(image, blur).astype(F32)
     return dct64_to_16(image64), quality_metric(image64)
+
+
+def separable_product(pixels: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """rows . pixels . cols^T in float64 (the Cython kernel sums in float32)."""
+    return rows.astype(np.float64) @ pixels.astype(np.float64) @ cols.astype(np.float64).T
