@@ -112,10 +112,10 @@ def systems():
     }
 
 
-def time_interleaved(fns: dict, files, runs: int) -> dict[str, float]:
-    """Images/s per system. Systems are timed file by file in turn (not one whole class after
-    another), and each file's time is its median over ``runs``: on a shared machine a burst
-    of other work then lands on every system alike instead of on one column."""
+def interleaved_times(fns: dict, files, runs: int) -> dict[str, np.ndarray]:
+    """Seconds per (run, file) for each system, timed file by file in turn (not one whole
+    class after another): on a shared machine a burst of other work then lands on every
+    system alike instead of on one column."""
     for fn in fns.values():
         fn(files[0])  # warm caches and lazy imports
     times = {name: np.zeros((runs, len(files))) for name in fns}
@@ -125,6 +125,12 @@ def time_interleaved(fns: dict, files, runs: int) -> dict[str, float]:
                 start = time.perf_counter()
                 fn(path)
                 times[name][run, i] = time.perf_counter() - start
+    return times
+
+
+def time_interleaved(fns: dict, files, runs: int) -> dict[str, float]:
+    """Images/s per system: each file's median over ``runs`` (interleaved_times), summed."""
+    times = interleaved_times(fns, files, runs)
     return {name: len(files) / float(np.median(t, axis=0).sum()) for name, t in times.items()}
 
 
