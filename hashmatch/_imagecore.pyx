@@ -11,7 +11,8 @@ rounds once where the reference rounds twice.
 All kernels release the GIL, so a thread pool can hash several images at once.
 """
 from libc.math cimport cos, sqrt
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport free, malloc, qsort
+from libc.string cimport memcpy
 
 import numpy as np
 
@@ -879,6 +880,37 @@ def separable_product(const unsigned char[:, :] pixels, const float[:, ::1] rows
         hm_dense_cols(lines, <int>width, &cols[0, 0], <int>n_rows, <int>n_cols, &view[0, 0])
     free(lines)
     return out
+
+
+def above_median_bits(const float[:, ::1] values):
+    """Packed bits (np.packbits order, row-major) of ``values > median(values)``, the median
+    of an even count being the float32 mean of its two middle values (as fast phash's numpy
+    version: ``(sorted[n/2 - 1] + sorted[n/2]) / 2``). One call instead of sort, compare and
+    packbits in numpy. Twin: _imagecore_ref.above_median_bits."""
+    cdef Py_ssize_t n = values.shape[0] * values.shape[1], i
+    if n < 2 or n % 16:
+        raise ValueError("need a multiple of 16 values (whole bytes, an even count)")
+    out = np.zeros(n // 8, dtype=np.uint8)
+    cdef unsigned char[::1] packed = out
+    cdef const float* flat = &values[0, 0]
+    cdef float* ordered = <float*>malloc(n * sizeof(float))
+    cdef float median
+    if ordered == NULL:
+        raise MemoryError()
+    with nogil:
+        memcpy(ordered, flat, n * sizeof(float))
+        qsort(ordered, n, sizeof(float), _compare_floats)
+        median = (ordered[n // 2 - 1] + ordered[n // 2]) / <float>2.0
+        for i in range(n):
+            if flat[i] > median:
+                packed[i >> 3] |= <unsigned char>(0x80 >> (i & 7))
+    free(ordered)
+    return out
+
+
+cdef int _compare_floats(const void* a, const void* b) noexcept nogil:
+    cdef float x = (<const float*>a)[0], y = (<const float*>b)[0]
+    return (x > y) - (x < y)
 
 
 # --------------------------------------------------------------------------------------------

@@ -415,3 +415,15 @@ def test_separable_product_rejects_bad_input():
     with pytest.raises(ValueError):
         core.separable_product(np.zeros((0, 5), np.uint8), np.ones((2, 0), np.float32),
                                np.ones((2, 5), np.float32))
+
+
+@FAST
+@given(values=hnp.arrays(np.float32, st.sampled_from([(8, 8), (16, 16), (4, 4), (2, 8)]),
+                         elements=st.floats(-1e4, 1e4, width=32)))
+def test_above_median_bits_matches_twin(values):
+    assert same_floats(core.above_median_bits(values), ref.above_median_bits(values))
+
+
+def test_above_median_bits_rejects_partial_bytes():
+    with pytest.raises(ValueError):
+        core.above_median_bits(np.zeros((3, 3), np.float32))
