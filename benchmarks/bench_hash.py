@@ -112,19 +112,34 @@ def systems():
     }
 
 
-def time_interleaved(fns: dict, files, runs: int) -> dict[str, float]:
-    """Images/s per system. Systems are timed file by file in turn (not one whole class after
-    another), and each file's time is its median over ``runs``: on a shared machine a burst
-    of other work then lands on every system alike instead of on one column."""
+def interleaved_times(fns: dict, files, runs: int) -> dict[str, np.ndarray]:
+    """Seconds per (run, file) for each system, timed file by file in turn (not one whole
+    class after another): on a shared machine a burst of other work then lands on every
+    system alike instead of on one column.
+
+    The order of the systems rotates from one file (and run) to the next, so each follows
+    every other equally often. A system timed right after one that sweeps megabytes
+    (pdqhash's float buffers, a full RGB decode) runs with cold caches -- right after
+    pdqhash, per small JPEG: fast phash +0.2-0.3 ms, imagehash.phash +0.3-0.8 ms
+    (RESULTS.md) -- and a fixed order hands that handicap to the same columns every time.
+    """
     for fn in fns.values():
         fn(files[0])  # warm caches and lazy imports
+    names = list(fns)
     times = {name: np.zeros((runs, len(files))) for name in fns}
     for run in range(runs):
         for i, path in enumerate(files):
-            for name, fn in fns.items():
+            shift = (i + run) % len(names)
+            for name in names[shift:] + names[:shift]:
                 start = time.perf_counter()
-                fn(path)
+                fns[name](path)
                 times[name][run, i] = time.perf_counter() - start
+    return times
+
+
+def time_interleaved(fns: dict, files, runs: int) -> dict[str, float]:
+    """Images/s per system: each file's median over ``runs`` (interleaved_times), summed."""
+    times = interleaved_times(fns, files, runs)
     return {name: len(files) / float(np.median(t, axis=0).sum()) for name, t in times.items()}
 
 
@@ -150,7 +165,7 @@ def render(table, classes, args) -> str:
     names = list(next(iter(table.values())))
     lines = [
         f"Machine: {machine_name()}. One process, images/s, file on disk -> fingerprint; "
-        f"systems timed in turn on each file, each file's median of {args.runs} runs, then "
+        f"systems timed in turn on each file (order rotated per file), each file's median of {args.runs} runs, then "
         f"summed (`uptime` load during the run: {os.getloadavg()[0]:.1f}). Reproduce: `.venv/bin/python benchmarks/bench_hash.py "
         f"--runs {args.runs} --per-class {args.per_class}`.",
         "",

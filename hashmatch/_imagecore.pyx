@@ -11,7 +11,8 @@ rounds once where the reference rounds twice.
 All kernels release the GIL, so a thread pool can hash several images at once.
 """
 from libc.math cimport cos, sqrt
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport free, malloc, qsort
+from libc.string cimport memcpy
 
 import numpy as np
 
@@ -775,6 +776,141 @@ def pdq_fast_dct16(image, row_weights, col_weights, float[::1] scratch=None):
         quality = _quality(image64)
         _dct64_to_16(image64, t, &view[0, 0])
     return out, quality
+
+
+# --------------------------------------------------------------------------------------------
+# fast phash: a dense separable product on uint8 pixels
+
+cdef extern from *:
+    """
+    /* out[i, :] = sum_y rows[i, y] * pixels[y, :] over all rows y, i = 0..n_rows-1.
+       Column blocks of HM_DENSE_BLOCK: two pixel rows are turned into floats once, then
+       added into every output row's block (n_rows x block floats, L1-resident);
+       vectorised across the block. */
+    #define HM_DENSE_BLOCK 128
+    HM_VECTOR_CLONES
+    static void hm_dense_rows(const unsigned char* base, ptrdiff_t row_stride, int height,
+                              int width, const float* rows, int n_rows, float* out) {
+        float fa[HM_DENSE_BLOCK], fb[HM_DENSE_BLOCK];
+        int i, y, j, j0, n;
+        for (j0 = 0; j0 < width; j0 += HM_DENSE_BLOCK) {
+            n = width - j0 < HM_DENSE_BLOCK ? width - j0 : HM_DENSE_BLOCK;
+            for (i = 0; i < n_rows; i++) {
+                float* acc = out + (ptrdiff_t)i * width + j0;
+                for (j = 0; j < n; j++) acc[j] = 0.0f;
+            }
+            for (y = 0; y + 1 < height; y += 2) {
+                const unsigned char* a = base + (ptrdiff_t)y * row_stride + j0;
+                const unsigned char* b = a + row_stride;
+                for (j = 0; j < n; j++) { fa[j] = (float)a[j]; fb[j] = (float)b[j]; }
+                for (i = 0; i < n_rows; i++) {
+                    float* acc = out + (ptrdiff_t)i * width + j0;
+                    float ka = rows[(ptrdiff_t)i * height + y], kb = rows[(ptrdiff_t)i * height + y + 1];
+                    for (j = 0; j < n; j++) acc[j] += ka * fa[j] + kb * fb[j];
+                }
+            }
+            if (y < height) {
+                const unsigned char* a = base + (ptrdiff_t)y * row_stride + j0;
+                for (j = 0; j < n; j++) fa[j] = (float)a[j];
+                for (i = 0; i < n_rows; i++) {
+                    float* acc = out + (ptrdiff_t)i * width + j0;
+                    float ka = rows[(ptrdiff_t)i * height + y];
+                    for (j = 0; j < n; j++) acc[j] += ka * fa[j];
+                }
+            }
+        }
+    }
+
+    /* out[i, c] = sum_x lines[i, x] * cols[c, x], summed in 8 interleaved partial sums
+       (a fixed order, so every clone gives the same result) to let it vectorise. */
+    HM_VECTOR_CLONES
+    static void hm_dense_cols(const float* lines, int width, const float* cols, int n_rows,
+                              int n_cols, float* out) {
+        int i, c, x, l;
+        for (i = 0; i < n_rows; i++) {
+            const float* line = lines + (ptrdiff_t)i * width;
+            for (c = 0; c < n_cols; c++) {
+                const float* wt = cols + (ptrdiff_t)c * width;
+                float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+                float total = 0.0f;
+                for (x = 0; x + 8 <= width; x += 8)
+                    for (l = 0; l < 8; l++) part[l] += line[x + l] * wt[x + l];
+                for (; x < width; x++) total += line[x] * wt[x];
+                for (l = 0; l < 8; l++) total += part[l];
+                out[i * n_cols + c] = total;
+            }
+        }
+    }
+    """
+    void hm_dense_rows(const unsigned char* base, Py_ssize_t row_stride, int height, int width,
+                       const float* rows, int n_rows, float* out) noexcept nogil
+    void hm_dense_cols(const float* lines, int width, const float* cols, int n_rows,
+                       int n_cols, float* out) noexcept nogil
+
+
+def separable_product(const unsigned char[:, :] pixels, const float[:, ::1] rows,
+                      const float[:, ::1] cols):
+    """``rows . pixels . cols^T`` as float32 (rows.shape[0] x cols.shape[0]).
+
+    For fast phash (rows/cols = DCT rows times LANCZOS weights, a few rows each): each
+    output row's float line is the weighted sum of all pixel rows (vectorised across the
+    row, AVX2 clone), then short dot products with ``cols``. Single-threaded and GIL-free; numpy's matmul would hand small
+    products like this to a BLAS thread pool whose wake-ups cost more than the arithmetic
+    on a loaded machine. Twin: _imagecore_ref.separable_product.
+    """
+    cdef Py_ssize_t height = pixels.shape[0], width = pixels.shape[1]
+    cdef Py_ssize_t n_rows = rows.shape[0], n_cols = cols.shape[0]
+    if height < 1 or width < 1:
+        raise ValueError("empty image")
+    if n_rows < 1 or n_cols < 1:
+        raise ValueError("need at least one row of weights per axis")
+    if rows.shape[1] != height or cols.shape[1] != width:
+        raise ValueError(f"weights ({rows.shape[1]}, {cols.shape[1]}) do not fit an image of "
+                         f"{height}x{width}")
+    if pixels.strides[1] != 1:
+        raise ValueError("pixels must be contiguous within a row")
+    out = np.empty((n_rows, n_cols), dtype=np.float32)
+    cdef float[:, ::1] view = out
+    cdef float* lines = <float*>malloc(n_rows * width * sizeof(float))
+    if lines == NULL:
+        raise MemoryError()
+    with nogil:
+        hm_dense_rows(&pixels[0, 0], pixels.strides[0], <int>height, <int>width, &rows[0, 0],
+                      <int>n_rows, lines)
+        hm_dense_cols(lines, <int>width, &cols[0, 0], <int>n_rows, <int>n_cols, &view[0, 0])
+    free(lines)
+    return out
+
+
+def above_median_bits(const float[:, ::1] values):
+    """Packed bits (np.packbits order, row-major) of ``values > median(values)``, the median
+    of an even count being the float32 mean of its two middle values (as fast phash's numpy
+    version: ``(sorted[n/2 - 1] + sorted[n/2]) / 2``). One call instead of sort, compare and
+    packbits in numpy. Twin: _imagecore_ref.above_median_bits."""
+    cdef Py_ssize_t n = values.shape[0] * values.shape[1], i
+    if n < 2 or n % 16:
+        raise ValueError("need a multiple of 16 values (whole bytes, an even count)")
+    out = np.zeros(n // 8, dtype=np.uint8)
+    cdef unsigned char[::1] packed = out
+    cdef const float* flat = &values[0, 0]
+    cdef float* ordered = <float*>malloc(n * sizeof(float))
+    cdef float median
+    if ordered == NULL:
+        raise MemoryError()
+    with nogil:
+        memcpy(ordered, flat, n * sizeof(float))
+        qsort(ordered, n, sizeof(float), _compare_floats)
+        median = (ordered[n // 2 - 1] + ordered[n // 2]) / <float>2.0
+        for i in range(n):
+            if flat[i] > median:
+                packed[i >> 3] |= <unsigned char>(0x80 >> (i & 7))
+    free(ordered)
+    return out
+
+
+cdef int _compare_floats(const void* a, const void* b) noexcept nogil:
+    cdef float x = (<const float*>a)[0], y = (<const float*>b)[0]
+    return (x > y) - (x < y)
 
 
 # --------------------------------------------------------------------------------------------

@@ -239,3 +239,15 @@ def band_depth(lines, colour, tolerance, limit, share_needed, loose, reach, clea
         return run
     clean = np.nonzero(share[:run] >= clean_share)[0]
     return int(clean[-1]) + 1 if clean.size else 0
+
+
+def separable_product(pixels: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """rows . pixels . cols^T in float64 (the Cython kernel sums in float32)."""
+    return rows.astype(np.float64) @ pixels.astype(np.float64) @ cols.astype(np.float64).T
+
+
+def above_median_bits(values: np.ndarray) -> np.ndarray:
+    """np.packbits(values > median), median = float32 mean of the two middle values."""
+    ordered = np.sort(values, axis=None)
+    median = (ordered[ordered.size // 2 - 1] + ordered[ordered.size // 2]) / np.float32(2)
+    return np.packbits((values > median).reshape(-1))

@@ -166,3 +166,157 @@ def test_hash_files_keeps_order_and_reports_errors(tmp_path):
     assert results[4].error.startswith("file not found")
     assert results[0].fingerprint == results[3].fingerprint == hm.hash_file(good[0], "phash")
     assert results[0].sha256 == results[3].sha256 and len(results[0].sha256) == 64
+
+
+# -- the lean JPEG path (libjpeg-turbo through simplejpeg) ---------------------------------
+from hashmatch import decode as decoding  # noqa: E402
+from conftest import corpus_files  # noqa: E402
+
+EXIF_ROTN = PDQ_REF / "images" / "reg-test-input" / "exif-rotn"
+
+
+def _pillow_decode(monkeypatch, source, **options):
+    with monkeypatch.context() as patch:
+        patch.setattr(decoding, "_simplejpeg", None)
+        return decode(source, **options)
+
+
+def _lean_decode(monkeypatch, source, **options):
+    """decode() that must take the lean path: Pillow's opener is not reachable."""
+    def no_pillow(*args, **kwargs):
+        raise AssertionError("fell back to Pillow")
+    with monkeypatch.context() as patch:
+        patch.setattr(decoding, "_open_checked", no_pillow)
+        return decode(source, **options)
+
+
+def _same_decode(a, b):
+    assert a.image.mode == b.image.mode == "L"
+    assert a.image.size == b.image.size
+    assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+    assert a.image.info.get(decoding.FULL_SIZE_KEY) == b.image.info.get(decoding.FULL_SIZE_KEY)
+    assert (a.format, a.original_size, a.sha256, a.file_size) == \
+        (b.format, b.original_size, b.sha256, b.file_size)
+
+
+LEAN_FILES = [ORIGINAL, *sorted(EXIF_ROTN.iterdir()), *corpus_files()[::60]]
+
+
+@pytest.mark.parametrize("path", LEAN_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("min_side", [64, 128, 240])
+def test_lean_jpeg_decode_gives_pillows_draft_pixels(monkeypatch, path, min_side):
+    # Same libjpeg, same power-of-two DCT scale, same Y channel, same EXIF orientation.
+    for turn in (True, False):
+        options = dict(mode="L", draft_min_side=min_side, exif_transpose=turn)
+        _same_decode(_lean_decode(monkeypatch, path, **options),
+                     _pillow_decode(monkeypatch, path, **options))
+
+
+def _jpeg_with(image, **save_options):
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=90, **save_options)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("orientation", range(0, 10))
+def test_lean_jpeg_applies_every_exif_orientation_as_pillow(monkeypatch, orientation):
+    picture = Image.open(ORIGINAL).reduce(4)  # 400 x 251: drafted at min side 64 and 128
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = _jpeg_with(picture, exif=exif)
+    for min_side in (64, 128):
+        options = dict(mode="L", draft_min_side=min_side)
+        lean = _lean_decode(monkeypatch, data, **options)
+        _same_decode(lean, _pillow_decode(monkeypatch, data, **options))
+        assert (lean.image.height > lean.image.width) == (orientation in (5, 6, 7, 8))
+
+
+def test_lean_jpeg_reads_xmp_orientation_as_pillow(monkeypatch):
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/'
+           b'02/22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/"'
+           b' tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+    data = _jpeg_with(Image.open(ORIGINAL).reduce(4), xmp=xmp)
+    lean = _lean_decode(monkeypatch, data, mode="L", draft_min_side=64)
+    _same_decode(lean, _pillow_decode(monkeypatch, data, mode="L", draft_min_side=64))
+    assert lean.image.height > lean.image.width
+
+
+def test_lean_jpeg_leaves_what_it_does_not_read_exactly_to_pillow(monkeypatch):
+    plain = _jpeg_with(Image.open(ORIGINAL).reduce(4))
+    assert decoding._jpeg_orientation(plain) == 1
+
+    def with_segment(marker, payload):
+        return plain[:2] + marker + struct.pack(">H", len(payload) + 2) + payload + plain[2:]
+
+    exif = Image.Exif()
+    exif[0x0112] = 3
+    exif_block = exif.tobytes()  # starts with "Exif\0\0", as in the APP1 segment
+    twice = with_segment(b"\xff\xe1", exif_block)
+    twice = twice[:2] + twice[2:2 + 4 + len(exif_block)] * 2 + twice[2 + 4 + len(exif_block):]
+    assert decoding._jpeg_orientation(with_segment(b"\xff\xe1", exif_block)) == 3
+    assert decoding._jpeg_orientation(twice) is None  # Pillow concatenates several blocks
+    assert decoding._jpeg_orientation(with_segment(b"\xff\xe2", b"MPF\0" + b"\0" * 20)) is None
+    assert decoding._jpeg_orientation(with_segment(b"\xff\xe1", b"Exif\0\0junk")) is None
+    cmyk = MODES_DIR / "CMYK.jpg"
+    assert decoding._lean_jpeg_grey(cmyk.read_bytes(), "x", 64, 10**9, True) is None
+    for data in (twice, cmyk.read_bytes()):  # Pillow decodes them, the same as without simplejpeg
+        _same_decode(decode(data, mode="L", draft_min_side=64),
+                     _pillow_decode(monkeypatch, data, mode="L", draft_min_side=64))
+
+
+class _HeaderOnly:
+    """simplejpeg whose pixel decoder must not be reached."""
+
+    def __init__(self, real):
+        self.decode_jpeg_header = real.decode_jpeg_header
+
+    def decode_jpeg(self, *args, **kwargs):
+        raise AssertionError("decoded pixels of an image over the limit")
+
+
+def test_lean_jpeg_enforces_the_pixel_limit_before_decoding(monkeypatch, tmp_path):
+    monkeypatch.setattr(decoding, "_simplejpeg", _HeaderOnly(decoding._simplejpeg))
+    path = tmp_path / "a.jpg"
+    path.write_bytes(_jpeg_bytes())
+    with pytest.raises(hm.ImageError, match="too large") as info:
+        decode(path, mode="L", draft_min_side=64, max_pixels=1000)
+    assert info.value.source == str(path)
+    # A header claiming 60000 x 60000 (3.6 Gpx) over a small picture's data.
+    data = bytearray(_jpeg_bytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", 60000, 60000)
+    path.write_bytes(bytes(data))
+    for algorithm in ("phash", "dhash", "ahash", "pdq"):
+        with pytest.raises(hm.ImageError, match="too large"):
+            hm.hash_file(path, algorithm)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage scan", "no SOF", "zero size"])
+def test_lean_jpeg_damaged_files_fail_or_decode_exactly_as_pillow(monkeypatch, tmp_path, damage):
+    data = bytearray(_jpeg_bytes())
+    if damage == "truncated":
+        data = data[:5000]
+    elif damage == "garbage scan":
+        start = data.index(b"\xff\xda") + 200
+        data[start:start + 3000] = np.random.default_rng(1).integers(0, 255, 3000, np.uint8).tobytes()
+    elif damage == "no SOF":
+        sof = data.index(b"\xff\xc0")
+        data[sof + 1] = 0xC9  # arithmetic-coded SOF libjpeg-turbo's build may refuse
+    else:
+        sof = data.index(b"\xff\xc0")
+        data[sof + 5:sof + 9] = b"\0\0\0\0"
+    path = tmp_path / "evidence file.jpg"
+    path.write_bytes(bytes(data))
+    outcomes = []
+    for run in (decode, lambda *a, **k: _pillow_decode(monkeypatch, *a, **k)):
+        try:
+            outcomes.append(run(path, mode="L", draft_min_side=64))
+        except hm.ImageError as exc:
+            assert exc.source == str(path) and str(path) in str(exc)
+            outcomes.append((exc.reason, exc.detail))
+    if isinstance(outcomes[0], tuple) or isinstance(outcomes[1], tuple):
+        assert outcomes[0] == outcomes[1]
+    else:
+        _same_decode(*outcomes)
+    if damage == "truncated":
+        assert outcomes[0][0] == "truncated"

@@ -420,3 +420,51 @@ def test_band_depth_trims_a_caption_bar_but_not_the_picture():
     white = np.array([255.0])
     assert core.band_depth(lines, white, 14, 25, 0.45, True, 3, 0.97) == 10
     assert core.band_depth(lines, white, 14, 25, 0.97, False, 0, 0.97) == 4  # strict: stops at text
+
+
+# -- fast phash: dense separable product -------------------------------------------------
+@FAST
+@given(image=uint8_images(max_side=300).filter(lambda a: a.size > 0),
+       n_rows=st.integers(1, 9), n_cols=st.integers(1, 9), seed=st.integers(0, 2**32 - 1))
+def test_separable_product_matches_twin(image, n_rows, n_cols, seed):
+    rng = np.random.default_rng(seed)
+    rows = rng.standard_normal((n_rows, image.shape[0])).astype(np.float32)
+    cols = rng.standard_normal((n_cols, image.shape[1])).astype(np.float32)
+    got = core.separable_product(image, rows, cols)
+    want = ref.separable_product(image, rows, cols)
+    assert got.shape == want.shape and got.dtype == np.float32
+    # float32 sums of H*W terms of size <= 255 * |w|: relative error ~1e-6 of their magnitude.
+    scale = 255.0 * np.abs(rows).sum(axis=1)[:, None] * np.abs(cols).sum(axis=1)[None, :]
+    assert np.all(np.abs(got - want) <= 1e-5 * scale + 1e-6)
+
+
+def test_separable_product_reads_rows_with_any_stride():
+    image = np.arange(60 * 80, dtype=np.uint32).reshape(60, 80).astype(np.uint8)
+    view = image[::2, 5:70]  # row stride 160, pixels contiguous within a row
+    rows = np.ones((2, view.shape[0]), np.float32)
+    cols = np.ones((3, view.shape[1]), np.float32)
+    np.testing.assert_allclose(core.separable_product(view, rows, cols),
+                               ref.separable_product(view, rows, cols), rtol=1e-6)
+
+
+def test_separable_product_rejects_bad_input():
+    image = np.zeros((4, 5), np.uint8)
+    with pytest.raises(ValueError):
+        core.separable_product(image, np.ones((2, 5), np.float32), np.ones((2, 5), np.float32))
+    with pytest.raises(ValueError):
+        core.separable_product(image[:, ::2], np.ones((2, 4), np.float32), np.ones((2, 3), np.float32))
+    with pytest.raises(ValueError):
+        core.separable_product(np.zeros((0, 5), np.uint8), np.ones((2, 0), np.float32),
+                               np.ones((2, 5), np.float32))
+
+
+@FAST
+@given(values=hnp.arrays(np.float32, st.sampled_from([(8, 8), (16, 16), (4, 4), (2, 8)]),
+                         elements=st.floats(-1e4, 1e4, width=32)))
+def test_above_median_bits_matches_twin(values):
+    assert same_floats(core.above_median_bits(values), ref.above_median_bits(values))
+
+
+def test_above_median_bits_rejects_partial_bytes():
+    with pytest.raises(ValueError):
+        core.above_median_bits(np.zeros((3, 3), np.float32))

@@ -61,3 +61,27 @@ def test_fast_mode_stays_close_to_exact():
     files = corpus_files()[::8]
     drift = [hm.hash_file(f, "phash") - hm.hash_file(f, "phash", exact=True) for f in files]
     assert np.percentile(drift, 99) <= 8
+
+
+@pytest.mark.parametrize("size_in, size_out", [((253, 200), (32, 32)), ((640, 33), (9, 8)),
+                                               ((128, 128), (32, 32)), ((1000, 581), (8, 8))])
+def test_lanczos_weights_are_pillows(size_in, size_out):
+    # Fast phash applies Pillow's LANCZOS coefficients in float; Pillow rounds them to 22-bit
+    # fixed point and rounds each pass to 8 bits, so the results agree to within ~1 level.
+    rng = np.random.default_rng(7)
+    (height, width), (out_w, out_h) = size_in, size_out
+    pixels = (rng.random((height, width)) * 255).astype(np.uint8)
+    pillow = np.asarray(Image.fromarray(pixels).resize((out_w, out_h), Image.Resampling.LANCZOS))
+    ours = (imagehash_compat.lanczos_weights(height, out_h) @ pixels
+            @ imagehash_compat.lanczos_weights(width, out_w).T)
+    assert np.abs(ours - pillow).max() <= 1.0
+
+
+def test_fast_phash_is_the_exact_pipeline_without_its_rounding():
+    # Same decoded image: fast phash (float LANCZOS + DCT in one product) vs imagehash's steps
+    # on the same reduced image. Only coefficients within rounding of the median may differ.
+    for path in corpus_files()[::40]:
+        image = hm.decode.load_image(path, mode="L", draft_min_side=128)
+        fast = imagehash_compat.phash(image, exact=False)
+        reduced = imagehash_compat._grey_reduced(image, (32, 32))
+        assert fast - imagehash_compat.phash(reduced, exact=True) <= 4, path.name
