@@ -287,9 +287,11 @@ def report(path: Path, plot: Path):
 
 def ratio(argv):
     """--ratio N {real,ideal} NSUB:{p,s,m} ...: 1-needle vs 8-needle MIH latency, interleaved
-    (query i alone, then its 8 dihedral needles), 200 random queries x 3 rounds, 1 thread,
-    directly on the tables of each layout (p = plain, s = parity-split, m = mixed parity:
-    plain widths over _hamming.pdq_parity_mix)."""
+    (query i alone and the 8 dihedral needles of query i + 100, which goes first
+    alternating), 200 random queries x 3 rounds, 1 thread, directly on the tables of each
+    layout (p = plain, s = parity-split, m = mixed parity: plain widths over
+    _hamming.pdq_parity_mix). Not query i's own needles: they include query i, whose
+    buckets and rows its 1-needle run has just brought into the cache."""
     n, mode = int(argv[0]), argv[1]
     rng = np.random.default_rng(n + 6)
     db = make_database(n, "random", 0.25, rng)
@@ -306,14 +308,14 @@ def ratio(argv):
             _hamming.mih_range_search_multi(x, db, st, wd, off, rows, RADIUS, threads=1,
                                             split_parity=split)
         one, eight = [], []
-        for _ in range(3):
+        for r in range(3):
             for i in range(len(q)):
-                t = time.perf_counter()
-                search(q[i:i + 1, None])
-                one.append(time.perf_counter() - t)
-                t = time.perf_counter()
-                search(needles[i:i + 1])
-                eight.append(time.perf_counter() - t)
+                j = (i + len(q) // 2) % len(q)
+                calls = [(one, q[i:i + 1, None]), (eight, needles[j:j + 1])]
+                for out, x in (calls if (i + r) % 2 == 0 else calls[::-1]):
+                    t = time.perf_counter()
+                    search(x)
+                    out.append(time.perf_counter() - t)
         o, e = 1e3 * np.median(one), 1e3 * np.median(eight)
         print(f"n={n} {mode} nsub={nsub} split={split} widths={wd.tolist()} build={build:.2f}s "
               f"1={o:.3f}ms 8={e:.3f}ms 8/1={e / o:.2f}", flush=True)

@@ -211,3 +211,83 @@ def mih_range_search_multi(needles, codes, starts, widths, offsets, rows, radius
                            split_parity=False):
     """MIH is exact, so its twin is the brute-force multi-needle range search."""
     return range_search_multi(needles, codes, radius)
+
+
+# --- MIH probe plan ---------------------------------------------------------------------
+
+MIH_NS_PER_PROBE = 25.0
+MIH_NS_PER_CANDIDATE = 45.0
+
+
+def _probe_unit_cost(n, width):
+    return MIH_NS_PER_PROBE + MIH_NS_PER_CANDIDATE * math.ldexp(float(n), -width)
+
+
+def _ball_cost(n, width, radius):
+    keys = 0.0
+    for i in range(min(radius, width) + 1):
+        keys += float(math.comb(width, i))
+    return keys * _probe_unit_cost(n, width)
+
+
+def mih_probe_plan(needles, starts, widths, n, radius, split_parity=False):
+    """The probe radius of each needle's key in each table (nsub, m), -1 = not probed.
+
+    One needle: the classic plan (radius // nsub + 1 on tables 0..radius % nsub, one less
+    on the rest). Several: every distinct key of a table starts at the classic floor
+    radius // nsub - 1 (at most the table width); then, eagerly, the key with the lowest
+    (cost of its next radius step / its needles still short of radius + 1 contributions,
+    key index) is raised, a needle counting rho + 1 per table (or done when a table is
+    enumerated whole); the classic plan is kept when its model cost is lower."""
+    needles = np.ascontiguousarray(needles, dtype=np.uint8)
+    if split_parity == SPLIT_MIXED:
+        keyed = pdq_parity_mix(needles, len(starts))
+    elif split_parity:
+        keyed = pdq_parity_split(needles)
+    else:
+        keyed = needles
+    m, nsub, radius = len(needles), len(starts), int(radius)
+    s, a = divmod(radius, nsub) if nsub else (0, 0)
+    groups = []  # [table, key, needle mask, radius]
+    for t in range(nsub):
+        keys = substring_keys(keyed, int(starts[t]), int(widths[t])).tolist()
+        for key in dict.fromkeys(keys):
+            mask = sum(1 << j for j in range(m) if keys[j] == key)
+            groups.append([t, key, mask, -1 if radius < 0 else (s if t <= a else s - 1)])
+    width = [int(widths[g[0]]) for g in groups]
+    if m > 1 and radius >= 0:
+        fixed_cost = sum(_ball_cost(n, w, g[3]) for g, w in zip(groups, width))
+        floors = [min(s - 1, int(w)) for w in widths]
+        need = [radius + 1 - sum(f + 1 for f in floors)] * m
+        full = any(f == int(w) for f, w in zip(floors, widths))
+        open_ = {j for j in range(m) if need[j] > 0 and not full}
+        greedy_cost = 0.0
+        for g, w in zip(groups, width):
+            g[3] = min(s - 1, w)
+            greedy_cost += _ball_cost(n, w, g[3])
+        while open_:
+            best = None
+            for i, (g, w) in enumerate(zip(groups, width)):
+                helped = sum(1 for j in open_ if g[2] >> j & 1)
+                if helped == 0 or g[3] >= w:
+                    continue
+                step = float(math.comb(w, g[3] + 1)) * _probe_unit_cost(n, w)
+                if best is None or (step / helped, i) < best[:2]:
+                    best = (step / helped, i, step)
+            g, w = groups[best[1]], width[best[1]]
+            g[3] += 1
+            greedy_cost += best[2]
+            for j in range(m):
+                if g[2] >> j & 1:
+                    need[j] -= 1
+                    if need[j] <= 0 or g[3] == w:
+                        open_.discard(j)
+        if fixed_cost < greedy_cost:
+            for g in groups:
+                g[3] = s if g[0] <= a else s - 1
+    out = np.full((nsub, m), -1, dtype=np.int32)
+    for t, _, mask, rho in groups:
+        for j in range(m):
+            if mask >> j & 1:
+                out[t, j] = rho
+    return out

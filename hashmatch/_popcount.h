@@ -25,18 +25,22 @@
 /* out[i] = popcount(q ^ db[i]) for i < n */
 typedef void (*hm_rowdist_fn)(const uint64_t *q, const uint64_t *db, int64_t n, int nwords,
                               int32_t *out);
-/* out[i] = popcount(q ^ db[rows[i]]) for i < n (gather: verifies candidate rows) */
-typedef void (*hm_gatherdist_fn)(const uint64_t *q, const uint64_t *db, const int64_t *rows,
-                                 int64_t n, int nwords, int32_t *out);
 /* out_min[i] = min_j popcount(needles[j] ^ db[i]); out_arg[i] = lowest j reaching it */
 typedef void (*hm_rowmin_fn)(const uint64_t *needles, int m, const uint64_t *db, int64_t n,
                              int nwords, int32_t *out_min, int8_t *out_arg);
+/* Candidate verification, each row once against every needle of its own set:
+ * out_min[i] = min over needles j in masks[i] (bit j; never 0) of
+ * popcount(needles[j] ^ db[rows[i]]), out_arg[i] = lowest such j reaching it.
+ * Prefetches db[rows[i + ahead]] (rows[] must be readable up to n_readable). */
+typedef void (*hm_gathermin_fn)(const uint64_t *needles, const uint64_t *db, const int64_t *rows,
+                                const uint8_t *masks, int64_t n, int64_t n_readable,
+                                int ahead, int nwords, int32_t *out_min, int8_t *out_arg);
 
 typedef struct {
     const char *name;
     hm_rowdist_fn rowdist;
-    hm_gatherdist_fn gatherdist;
     hm_rowmin_fn rowmin;
+    hm_gathermin_fn gathermin;
 } hm_impl;
 
 /* ------------------------------------------------------------------------------------- */
@@ -66,25 +70,36 @@ typedef struct {
                 out[i] = hm_dist_##SUFFIX(q, db + (int64_t)nwords * i, nwords);               \
         }                                                                                     \
     }                                                                                         \
-    ATTR static void hm_gatherdist_##SUFFIX(const uint64_t *q, const uint64_t *db,           \
-                                            const int64_t *rows, int64_t n, int nwords,       \
-                                            int32_t *out) {                                   \
-        for (int64_t i = 0; i < n; i++)                                                       \
-            out[i] = hm_dist_##SUFFIX(q, db + (int64_t)nwords * rows[i], nwords);             \
+    /* min over the needles in mask (bit j = needle j; never 0); *arg = lowest j reaching it */ \
+    ATTR static inline int32_t hm_minover_##SUFFIX(const uint64_t *needles, unsigned mask,   \
+                                                   const uint64_t *r, int nwords,             \
+                                                   int8_t *arg) {                             \
+        int j = __builtin_ctz(mask);                                                          \
+        int32_t best = hm_dist_##SUFFIX(needles + (int64_t)nwords * j, r, nwords);            \
+        *arg = (int8_t)j;                                                                     \
+        for (mask &= mask - 1; mask; mask &= mask - 1) {                                      \
+            j = __builtin_ctz(mask);                                                          \
+            int32_t d = hm_dist_##SUFFIX(needles + (int64_t)nwords * j, r, nwords);           \
+            if (d < best) { best = d; *arg = (int8_t)j; }                                     \
+        }                                                                                     \
+        return best;                                                                          \
     }                                                                                         \
     ATTR static void hm_rowmin_##SUFFIX(const uint64_t *needles, int m, const uint64_t *db,  \
                                         int64_t n, int nwords, int32_t *out_min,              \
                                         int8_t *out_arg) {                                    \
+        for (int64_t i = 0; i < n; i++)                                                       \
+            out_min[i] = hm_minover_##SUFFIX(needles, (1u << m) - 1,                          \
+                                             db + (int64_t)nwords * i, nwords, out_arg + i);  \
+    }                                                                                         \
+    ATTR static void hm_gathermin_##SUFFIX(const uint64_t *needles, const uint64_t *db,      \
+                                           const int64_t *rows, const uint8_t *masks,         \
+                                           int64_t n, int64_t n_readable, int ahead,          \
+                                           int nwords, int32_t *out_min, int8_t *out_arg) {   \
         for (int64_t i = 0; i < n; i++) {                                                     \
-            const uint64_t *r = db + (int64_t)nwords * i;                                     \
-            int32_t best = hm_dist_##SUFFIX(needles, r, nwords);                              \
-            int8_t arg = 0;                                                                   \
-            for (int j = 1; j < m; j++) {                                                     \
-                int32_t d = hm_dist_##SUFFIX(needles + (int64_t)nwords * j, r, nwords);       \
-                if (d < best) { best = d; arg = (int8_t)j; }                                  \
-            }                                                                                 \
-            out_min[i] = best;                                                                \
-            out_arg[i] = arg;                                                                 \
+            if (i + ahead < n_readable)                                                       \
+                __builtin_prefetch(db + (int64_t)nwords * rows[i + ahead]);                   \
+            out_min[i] = hm_minover_##SUFFIX(needles, masks[i], db + (int64_t)nwords * rows[i], \
+                                             nwords, out_arg + i);                            \
         }                                                                                     \
     }
 
@@ -198,13 +213,13 @@ HM_ATTR_AVX512 static void hm_rowmin_avx512(const uint64_t *needles, int m, cons
 }
 #endif /* HM_X86 */
 
-static const hm_impl hm_impl_portable = {"portable", hm_rowdist_portable, hm_gatherdist_portable,
-                                         hm_rowmin_portable};
+static const hm_impl hm_impl_portable = {"portable", hm_rowdist_portable, hm_rowmin_portable,
+                                         hm_gathermin_portable};
 #if HM_X86
-static const hm_impl hm_impl_popcnt = {"popcnt", hm_rowdist_popcnt, hm_gatherdist_popcnt,
-                                       hm_rowmin_popcnt};
+static const hm_impl hm_impl_popcnt = {"popcnt", hm_rowdist_popcnt, hm_rowmin_popcnt,
+                                       hm_gathermin_popcnt};
 static const hm_impl hm_impl_avx512 = {"avx512_vpopcntdq", hm_rowdist_avx512,
-                                       hm_gatherdist_avx512s, hm_rowmin_avx512};
+                                       hm_rowmin_avx512, hm_gathermin_avx512s};
 #endif
 
 /* Implementations this CPU can run, best first. Returns how many were written to `out`. */

@@ -25,8 +25,9 @@ from .parallel import default_workers
 # Cost model, measured with benchmarks/bench_index.py on a 2-core AMD EPYC VM (1 thread):
 # a random memory access (bucket probe or candidate verification) costs ~40 ns there, a
 # streamed PDQ row ~1.2 ns; an extra needle adds ~0.2 ns per row to the scan (AVX-512).
-NS_PER_PROBE = 25.0
-NS_PER_CANDIDATE = 45.0
+# The MIH kernel's probe planner (several needles) uses the same probe/candidate costs.
+NS_PER_PROBE = _hamming.MIH_NS_PER_PROBE
+NS_PER_CANDIDATE = _hamming.MIH_NS_PER_CANDIDATE
 NS_PER_SCANNED_WORD = 0.3
 NS_PER_EXTRA_NEEDLE_WORD = 0.06
 

@@ -258,7 +258,7 @@ def test_dihedral_variants_share_parity_class_keys():
 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(16, 40), st.sampled_from(["ideal", "real",
-                                                                        "random"]),
+                                                                        "random", "near"]),
        st.integers(1, 8), threads, impls, st.sampled_from([True, fast.SPLIT_MIXED]))
 def test_mih_split_parity_with_dihedral_needles(seed, nsub, kind, m, nthreads, impl, split):
     """Split-parity and mixed-parity MIH = brute force, with needle sets whose probes
@@ -272,6 +272,8 @@ def test_mih_split_parity_with_dihedral_needles(seed, nsub, kind, m, nthreads, i
         needles = dihedral_ideal(rng.integers(0, 256, (nq, 32), dtype=np.uint8))
         if kind == "random":
             needles = rng.integers(0, 256, (nq, 8, 32), dtype=np.uint8)
+        if kind == "near":  # keys equal or 1-3 bits apart: the probe planner shares keys
+            needles = _near_needle_sets(rng, nq)
     needles = needles[:, rng.permutation(8)[:m]]
     db = rng.integers(0, 256, (int(rng.integers(0, 80)), 32), dtype=np.uint8)
     if nq and len(db):
@@ -285,3 +287,75 @@ def test_mih_split_parity_with_dihedral_needles(seed, nsub, kind, m, nthreads, i
     assert_same(fast.mih_range_search_multi(needles, db, starts, widths, *tables, radius,
                                             threads=nthreads, split_parity=split),
                 ref.range_search_multi(needles, db, radius))
+
+
+def _near_needle_sets(rng, nq):
+    """(nq, 8, 32): one random code per query and 7 copies with 0-3 bits flipped each."""
+    base = rng.integers(0, 256, (nq, 1, 32), dtype=np.uint8).repeat(8, axis=1)
+    flips = np.zeros((nq, 8, 256), dtype=bool)
+    for q in range(nq):
+        for j in range(1, 8):
+            flips[q, j, rng.choice(256, int(rng.integers(0, 4)), replace=False)] = True
+    return base ^ np.packbits(flips, axis=2)
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["ideal", "real", "random", "near"]),
+       st.integers(1, 8),
+       st.sampled_from([(12, True), (14, fast.SPLIT_MIXED), (12, False), (16, True),
+                        (40, True), (8, False), (64, False)]),
+       st.sampled_from([0, 1, 1000, 10**6, 10**7]),
+       st.sampled_from([-1, 0, 1, 3, 15, 31, 40, 64, 300]))
+def test_mih_probe_plan_twin_and_pigeonhole(seed, kind, m, layout, n, radius):
+    """The probe plan equals its twin, and every needle's radii satisfy the pigeonhole
+    condition that makes the search exact: sum over tables (rho + 1) >= radius + 1, or one
+    table enumerated whole. One needle: the classic plan."""
+    rng = np.random.default_rng(seed)
+    if kind == "real":
+        needles = real_dihedral_sets(1, seed)[0]
+    elif kind == "ideal":
+        needles = dihedral_ideal(rng.integers(0, 256, (1, 32), dtype=np.uint8))[0]
+    elif kind == "near":
+        needles = _near_needle_sets(rng, 1)[0]
+    else:
+        needles = rng.integers(0, 256, (8, 32), dtype=np.uint8)
+    needles = needles[rng.permutation(8)[:m]]
+    nsub, split = layout
+    starts, widths = fast.mih_layout(256, nsub, split)
+    plan = fast.mih_probe_plan(needles, starts, widths, n, radius, split_parity=split)
+    assert_same((plan,), (ref.mih_probe_plan(needles, starts, widths, n, radius,
+                                             split_parity=split),))
+    assert plan.shape == (nsub, m)
+    assert (fast.MIH_NS_PER_PROBE, fast.MIH_NS_PER_CANDIDATE) == (ref.MIH_NS_PER_PROBE,
+                                                                  ref.MIH_NS_PER_CANDIDATE)
+    if radius < 0:
+        assert np.all(plan == -1)
+        return
+    for j in range(m):
+        assert (plan[:, j] + 1).sum() >= radius + 1 or np.any(plan[:, j] >= widths)
+    s, a = divmod(radius, nsub)
+    classic = np.where(np.arange(nsub) <= a, s, s - 1)
+    if m == 1:
+        np.testing.assert_array_equal(plan[:, 0], classic)
+
+
+def test_mih_probe_plan_shares_dihedral_keys():
+    """On real dihedral needles at 10M codes the plan costs less (model) than probing every
+    distinct key at the classic radii: keys shared by several needles are widened instead."""
+    starts, widths = fast.mih_layout(256, 12, True)
+    sets = real_dihedral_sets(6, 11)
+    split = ref.pdq_parity_split(sets.reshape(-1, 32)).reshape(6, 8, 32)
+    s, a = divmod(31, 12)
+    cheaper = 0
+    for needles, keyed in zip(sets, split):
+        plan = fast.mih_probe_plan(needles, starts, widths, 10**7, 31, split_parity=True)
+        cost = classic = 0.0
+        for t in range(12):
+            keys = ref.substring_keys(keyed, int(starts[t]), int(widths[t])).tolist()
+            for key in set(keys):
+                rho = plan[t, keys.index(key)]
+                cost += ref._ball_cost(10**7, int(widths[t]), int(rho))
+                classic += ref._ball_cost(10**7, int(widths[t]), s if t <= a else s - 1)
+        assert cost <= classic
+        cheaper += cost < classic
+    assert cheaper >= 4
