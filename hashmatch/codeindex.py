@@ -270,11 +270,11 @@ class CodeIndex:
             out[hit], found = seg.codes[pos[hit]], found | hit
         n = self._buf_n
         if n and not found.all():
-            where = {int(i): k for k, i in enumerate(self._buf_ids[:n]) if self._buf_live[k]}
+            # Few ids against the (unsorted) write buffer: one vectorised match per id.
             for k in np.nonzero(~found)[0]:
-                row = where.get(int(ids[k]))
-                if row is not None:
-                    out[k], found[k] = self._buf_codes[row], True
+                rows = np.flatnonzero((self._buf_ids[:n] == ids[k]) & self._buf_live[:n])
+                if len(rows):
+                    out[k], found[k] = self._buf_codes[rows[0]], True
         if not found.all():
             raise KeyError(f"ids not in the index: {ids[~found][:5].tolist()}")
         return out

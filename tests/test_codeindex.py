@@ -214,3 +214,22 @@ def test_mih_layout_choice_keeps_plain_widths_with_parity_keys():
     assert choose_mih_layout(10_000_000, 256, 31) == (12, True)
     widths = fast.mih_layout(256, 14, fast.SPLIT_MIXED)[1]
     assert mih_table_bytes(1_000_000, widths) <= MIH_TABLE_BYTES_PER_CODE * 1_000_000
+
+
+def test_codes_of_returns_stored_codes_from_segments_and_buffer():
+    from hashmatch.codeindex import BUFFER_ROWS
+
+    rng = np.random.default_rng(5)
+    index = CodeIndex(256)
+    sealed, total = BUFFER_ROWS + 500, BUFFER_ROWS + 600
+    codes = rng.integers(0, 256, (total, 32), dtype=np.uint8)
+    index.add(codes[:sealed], np.arange(sealed))               # a sealed segment
+    index.add(codes[sealed:], np.arange(sealed, total))        # the write buffer
+    assert index._buf_n == total - sealed and index._segments
+    wanted = np.array([total - 1, 0, 1234, sealed])
+    assert (index.codes_of(wanted) == codes[wanted]).all()
+    index.remove([1234])
+    with pytest.raises(KeyError):
+        index.codes_of([1234])
+    with pytest.raises(KeyError):
+        index.codes_of([10_000])
