@@ -232,4 +232,4 @@ def test_codes_of_returns_stored_codes_from_segments_and_buffer():
     with pytest.raises(KeyError):
         index.codes_of([1234])
     with pytest.raises(KeyError):
-        index.codes_of([10_000])
+        index.codes_of([total + 10])
