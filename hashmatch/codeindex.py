@@ -270,11 +270,15 @@ class CodeIndex:
             out[hit], found = seg.codes[pos[hit]], found | hit
         n = self._buf_n
         if n and not found.all():
-            # Few ids against the (unsorted) write buffer: one vectorised match per id.
-            for k in np.nonzero(~found)[0]:
-                rows = np.flatnonzero((self._buf_ids[:n] == ids[k]) & self._buf_live[:n])
-                if len(rows):
-                    out[k], found[k] = self._buf_codes[rows[0]], True
+            # The write buffer is in arrival order: sort its ids once for this call.
+            missing = np.nonzero(~found)[0]
+            order = np.argsort(self._buf_ids[:n], kind="stable")
+            sorted_ids = self._buf_ids[:n][order]
+            pos = np.minimum(np.searchsorted(sorted_ids, ids[missing]), n - 1)
+            rows = order[pos]
+            hit = (sorted_ids[pos] == ids[missing]) & self._buf_live[:n][rows]
+            out[missing[hit]] = self._buf_codes[rows[hit]]
+            found[missing[hit]] = True
         if not found.all():
             raise KeyError(f"ids not in the index: {ids[~found][:5].tolist()}")
         return out
