@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # (algorithm, exact): fast PDQ (JPEG draft path), exact PDQ (full-resolution RGB), fast phash
-DEFAULT_SPECS = ("pdq:fast", "pdq:exact", "phash:fast")
+DEFAULT_SPECS = ("pdq:fast", "pdq:exact", "phash:fast", "regions:store", "regions:query")
 
 
 @dataclass
@@ -133,6 +133,24 @@ def peak_rss_kb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+def _regions_result(spec: str, mode: str, path: str) -> dict:
+    """What the Index does with a file: "store" = fingerprint_file with regions (never
+    raises; an internal error is a failure of the contract), "query" = the query needles."""
+    if mode == "store":
+        from hashmatch.hashing import fingerprint_file
+
+        result = fingerprint_file(path, ("pdq",), regions=True)
+        if result.ok:
+            return {"spec": spec, "status": "ok", "detail": f"{1 + len(result.regions)} rows"}
+        internal = result.error.startswith("internal error")
+        reason = result.error if internal else result.error.split(" (")[0]  # "reason (detail)"
+        return {"spec": spec, "status": "other" if internal else "error", "detail": reason}
+    from hashmatch.index import query_fingerprints
+
+    needles, _ = query_fingerprints(path, ("pdq",), False, True, True)
+    return {"spec": spec, "status": "ok", "detail": f"{len(needles)} needles"}
+
+
 def _worker(specs: list[str]) -> None:
     import traceback
 
@@ -145,6 +163,9 @@ def _worker(specs: list[str]) -> None:
         for spec in specs:
             algorithm, mode = spec.split(":")
             try:
+                if algorithm == "regions":
+                    results.append(_regions_result(spec, mode, path))
+                    continue
                 fp = hm.hash_file(path, algorithm, exact=(mode == "exact"))
                 results.append({"spec": spec, "status": "ok", "detail": fp.hex(),
                                 "quality": fp.quality})
