@@ -286,6 +286,13 @@ class _Shard:
         roles = np.array([stored_role(name) for name in self.names] or [""])
         return roles[self.region_codes[rows]]
 
+    def role_numbers_of(self, rows: np.ndarray) -> np.ndarray:
+        """Index into regions.ROLES of each row's role."""
+        from .regions import ROLES
+
+        numbers = np.array([ROLES.index(stored_role(name)) for name in self.names] or [0])
+        return numbers[self.region_codes[rows]]
+
     def penalties_of(self, rows: np.ndarray) -> np.ndarray:
         from .regions import region_penalty
 
@@ -745,12 +752,13 @@ def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
         # The scan reports each hit's nearest needle, but which pair counts depends on
         # regions (rotations meet full frames only; penalties): score every needle.
         distances = _pair_distances(codes, shard.codes_of(rows))
-        stored_roles = shard.roles_of(rows)
+        stored_roles = shard.role_numbers_of(rows)
         stored_penalty = shard.penalties_of(rows) if use_regions else np.zeros(len(rows), int)
         scores = np.full(distances.shape, no_pair, np.int64)
         for k, (_, qregion, qvariant) in enumerate(group):
-            allowed = np.isin(stored_roles, rg.search_roles(qregion, qvariant))
-            allowed &= distances[:, k] <= radius
+            role_ok = np.isin(np.arange(len(rg.ROLES)),
+                              [rg.ROLES.index(r) for r in rg.search_roles(qregion, qvariant)])
+            allowed = role_ok[stored_roles] & (distances[:, k] <= radius)
             penalty = np.maximum(stored_penalty, rg.region_penalty(qregion)) if use_regions \
                 else 0
             scores[allowed, k] = distances[allowed, k] + (penalty[allowed] if use_regions
@@ -812,12 +820,11 @@ def _passes(needles):
             for i in range(0, len(group), MAX_NEEDLES_PER_PASS)]
 
 
-_BIT_COUNT = np.array([bin(i).count("1") for i in range(256)], np.uint8)
-
-
 def _pair_distances(needles: np.ndarray, stored: np.ndarray) -> np.ndarray:
-    """(n_stored, n_needles) Hamming distances of a few hit rows (numpy: hits are few)."""
-    return _BIT_COUNT[stored[:, None, :] ^ needles[None, :, :]].sum(axis=2, dtype=np.int64)
+    """(n_stored, n_needles) Hamming distances of the hit rows to every needle."""
+    from ._hamming import distance_matrix
+
+    return distance_matrix(stored, needles, threads=1).astype(np.int64)
 
 
 def _duplicate_groups(codes: np.ndarray) -> np.ndarray:
