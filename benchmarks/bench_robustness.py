@@ -514,8 +514,8 @@ def main(argv=None):
             np.save(WORK / ("index_scores_quick.npy" if args.quick else "index_scores.npy"), best)
             default_t = regions.PDQ_MAX_DISTANCE
             meta_extra.update(stats)
-            sample = next(q.path for q in queries if q.edit == "post")
-            meta_extra["latency"] = latency_ratio(stats["role_share"], sample, args.quick)
+            post_query = next(q.path for q in queries if q.edit == "post")
+            meta_extra["latency"] = latency_ratio(stats["role_share"], post_query, args.quick)
             for (label, _), variant_best in zip(variants.items(), scores[1:]):
                 ablations.append((label, evaluate(label, variant_best, queries, default_t, 128)))
         else:
