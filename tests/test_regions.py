@@ -164,3 +164,17 @@ def test_select_matches_at_a_smaller_radius_is_the_larger_answer_cut():
         assert (regions.select_matches(d, max_distance=t, margin=10, certain=16)
                 == (wide & (d <= t))).all()
 
+
+
+def test_box_sides_snap_to_the_border_on_the_full_resolution_pixels():
+    picture = photo_like(7, (600, 450))
+    framed = Image.new("RGB", (600 + 2 * 37, 450 + 2 * 37), (0, 0, 0))
+    framed.paste(picture, (37, 37))  # 37 px: not a multiple of the analysis copy's factor
+    boxes = regions.find_boxes(framed)
+    assert boxes["content"] == (37, 37, 637, 487)
+    regions.REFINE = False
+    try:
+        coarse = regions.find_boxes(framed)["content"]
+    finally:
+        regions.REFINE = True
+    assert coarse != (37, 37, 637, 487)  # what the refinement is for
