@@ -593,6 +593,8 @@ def latency_ratio(role_share: dict, sample_query: str, quick: bool) -> dict:
     per_role["full"] = items
     region_names = np.concatenate([np.full(n, names[role], object) for role, n in per_role.items()])
     item_ids = np.concatenate([np.arange(n) % items for n in per_role.values()])
+    order = np.argsort(item_ids, kind="stable")  # an index adds an item's rows together
+    region_names, item_ids = region_names[order], item_ids[order]
     n = len(region_names)
     codes = rng.integers(0, 256, (n, 32), dtype=np.uint8)
     default = _Shard("pdq", 256)

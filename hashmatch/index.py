@@ -194,6 +194,7 @@ class _Shard:
         self.names: list[str] = []
         self._name_code: dict[str, int] = {}
         self._items_sorted = True  # item ids ascending too (the usual case): fast removes
+        self._item_order = None  # argsort of item_ids when they are not ascending
 
     def append(self, fp_ids, item_ids, codes, regions, variants, qualities) -> None:
         if len(fp_ids) == 0:
@@ -212,6 +213,7 @@ class _Shard:
             "qualities": np.asarray(qualities, np.int16)[order],
             "live": np.ones(len(fp_ids), bool),
         }
+        self._item_order = None
         in_order = self.n == 0 or fp_ids[0] > self.fp_ids[self.n - 1]
         if self.n and item_ids[0] < self.item_ids[self.n - 1] or np.any(np.diff(item_ids) < 0):
             self._items_sorted = False
@@ -256,6 +258,7 @@ class _Shard:
         for name, values in columns.items():
             setattr(self, name, values)
         self.n, self.n_dead = len(columns["fp_ids"]), 0
+        self._item_order = None
         self._items_sorted = bool(np.all(np.diff(self.item_ids) >= 0))
 
     def remove_items(self, item_ids) -> None:
@@ -306,13 +309,16 @@ class _Shard:
         """Each item's live full-frame row (``fallback_rows`` where it has none)."""
         full = self._name_code.get(FULL_REGION)
         out = np.asarray(fallback_rows, np.int64).copy()
-        items = self.item_ids[:self.n]
+        if self._items_sorted:
+            order, items = None, self.item_ids[:self.n]
+        else:  # rows of an item are scattered: one sort per state of the shard, then lookups
+            if self._item_order is None or len(self._item_order) != self.n:
+                self._item_order = np.argsort(self.item_ids[:self.n], kind="stable")
+            order = self._item_order
+            items = self.item_ids[:self.n][order]
         for k, item in enumerate(item_ids):
-            if self._items_sorted:
-                lo, hi = np.searchsorted(items, [item, item + 1])
-                rows = np.arange(lo, hi)
-            else:
-                rows = np.nonzero(items == item)[0]
+            lo, hi = np.searchsorted(items, [item, item + 1])
+            rows = np.arange(lo, hi) if order is None else order[lo:hi]
             rows = rows[self.live[rows] & (self.region_codes[rows] == full)]
             if len(rows):
                 out[k] = rows[0]

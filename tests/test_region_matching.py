@@ -101,3 +101,17 @@ def test_query_hashes_is_plain_pdq_on_an_index_with_regions(photo_index):
     (matches,) = photo_index.query_hashes([fp])
     assert _names(matches) == [PHOTOS[3].name] and matches[0].stored_region == "full"
     assert matches[0].distance == matches[0].score
+
+
+@pytest.mark.parametrize("item_order", [[1, 1, 2, 2, 3], [3, 2, 2, 1, 1]])
+def test_each_items_full_frame_row_is_found_in_any_row_order(item_order):
+    from hashmatch.index import _Shard
+
+    shard = _Shard("pdq", 256)
+    regions = ["full", "content", "content", "full", "full"] if item_order[0] == 1 else \
+        ["full", "content", "full", "content", "full"]
+    codes = np.random.default_rng(0).integers(0, 256, (5, 32), dtype=np.uint8)
+    shard.append(np.arange(5), item_order, codes, regions, ["original"] * 5, [100] * 5)
+    rows = shard.full_rows_of([1, 2, 3], [-1, -1, -1])
+    for item, row in zip([1, 2, 3], rows):
+        assert shard.item_ids[row] == item and shard.names[shard.region_codes[row]] == "full"
