@@ -285,16 +285,17 @@ class _Shard:
     def rows_of(self, fp_ids: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.fp_ids[:self.n], fp_ids)
 
-    def roles_of(self, rows: np.ndarray) -> np.ndarray:
-        roles = np.array([stored_role(name) for name in self.names] or [""])
-        return roles[self.region_codes[rows]]
-
     def role_numbers_of(self, rows: np.ndarray) -> np.ndarray:
         """Index into regions.ROLES of each row's role."""
         from .regions import ROLES
 
         numbers = np.array([ROLES.index(stored_role(name)) for name in self.names] or [0])
         return numbers[self.region_codes[rows]]
+
+    def roles_of(self, rows: np.ndarray) -> np.ndarray:
+        from .regions import ROLES
+
+        return np.array(ROLES)[self.role_numbers_of(rows)]
 
     def penalties_of(self, rows: np.ndarray) -> np.ndarray:
         from .regions import region_penalty

@@ -221,12 +221,12 @@ def find_boxes(image: Image.Image, framed: bool = True) -> dict[str, Box]:
             boxes[f"framed:{i + 1}"] = _to_image_box(box, sx, sy, image.size)
     if REFINE and (sx > 1 or sy > 1):
         grey = _grey_pixels(image)
-        refined = {}
+        refined: dict[Box, Box] = {}  # several names often share one box
         for name, box in boxes.items():
             if name != "full":
-                refined[name] = refined.get(box) or _refine_box(grey, box, sx, sy)
-                refined[box] = refined[name]
-        boxes.update({name: refined[name] for name in boxes if name != "full"})
+                if box not in refined:
+                    refined[box] = _refine_box(grey, box, sx, sy)
+                boxes[name] = refined[box]
     return boxes
 
 
@@ -237,8 +237,9 @@ REFINE = True
 
 
 def _grey_pixels(image: Image.Image) -> np.ndarray:
+    """uint8 grey pixels (a view of an "L" image, no copy): only thin strips are read."""
     grey = image if image.mode == "L" else image.convert("L")
-    return np.asarray(grey, dtype=np.float32)
+    return np.asarray(grey)
 
 
 def _refine_box(grey: np.ndarray, box: Box, sx: float, sy: float) -> Box:
@@ -250,7 +251,7 @@ def _refine_box(grey: np.ndarray, box: Box, sx: float, sy: float) -> Box:
         # lines[k] is image line first + k; a side at position p lies between p-1 and p.
         if len(lines) < 2:
             return current
-        steps = np.abs(np.diff(lines, axis=0)).mean(axis=1)
+        steps = np.abs(np.diff(lines.astype(np.float32), axis=0)).mean(axis=1)
         k = int(np.argmax(steps))
         return first + k + 1 if steps[k] >= EDGE_STEP / 2 else current
 
@@ -631,14 +632,6 @@ def search_roles(query_region: str, query_variant: str) -> tuple[str, ...]:
     if query_region in ("full", "content", "deskewed") and query_variant == "original":
         return ROLES
     return ("full", "region")
-
-
-def pair_allowed(query_region: str, query_variant: str, stored_region: str) -> bool:
-    return stored_role(stored_region) in search_roles(query_region, query_variant)
-
-
-def pair_score(distance: int, query_region: str, stored_region: str) -> int:
-    return int(distance) + max(region_penalty(query_region), region_penalty(stored_region))
 
 
 def select_matches(scores: np.ndarray, max_distance: int, margin: int | None = None,
