@@ -766,10 +766,9 @@ def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
             role_ok = np.isin(np.arange(len(rg.ROLES)),
                               [rg.ROLES.index(r) for r in rg.search_roles(qregion, qvariant)])
             allowed = role_ok[stored_roles] & (distances[:, k] <= radius)
-            penalty = np.maximum(stored_penalty, rg.region_penalty(qregion)) if use_regions \
-                else 0
-            scores[allowed, k] = distances[allowed, k] + (penalty[allowed] if use_regions
-                                                          else 0)
+            query_penalty = rg.region_penalty(qregion) if use_regions else 0
+            penalty = np.maximum(stored_penalty, query_penalty)
+            scores[allowed, k] = distances[allowed, k] + penalty[allowed]
         found.append((group, rows, distances, scores))
     if not found:
         return {}
