@@ -306,10 +306,9 @@ class _Shard:
     def codes_of(self, rows: np.ndarray) -> np.ndarray | None:
         return self.codes.codes_of(self.fp_ids[rows], self.roles_of(rows))
 
-    def full_rows_of(self, item_ids, fallback_rows) -> np.ndarray:
-        """Each item's live full-frame row (``fallback_rows`` where it has none)."""
-        full = self._name_code.get(FULL_REGION)
-        out = np.asarray(fallback_rows, np.int64).copy()
+    def rows_of_items(self, item_ids) -> tuple[np.ndarray, np.ndarray]:
+        """Every live row of each item: (rows, position in ``item_ids`` of each row's item)."""
+        item_ids = np.asarray(item_ids, np.int64)
         if self._items_sorted:
             order, items = None, self.item_ids[:self.n]
         else:  # rows of an item are scattered: one sort per state of the shard, then lookups
@@ -317,12 +316,21 @@ class _Shard:
                 self._item_order = np.argsort(self.item_ids[:self.n], kind="stable")
             order = self._item_order
             items = self.item_ids[:self.n][order]
-        for k, item in enumerate(item_ids):
-            lo, hi = np.searchsorted(items, [item, item + 1])
-            rows = np.arange(lo, hi) if order is None else order[lo:hi]
-            rows = rows[self.live[rows] & (self.region_codes[rows] == full)]
-            if len(rows):
-                out[k] = rows[0]
+        lo = np.searchsorted(items, item_ids, "left")
+        counts = np.searchsorted(items, item_ids, "right") - lo
+        owner = np.repeat(np.arange(len(item_ids)), counts)
+        positions = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        rows = positions if order is None else order[positions]
+        live = self.live[rows]
+        return rows[live], owner[live]
+
+    def full_rows_of(self, item_ids, fallback_rows) -> np.ndarray:
+        """Each item's live full-frame row (``fallback_rows`` where it has none)."""
+        out = np.asarray(fallback_rows, np.int64).copy()
+        rows, owner = self.rows_of_items(item_ids)
+        full = self.region_codes[rows] == self._name_code.get(FULL_REGION, -1)
+        owners, first = np.unique(owner[full], return_index=True)
+        out[owners] = rows[full][first]
         return out
 
     def __len__(self) -> int:
@@ -743,33 +751,32 @@ def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
     radius = min(shard.nbits, max_distance + max(0, margin))
     needles = [n for n in needles
                if min_quality is None or n[0].quality is None or n[0].quality >= min_quality]
-    no_pair = np.iinfo(np.int64).max
+    # Crop windows are most of the stored rows: by default they are not scanned but checked
+    # for the items the scan of full frames and regions found within a wider radius.
+    verify = use_regions and rg.VERIFY_CROP_WINDOWS
+    scan_radius = min(shard.nbits, radius + rg.CANDIDATE_SLACK) if verify else radius
     found = []  # per pass: (group, rows, distances, scores), vectorised over hits x needles
+    candidates = []
     for roles, group in _passes(needles):
+        if verify:
+            roles = tuple(role for role in roles if role != "crop")
         codes = np.stack([fp.bits for fp, _, _ in group])
-        hit_ids = shard.codes.search(codes, radius, roles)
+        hit_ids = shard.codes.search(codes, scan_radius, roles)
         if len(hit_ids) == 0:
             continue
-        rows = shard.rows_of(hit_ids)
-        if min_quality is not None:
-            quality = shard.qualities[rows]
-            rows = rows[(quality < 0) | (quality >= min_quality)]
-            if len(rows) == 0:
-                continue
-        # The scan reports each hit's nearest needle, but which pair counts depends on
-        # regions (rotations meet full frames only; penalties): score every needle.
-        distances = _pair_distances(codes, shard.codes_of(rows))
-        stored_roles = shard.role_numbers_of(rows)
-        stored_penalty = shard.penalties_of(rows) if use_regions else np.zeros(len(rows), int)
-        scores = np.full(distances.shape, no_pair, np.int64)
-        for k, (_, qregion, qvariant) in enumerate(group):
-            role_ok = np.isin(np.arange(len(rg.ROLES)),
-                              [rg.ROLES.index(r) for r in rg.search_roles(qregion, qvariant)])
-            allowed = role_ok[stored_roles] & (distances[:, k] <= radius)
-            query_penalty = rg.region_penalty(qregion) if use_regions else 0
-            penalty = np.maximum(stored_penalty, query_penalty)
-            scores[allowed, k] = distances[allowed, k] + penalty[allowed]
-        found.append((group, rows, distances, scores))
+        rows = _quality_rows(shard, shard.rows_of(hit_ids), min_quality)
+        if len(rows) == 0:
+            continue
+        candidates.append(shard.item_ids[rows])
+        found.append(_score_rows(shard, group, codes, rows, radius, use_regions))
+    if verify and candidates:
+        rows, _ = shard.rows_of_items(np.unique(np.concatenate(candidates)))
+        rows = _quality_rows(shard, rows[shard.role_numbers_of(rows) == rg.ROLES.index("crop")],
+                             min_quality)
+        group = [n for n in needles if "crop" in rg.search_roles(n[1], n[2])]
+        if len(rows) and group:
+            codes = np.stack([fp.bits for fp, _, _ in group])
+            found.append(_score_rows(shard, group, codes, rows, radius, use_regions))
     if not found:
         return {}
     # Best pair per hit row, then best row per item (lowest score, then first found).
@@ -777,7 +784,7 @@ def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
     for index, (group, rows, distances, scores) in enumerate(found):
         k = np.argmin(scores, axis=1)
         best_score = scores[np.arange(len(rows)), k]
-        ok = best_score != no_pair
+        ok = best_score != _NO_PAIR
         entries.append((np.full(ok.sum(), index), rows[ok], k[ok], best_score[ok],
                         distances[np.arange(len(rows)), k][ok]))
     which, rows, needle, score, distance = (np.concatenate(column) for column in zip(*entries))
@@ -812,6 +819,39 @@ def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
                               shard.names[shard.variant_codes[row]], fp.quality,
                               int(shard.qualities[row]))
     return out
+
+
+def _quality_rows(shard, rows: np.ndarray, min_quality) -> np.ndarray:
+    if min_quality is None or len(rows) == 0:
+        return rows
+    quality = shard.qualities[rows]
+    return rows[(quality < 0) | (quality >= min_quality)]
+
+
+def _score_rows(shard, group, codes: np.ndarray, rows: np.ndarray, radius: int,
+                use_regions: bool):
+    """(group, rows, distances, scores): every needle of ``group`` against every row; a pair
+    gets a score (distance + region penalty) if the needle may meet the row's role and is
+    within ``radius``, else the no-pair value."""
+    from . import regions as rg
+
+    # The scan reports each hit's nearest needle, but which pair counts depends on
+    # regions (rotations meet full frames only; penalties): score every needle.
+    distances = _pair_distances(codes, shard.codes_of(rows))
+    stored_roles = shard.role_numbers_of(rows)
+    stored_penalty = shard.penalties_of(rows) if use_regions else np.zeros(len(rows), int)
+    scores = np.full(distances.shape, _NO_PAIR, np.int64)
+    for k, (_, qregion, qvariant) in enumerate(group):
+        role_ok = np.isin(np.arange(len(rg.ROLES)),
+                          [rg.ROLES.index(r) for r in rg.search_roles(qregion, qvariant)])
+        allowed = role_ok[stored_roles] & (distances[:, k] <= radius)
+        query_penalty = rg.region_penalty(qregion) if use_regions else 0
+        penalty = np.maximum(stored_penalty, query_penalty)
+        scores[allowed, k] = distances[allowed, k] + penalty[allowed]
+    return group, rows, distances, scores
+
+
+_NO_PAIR = np.iinfo(np.int64).max
 
 
 def _passes(needles):

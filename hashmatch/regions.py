@@ -612,6 +612,14 @@ DUPLICATE_DISTANCE = 8
 # only the rows it may pair with: that is what keeps the query cost near the full-frame-only
 # query's (RESULTS.md, "Robustness").
 ROLES = ("full", "region", "crop")
+# Experiment (off): crop windows (5 of an item's ~6.6 rows) not scanned; the scan of full
+# frames and regions, out to CANDIDATE_SLACK bits beyond the search radius, names candidate
+# items and only their crop windows are compared with the needles. Measured: slack 24 keeps
+# recall (quick suite, -2 crop queries at the default radius), but with 16 needles a wide
+# scan hits a third of all rows at 1M random codes, and fetching their codes costs 40x the
+# scan (RESULTS.md, "Robustness, session 3").
+VERIFY_CROP_WINDOWS = False
+CANDIDATE_SLACK = 24
 
 
 def stored_role(stored_region: str) -> str:
