@@ -13,15 +13,15 @@ module finds, cheaply and on a small copy of the image, the rectangles to hash:
   left is the largest picture-like rectangle. ``embedded:1``, ``embedded:2`` (query side only)
   are earlier steps of that search, for flat-coloured pictures (posters, chat screenshots) whose
   own bands the search would otherwise eat into.
-- ``crop:<side><percent>`` (opt-in, ``storage_regions(crops=True)``): stored-side windows of
-  the content region so that a copy cropped by 10-20 % still lands near one of them.
+- ``crop:<sides><percent>`` (stored side, ``storage_regions(crops=True)``): windows of the
+  content region with a few percent cut off one or two sides (``CROP_WINDOWS``), so that a copy
+  cropped by 5-15 % still lands near one of them.
 
-Stored side and query side differ on purpose (the asymmetry keeps the index small):
-:func:`storage_regions` returns what goes into the index for a known image (full, content,
-embedded: 1 to 3 PDQ codes, 2.3 on average on the benchmark); :func:`query_regions` what a
-query hashes (the index adds PDQ's 8 rotations/flips of the query's full frame, scanned against
-stored full frames only). Boxes are deduplicated: a region almost equal to one already listed
-is dropped, so a plain photo costs one fingerprint stored and one queried.
+Stored side and query side differ on purpose: :func:`storage_regions` returns what goes into
+the index for a known image (full, content, embedded, crop windows: 16 PDQ codes on average on
+the benchmark, 512 bytes); :func:`query_regions` what a query hashes (the index adds PDQ's 8
+rotations/flips of the query's full frame, compared with stored full frames only). Boxes are
+deduplicated: a region almost equal to one already listed is dropped.
 
 Decision rule (what makes a wide radius safe; :func:`select_matches`): per stored item the
 best pair score (distance, plus ``REGION_PENALTY`` for pairs involving an embedded region); an
@@ -52,11 +52,19 @@ Box = tuple[int, int, int, int]  # (left, top, right, bottom), PIL convention, r
 # (192 rather than 128: box edges within ~0.5 % of the side; frames found with IoU >= 0.95
 # went from 62 % to 70 % on the quick suite's screenshots, posts and memes).
 ANALYSIS_SIDE = 192
+# ... but never fewer than this along the short side (when the image has them): a phone
+# screenshot 9:19.5 drafted to 270x585 was analysed at 68x147, too coarse for the edges of a
+# post inside it (full suite: frame recall +0.012).
+ANALYSIS_SHORT_SIDE = 128
 
 # A pixel "is the border colour" when every channel is within this many levels of it. The
 # box-filtered analysis copy averages JPEG noise away; 28 merged near-white UI (a chat's
 # grey input bar, an ID card's MRZ band) into white page backgrounds.
 COLOUR_TOLERANCE = 14
+# The same for the loose trimming of flat bands with text: a chat screenshot's light-grey
+# input area (245) or an ID card's grey band inside a white post card (255) must not be
+# trimmed as part of the card (full suite: frame recall +0.013 from 14 to 8).
+BAND_TOLERANCE = 8
 # Share of a row/column that must be border colour: strict for ``content`` (noise only),
 # loose for ``embedded`` (flat bands carrying text, icons, avatars).
 UNIFORM_SHARE = 0.97
@@ -70,13 +78,22 @@ MIN_SIDE_SHARE = 0.2
 EMBEDDED_STEPS = 2
 # Query side: also rectangles framed by straight edges (_framed_rectangles).
 FRAMED = True
-# Boxes within this IoU of an earlier one would fingerprint (almost) the same pixels.
-DEDUP_IOU = 0.9
+# Boxes within this IoU of an earlier one would fingerprint (almost) the same pixels. Not
+# looser: a box 3 % off on each side (IoU 0.9) moves PDQ by 30-60 bits, and an edge-framed
+# rectangle dropped as a near-duplicate of a looser box was the one that fitted (full suite:
+# 0.9 -> 0.95 raised recall at 1 % false alarm from 0.844 to 0.862).
+DEDUP_IOU = 0.95
 
-# Stored crop windows: each keeps the content region minus this share on one side.
-# A copy cropped c on one side lies |c - CROP_STEP| from a window instead of c from the full.
-CROP_STEP = 0.12
-CROP_SIDES = ("l", "t", "r", "b")
+# Stored crop windows: (sides cut, share of the content region's size cut from each). A copy
+# cropped c on one side lies |c - 0.12| from a one-side window instead of c from the full
+# frame; half of real crops take a little off two sides, which the two-side windows cover.
+# Measured (RESULTS.md, "Robustness, session 3"): the two-side and 6 % windows raised crop
+# recall on the quick suite from 0.86 to 0.95 and +-3 degree rotations (cut to their inner
+# box) from 0.83 to 0.88, for 16 codes (512 bytes) per item; the search checks crop windows of
+# candidate items only, so they cost little query time.
+CROP_WINDOWS = (("l", 0.12), ("t", 0.12), ("r", 0.12), ("b", 0.12),
+                ("l", 0.06), ("t", 0.06), ("r", 0.06), ("b", 0.06),
+                ("lr", 0.06), ("tb", 0.06), ("lt", 0.06), ("tr", 0.06), ("rb", 0.06), ("bl", 0.06))
 STORE_CROP_WINDOWS = True
 
 
@@ -107,6 +124,8 @@ def _analysis_array(image: Image.Image) -> tuple[np.ndarray, float, float]:
     long, and the x/y scale back to the image."""
     w, h = image.size
     factor = max(1, int(np.ceil(max(w, h) / ANALYSIS_SIDE)))
+    if ANALYSIS_SHORT_SIDE:
+        factor = max(1, min(factor, int(min(w, h) // ANALYSIS_SHORT_SIDE)))
     small = image if image.mode in ("RGB", "L") else image.convert("RGB")
     if factor > 1:
         small = small.reduce(factor)  # box filter: cheap, and averages JPEG noise away
@@ -125,13 +144,17 @@ def _to_image_box(box: Box, sx: float, sy: float, size: tuple[int, int]) -> Box:
 # --------------------------------------------------------------------------------------------
 # trimming flat bands from each side
 
+def _tolerance(share_needed: float) -> int:
+    return COLOUR_TOLERANCE if share_needed >= UNIFORM_SHARE else BAND_TOLERANCE
+
+
 def _border_colour(line: np.ndarray, share_needed: float) -> np.ndarray | None:
     """The colour of an outermost row/column (its median), if enough of it has that colour."""
     if len(line) == 0:
         return None
     ordered = np.sort(line, axis=0)  # np.median's value, without its per-call overhead
     colour = (ordered[(len(line) - 1) // 2] + ordered[len(line) // 2].astype(np.float64)) / 2
-    share = np.count_nonzero((np.abs(line - colour) <= COLOUR_TOLERANCE).all(axis=1))
+    share = np.count_nonzero((np.abs(line - colour) <= _tolerance(share_needed)).all(axis=1))
     return colour if share >= share_needed * len(line) else None
 
 
@@ -152,7 +175,7 @@ def _band_depth(lines: np.ndarray, limit: int, share_needed: float) -> int:
     loose = share_needed < UNIFORM_SHARE
     reach = max(2, int(len(lines) * TEXT_LINE_SHARE)) if loose else 0
     return _imagecore.band_depth(lines, np.ascontiguousarray(colour, np.float64),
-                                 COLOUR_TOLERANCE, limit, share_needed, loose, reach,
+                                 _tolerance(share_needed), limit, share_needed, loose, reach,
                                  UNIFORM_SHARE)
 
 
@@ -407,16 +430,16 @@ def _tilt(arr: np.ndarray):
 # --------------------------------------------------------------------------------------------
 # crop windows, dedup, the two public lists
 
-def crop_windows(box: Box, step: float = CROP_STEP, sides=CROP_SIDES) -> dict[str, Box]:
-    """``box`` minus ``step`` of its size on each side named in a ``sides`` entry: "l" cuts
-    the left, "lt" the left and the top (a corner window), and so on."""
+def crop_windows(box: Box, windows=None) -> dict[str, Box]:
+    """``box`` minus a share of its size on the sides each window names: ("l", 0.12) cuts 12 %
+    off the left ("crop:l12"), ("lt", 0.06) 6 % off the left and the top ("crop:lt6")."""
     l, t, r, b = box
-    dw, dh = round((r - l) * step), round((b - t) * step)
-    pct = round(step * 100)
     out = {}
-    for sides_cut in sides:
-        out[f"crop:{sides_cut}{pct}"] = (l + dw * ("l" in sides_cut), t + dh * ("t" in sides_cut),
-                                         r - dw * ("r" in sides_cut), b - dh * ("b" in sides_cut))
+    for sides_cut, share in (CROP_WINDOWS if windows is None else windows):
+        dw, dh = round((r - l) * share), round((b - t) * share)
+        out[f"crop:{sides_cut}{round(share * 100)}"] = (
+            l + dw * ("l" in sides_cut), t + dh * ("t" in sides_cut),
+            r - dw * ("r" in sides_cut), b - dh * ("b" in sides_cut))
     return out
 
 
@@ -442,11 +465,8 @@ def _distinct(image: Image.Image, named_boxes) -> list[Region]:
 
 def storage_regions(image: Image.Image, crops: bool = False) -> list[Region]:
     """Regions to fingerprint and store for a known image: full, content, embedded (each only
-    if distinct); with ``crops``, also one-side crop windows of the content region.
-
-    Crop windows are off by default: measured, they bought +0.02 crop recall at 1% false alarm
-    for 4 more rows per item (5x the scan cost at query time); see RESULTS.md "Robustness".
-    """
+    if distinct); with ``crops`` (what the Index stores), also the crop windows of the content
+    region (``CROP_WINDOWS``)."""
     boxes = find_boxes(image, framed=False)  # framed rectangles are a query-side search
     named = [("full", boxes["full"]), ("content", boxes["content"]),
              ("embedded", boxes["embedded"])]
@@ -628,6 +648,9 @@ def stored_role(stored_region: str) -> str:
     return "crop" if stored_region.startswith("crop:") else "region"
 
 
+CROP_SEARCHERS = ("full", "content", "deskewed")
+
+
 def search_roles(query_region: str, query_variant: str) -> tuple[str, ...]:
     """The stored roles a query needle is compared with: rotated/flipped full frames meet
     stored full frames only; the whole picture as it stands (full, content, deskewed; not
@@ -637,7 +660,7 @@ def search_roles(query_region: str, query_variant: str) -> tuple[str, ...]:
     them is a scan of about two thirds of the index saved."""
     if query_region == "full" and query_variant != "original":
         return ("full",)
-    if query_region in ("full", "content", "deskewed") and query_variant == "original":
+    if query_region in CROP_SEARCHERS and query_variant == "original":
         return ROLES
     return ("full", "region")
 

@@ -114,6 +114,24 @@ def test_crop_windows_cover_one_side_crops(side, amount):
     assert error <= 0.08 + 1e-9
 
 
+@pytest.mark.parametrize("sides", [(0, 2), (1, 3), (0, 1), (1, 2), (2, 3), (3, 0)])
+@pytest.mark.parametrize("total", [0.05, 0.1, 0.15])
+@pytest.mark.parametrize("share", [0.3, 0.5, 0.7])
+def test_crop_windows_cover_two_side_crops(sides, total, share):
+    """A copy cropped 5-15 % in all, split over two sides (opposite or adjacent), has every
+    side within 5 % of some stored region (the full frame alone: up to 10.5 %)."""
+    box = (0, 0, 1000, 800)
+    fractions = [0.0, 0.0, 0.0, 0.0]
+    fractions[sides[0]], fractions[sides[1]] = total * share, total * (1 - share)
+    size = (1000, 800, 1000, 800)
+    cropped = [edge + sign * f * d for edge, sign, f, d in
+               zip(box, (1, 1, -1, -1), fractions, size)]
+    stored = [box] + list(regions.crop_windows(box).values())
+    error = min(max(abs(c - s) / d for c, s, d in zip(cropped, window, size))
+                for window in stored)
+    assert error <= 0.05 + 1e-9
+
+
 def test_storage_and_query_regions_api():
     image, _ = padded(photo_like(11), (0.1,) * 4, (255, 255, 255))
     assert [r.name for r in regions.storage_regions(image)] == ["full", "content"]
@@ -121,8 +139,8 @@ def test_storage_and_query_regions_api():
     queried = regions.query_regions(image)
     names = [r.name for r in stored]
     assert names[0] == "full" and "content" in names
-    assert sum(n.startswith("crop:") for n in names) == len(regions.CROP_SIDES)
-    assert len(stored) <= 8  # <= 256 bytes of PDQ codes per item
+    assert sum(n.startswith("crop:") for n in names) == len(regions.CROP_WINDOWS)
+    assert len(stored) <= 32  # <= 1 KB of PDQ codes per item
     assert [r.name for r in queried][:2] == ["full", "content"]
     for region in stored + queried:
         l, t, r, b = region.box
