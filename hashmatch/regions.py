@@ -8,6 +8,8 @@ module finds, cheaply and on a small copy of the image, the rectangles to hash:
 - ``full``: the whole frame (always).
 - ``content``: uniform borders of any colour trimmed, side by side and repeatedly (padding,
   letterbox, a coloured mat inside a white frame), with a tolerance for JPEG noise.
+  ``content:1``, ``content:2`` (query side only) are earlier steps: a card whose own header
+  band is flat colour is trimmed into, and its frame is an earlier step.
 - ``embedded``: bands that are flat colour with sparse text or UI chrome trimmed too (meme
   caption bars, a post's header/caption/like bar, a phone's status and navigation bars): what is
   left is the largest picture-like rectangle. ``embedded:1``, ``embedded:2`` (query side only)
@@ -226,19 +228,16 @@ def find_boxes(image: Image.Image, framed: bool = True) -> dict[str, Box]:
     h, w, _ = arr.shape
     full = (0, 0, image.width, image.height)
     boxes = {"full": full, "content": full, "embedded": full}
-    content = _trim(arr, UNIFORM_SHARE)
-    if _plausible(content, w, h):
-        boxes["content"] = boxes["embedded"] = _to_image_box(content, sx, sy, image.size)
+    content_steps = [box for box in _trim_steps(arr, UNIFORM_SHARE) if _plausible(box, w, h)]
+    if content_steps:
+        boxes["content"] = boxes["embedded"] = _to_image_box(content_steps[-1], sx, sy, image.size)
+        _add_steps(boxes, "content", content_steps, (w, h), sx, sy, image.size)
     # From the full frame, not from ``content``: strict trimming can stop inside UI chrome
     # (an avatar, a clock) where the loose trimming would have gone through.
     steps = [box for box in _trim_steps(arr, BAND_SHARE) if _plausible(box, w, h)]
     if steps:
         boxes["embedded"] = _to_image_box(steps[-1], sx, sy, image.size)
-        earlier = [box for box in steps[:-1] if box != steps[-1] and box != (0, 0, w, h)]
-        for i, box in enumerate(dict.fromkeys(earlier).keys()):
-            if i >= EMBEDDED_STEPS:
-                break
-            boxes[f"embedded:{i + 1}"] = _to_image_box(box, sx, sy, image.size)
+        _add_steps(boxes, "embedded", steps, (w, h), sx, sy, image.size)
     if framed and FRAMED:
         for i, box in enumerate(_framed_rectangles(arr)):
             boxes[f"framed:{i + 1}"] = _to_image_box(box, sx, sy, image.size)
@@ -251,6 +250,17 @@ def find_boxes(image: Image.Image, framed: bool = True) -> dict[str, Box]:
                     refined[box] = _refine_box(grey, box, sx, sy)
                 boxes[name] = refined[box]
     return boxes
+
+
+def _add_steps(boxes: dict, name: str, steps: list[Box], analysis_size, sx, sy, size) -> None:
+    """``name:1``, ``name:2``: the first distinct earlier steps of a trimming (at most
+    EMBEDDED_STEPS), e.g. a card's frame before its own flat header band was trimmed too."""
+    w, h = analysis_size
+    earlier = [box for box in steps[:-1] if box != steps[-1] and box != (0, 0, w, h)]
+    for i, box in enumerate(dict.fromkeys(earlier).keys()):
+        if i >= EMBEDDED_STEPS:
+            break
+        boxes[f"{name}:{i + 1}"] = _to_image_box(box, sx, sy, size)
 
 
 # Box sides found on the analysis copy are off by up to one analysis pixel (a few image
@@ -483,7 +493,7 @@ def query_regions(image: Image.Image, embedded_steps: bool = True) -> list[Regio
     boxes = find_boxes(image)
     names = ["full", "content", "embedded"]
     if embedded_steps:
-        names += sorted(name for name in boxes if name.startswith("embedded:"))
+        names += sorted(name for name in boxes if name.startswith(("content:", "embedded:")))
     names += sorted(name for name in boxes if name.startswith("framed:"))
     found = _distinct(image, [(name, boxes[name]) for name in names])
     if DESKEW:

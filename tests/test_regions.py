@@ -98,6 +98,23 @@ def test_embedded_picture_of_a_phone_screenshot_is_found(seed):
     assert regions.iou(regions.find_boxes(shot)["embedded"], truth) > 0.8
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_card_with_its_own_flat_bands_is_queried_as_its_whole_frame_inside_padding(seed):
+    """An ID card whose header and bottom band are flat colour, re-posted with white padding:
+    trimming goes on into the card's own bands, so the final content box is smaller than the
+    card; the earlier step (the card exactly) is queried too and matches the stored full
+    frame far closer than the trimmed one."""
+    rng = np.random.default_rng(seed)
+    portraits = [photo_like(seed + 10 * k, (300, 400)) for k in range(3)]
+    card = edits.fake_id_card(rng, portraits[seed % 3])
+    query, truth = padded(card, (0.08, 0.12, 0.1, 0.06), (255, 255, 255))
+    query = jpeg(query, 85)
+    found = {region.name: region.box for region in regions.query_regions(query)}
+    assert regions.iou(found["content"], truth) < 0.95  # went into the card's own bands
+    best = max(found, key=lambda name: regions.iou(found[name], truth))
+    assert best.startswith("content:") and regions.iou(found[best], truth) > 0.97
+
+
 @pytest.mark.parametrize("side", range(4))
 @pytest.mark.parametrize("amount", [0.05, 0.1, 0.15, 0.2])
 def test_crop_windows_cover_one_side_crops(side, amount):
