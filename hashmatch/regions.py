@@ -443,13 +443,15 @@ def _grey_copy(image: Image.Image, side: int) -> Image.Image:
     return small if small.mode == "L" else small.convert("L")
 
 
-def _projection_sharpness(grey: np.ndarray, degrees: np.ndarray) -> np.ndarray:
-    """Per angle: how sharply the strongest edges line up along the axes once turned by it.
+def _edge_points(grey: np.ndarray):
+    """``(a, b, offset, weights, bins)`` of the strongest edge pixels (the
+    STRAIGHTEN_EDGE_SHARE of them), for :func:`_projection_sharpness`; None if too few.
 
-    Points of horizontal edges are projected on the vertical axis, points of vertical edges
-    on the horizontal one, in 1-pixel bins; lines along the turned axes pile into few bins
-    (sum of squared bin weights). Positions are jittered by up to half a pixel: on the pixel
-    grid every row is a perfect line at 0 degrees, which would favour the upright angle.
+    A horizontal edge's point is projected on the vertical axis (v = y cos - x sin), a
+    vertical edge's on the horizontal one (u = x cos + y sin): both are a cos + b sin +
+    offset, the offset putting vertical edges' bins after the horizontal edges' ones.
+    Positions are jittered by up to half a pixel: on the pixel grid every row is a perfect
+    line at 0 degrees, which would favour the upright angle.
     """
     h, w = grey.shape
     gx = np.zeros_like(grey)
@@ -463,24 +465,27 @@ def _projection_sharpness(grey: np.ndarray, degrees: np.ndarray) -> np.ndarray:
     threshold = max(float(np.partition(flat, kth)[kth]), 3 * EDGE_STEP)
     ys, xs = np.nonzero(strength > threshold)
     if len(xs) < 64:
-        return np.zeros(len(degrees))
+        return None
     weights = strength[ys, xs]
     horizontal = ay[ys, xs] > ax[ys, xs]
     jitter = np.random.default_rng(0).uniform(-0.5, 0.5, (2, len(xs)))
     x = xs - w / 2 + jitter[0]
     y = ys - h / 2 + jitter[1]
     length = int(np.hypot(h, w)) + 4
-    # One bincount per angle: horizontal edges' bins first, then vertical edges' bins.
-    # Horizontal: v = y cos - x sin; vertical: u = x cos + y sin (+ length: their own bins).
-    a = np.where(horizontal, y, x)
-    b = np.where(horizontal, -x, y)
-    offset = np.where(horizontal, length / 2, length + length / 2)
-    out = np.empty(len(degrees))
-    for i, theta in enumerate(np.radians(degrees)):
-        bins = np.bincount((a * np.cos(theta) + b * np.sin(theta) + offset).astype(np.int64),
-                           weights, 2 * length)
-        out[i] = bins @ bins
-    return out
+    return (np.where(horizontal, y, x), np.where(horizontal, -x, y),
+            np.where(horizontal, length / 2, length + length / 2), weights, 2 * length)
+
+
+def _projection_sharpness(points, degrees: np.ndarray) -> np.ndarray:
+    """Per angle: how sharply the edge points line up along the axes once turned by it: lines
+    along the turned axes pile into few 1-pixel bins (sum of squared bin weights)."""
+    a, b, offset, weights, bins = points
+    theta = np.radians(np.asarray(degrees, np.float64))[:, None]
+    index = (a * np.cos(theta) + b * np.sin(theta) + offset).astype(np.int64)
+    index += (bins * np.arange(len(degrees)))[:, None]  # every angle in one bincount
+    counts = np.bincount(index.ravel(), np.broadcast_to(weights, index.shape).ravel(),
+                         bins * len(degrees)).reshape(len(degrees), bins)
+    return np.einsum("ij,ij->i", counts, counts)
 
 
 def _content_tilt(grey: Image.Image) -> tuple[float | None, bool]:
@@ -489,21 +494,20 @@ def _content_tilt(grey: Image.Image) -> tuple[float | None, bool]:
     up clearly better than the picture as it stands; ``upright``: the picture as it stands
     lines them up clearly better than any such turn. ``grey``: an "L" image, any size."""
     pixels = np.asarray(_grey_copy(grey, STRAIGHTEN_SIDE), dtype=np.float32)
-    if min(pixels.shape) < 32:
+    points = _edge_points(pixels) if min(pixels.shape) >= 32 else None
+    if points is None:
         return None, False
     step = STRAIGHTEN_STEP_DEGREES
     # Coarse (two steps), then the best coarse angle's neighbours.
     coarse = np.arange(-STRAIGHTEN_MAX_DEGREES, STRAIGHTEN_MAX_DEGREES + 1e-9, 2 * step)
-    sharpness = _projection_sharpness(pixels, coarse)
+    sharpness = _projection_sharpness(points, coarse)
     upright = sharpness[np.argmin(np.abs(coarse))]
     turned = sharpness[np.abs(coarse) >= DESKEW_MIN_DEGREES].max()
-    if upright <= 0:  # too few edges
-        return None, False
     if upright >= STRAIGHTEN_CONFIDENCE * turned:
         return None, True
     top = float(coarse[int(np.argmax(sharpness))])
     fine = np.array([top - step, top, top + step])
-    around = _projection_sharpness(pixels, fine)
+    around = _projection_sharpness(points, fine)
     best = int(np.argmax(around))
     if around[best] < STRAIGHTEN_CONFIDENCE * upright:
         return None, False
