@@ -360,6 +360,11 @@ def rotate_small(image: Image.Image, degrees: float, rng) -> Image.Image:
     if rng.random() < 0.5:
         fill = (255, 255, 255) if rng.random() < 0.5 else (0, 0, 0)
         return image.rotate(degrees, Image.Resampling.BICUBIC, expand=True, fillcolor=fill)
+    return turn_inner(image, degrees)
+
+
+def turn_inner(image: Image.Image, degrees: float) -> Image.Image:
+    """Rotate by ``degrees`` and cut to the fill-free inner box (no fill corners left)."""
     rotated = image.rotate(degrees, Image.Resampling.BICUBIC, expand=False)
     w, h = image.size
     t = abs(np.tan(np.radians(degrees)))

@@ -25,6 +25,8 @@ QUERY_REGION_WORDS = {
     "embedded": "picture cut out of its frame",
     "framed": "picture cut out of its frame",
     "deskewed": "turned back a few degrees",
+    "straightened": "turned back a few degrees, cut edges restored",
+    "turned": "turned back a few degrees (a guess), cut edges restored",
 }
 STORED_REGION_WORDS = {
     "content": "known image without its borders",

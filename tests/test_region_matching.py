@@ -75,6 +75,26 @@ def test_a_small_rotation_on_filled_corners_is_turned_back(photo_index):
     assert matches[0].query_region == "deskewed"
 
 
+@pytest.mark.parametrize("photo, degrees", [(0, 3), (5, -3)])
+def test_a_small_rotation_cut_to_its_inner_box_is_turned_back_and_regrown(photo_index, photo,
+                                                                          degrees):
+    source = PHOTOS[photo]
+    turned = edits.turn_inner(Image.open(source).convert("RGB"), degrees)
+    matches = photo_index.query(jpeg_bytes(turned))
+    assert _names(matches) == [source.name]
+    # These photos show no straight edges to measure the angle on: a fixed guess found them.
+    assert matches[0].query_region == ("turned:-2.5" if degrees > 0 else "turned:+2.5")
+
+
+def test_a_small_rotation_of_a_photo_with_straight_edges_is_turned_back_by_its_angle(
+        photo_index):
+    source = PHOTOS[9]
+    turned = edits.turn_inner(Image.open(source).convert("RGB"), -3)
+    matches = photo_index.query(jpeg_bytes(turned))
+    assert _names(matches) == [source.name]
+    assert matches[0].query_region == "straightened"
+
+
 def test_photos_that_are_not_in_the_index_match_nothing(photo_index):
     for path in PHOTOS[-12:]:
         for edit in ("post", "crop_10", "border_white"):

@@ -62,7 +62,30 @@ def test_no_border_keeps_the_full_frame():
     image = jpeg(photo_like(7))
     boxes = regions.find_boxes(image)
     assert boxes["content"] == boxes["full"] == (0, 0, *image.size)
-    assert [r.name for r in regions.query_regions(image)] == ["full"]
+    found = [r.name for r in regions.query_regions(image)]
+    # No box but the frame; nothing else but the frame turned back by the fixed guesses (no
+    # straight edges tell this picture's angle, nor that it stands upright).
+    assert [name for name in found if not regions._is_straightened(name)] == ["full"]
+    assert all(name.startswith("turned:") for name in found[1:])
+
+
+def test_straight_edges_give_the_angle_of_a_small_turn_cut_to_its_inner_box():
+    poster = edits.price_poster(np.random.default_rng(3))
+    for degrees in (2.6, -3.0, 4.5):
+        turned = jpeg(edits.turn_inner(poster, degrees))
+        angle, upright = regions._content_tilt(turned.convert("L"))
+        assert not upright and abs(angle + degrees) < 0.3, (degrees, angle)
+        assert [r.name for r in regions.query_regions(turned)][-1] == "straightened"
+    # Upright, the same edges say so: no turned-back frame is queried.
+    assert regions._content_tilt(jpeg(poster).convert("L")) == (None, True)
+    assert not any(regions._is_straightened(r.name) for r in regions.query_regions(jpeg(poster)))
+
+
+def test_a_turned_back_frame_has_the_size_of_the_frame_before_the_cut():
+    picture = Image.new("L", (400, 300))
+    cut = edits.turn_inner(picture, 3.0)
+    restored = regions._restored_frame(cut, -3.0)
+    assert abs(restored.width - 400) <= 3 and abs(restored.height - 300) <= 3
 
 
 def test_frames_inside_frames_are_all_trimmed():
@@ -159,9 +182,9 @@ def test_storage_and_query_regions_api():
     assert sum(n.startswith("crop:") for n in names) == len(regions.CROP_WINDOWS)
     assert len(stored) <= 32  # <= 1 KB of PDQ codes per item
     assert [r.name for r in queried][:2] == ["full", "content"]
-    for region in stored + queried:
+    for region in stored + queried:  # a turned-back frame is a box of its own source
         l, t, r, b = region.box
-        assert 0 <= l < r <= image.width and 0 <= t < b <= image.height
+        assert 0 <= l < r <= region.source.width and 0 <= t < b <= region.source.height
         assert region.image().size == (r - l, b - t)
 
 
