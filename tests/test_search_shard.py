@@ -185,3 +185,23 @@ def test_crop_window_found_through_the_candidate_stage(monkeypatch):
     assert list(found) == [7] and found[7][5] == "crop:t12" and found[7][2] == 40
     monkeypatch.setattr(rg, "CANDIDATE_SLACK", 8)  # 96 < 100: not a candidate
     assert search_shard(shard, "pdq", needles, None, None, None, True) == {}
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 80), st.integers(0, 2**32 - 1))
+def test_duplicate_groups_are_the_components_of_near_pairs(n, seed):
+    """Same partition as the general clustering (hashmatch.cluster), on chains of near
+    codes, duplicates and unrelated codes."""
+    from hashmatch.cluster import component_labels
+
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 256, (n, 32), dtype=np.uint8)
+    for i in range(1, n):
+        if rng.random() < 0.5:  # near (or equal to) an earlier code: chains form
+            codes[i] = _near(codes[rng.integers(0, i)], rng, int(rng.choice([0, 4, 8, 9])))
+    got = _duplicate_groups(codes)
+    expected = component_labels(codes, np.arange(n), rg.DUPLICATE_DISTANCE, threads=1)
+    # the same partition: equal labels exactly where the reference's are equal
+    assert ((got[:, None] == got[None, :]) == (expected[:, None] == expected[None, :])).all()
+    if n <= 64:
+        assert (got[got] == got).all()  # the small-set path labels by the group's first row
