@@ -525,6 +525,8 @@ def main(argv=None):
             meta_extra.update(stats)
             post_query = next(q.path for q in queries if q.edit == "post")
             meta_extra["latency"] = latency_ratio(stats["role_share"], post_query, args.quick)
+            print("  latency: " + ", ".join(f"{k} {round(v, 2) if isinstance(v, float) else v}"
+                                            for k, v in meta_extra["latency"].items()), flush=True)
             for (label, _), variant_best in zip(variants.items(), scores[2:]):
                 ablations.append((label, evaluate(label, variant_best, queries, default_t, 128)))
         else:
@@ -551,7 +553,12 @@ def main(argv=None):
                  f"1 thread, `hashmatch.index.search_shard`): hashmatch default "
                  f"{lat['default_ms']:.1f} ms; full frames only {lat['full_wide_ms']:.1f} ms at the "
                  f"same radius {lat['radius']} (x{lat['ratio_wide']:.1f}) and {lat['full31_ms']:.2f} ms "
-                 f"at PDQ's radius 31 with MIH tables (x{lat['ratio_31']:.0f}). Decision rule (hashmatch.regions.select_matches): pair "
+                 f"at PDQ's radius 31 with MIH tables (x{lat['ratio_31']:.0f}); with 5 % of the "
+                 f"items' codes 90-115 bits from the query's (clustered): "
+                 f"{lat['clustered_default_ms']:.1f} ms vs {lat['clustered_full_wide_ms']:.1f} ms "
+                 f"(x{lat['clustered_ratio_wide']:.1f}) and {lat['clustered_full31_ms']:.2f} ms "
+                 f"(x{lat['clustered_ratio_31']:.0f}); medians of 7 interleaved rounds, load "
+                 f"{lat['load']}. Decision rule (hashmatch.regions.select_matches): pair "
                  f"distance + {regions.REGION_PENALTY['embedded']} for pairs involving an embedded "
                  f"region; an item matches within the threshold if its score is <= "
                  f"{regions.PDQ_CERTAIN} or it is {regions.PDQ_MARGIN} bits closer than any other "
@@ -589,51 +596,106 @@ def ablation_table(default: dict, ablations: list) -> list[str]:
     return lines
 
 
-def latency_ratio(role_share: dict, sample_query: str, quick: bool) -> dict:
+def _flip_bits(codes: np.ndarray, counts: np.ndarray, rng) -> np.ndarray:
+    """Each row with ``counts[i]`` distinct random bits flipped."""
+    out = codes.copy()
+    for lo in range(0, len(codes), 50_000):
+        r = rng.random((min(50_000, len(codes) - lo), codes.shape[1] * 8))
+        order = np.argsort(r, axis=1)
+        ranks = np.empty_like(order)
+        np.put_along_axis(ranks, order, np.arange(r.shape[1])[None, :], axis=1)
+        flips = ranks < counts[lo:lo + len(r), None]
+        out[lo:lo + len(r)] ^= np.packbits(flips, axis=1, bitorder="little")
+    return out
+
+
+def latency_mixes(role_share: dict, needles, items: int, near_share: float = 0.05,
+                  near_bits=(90, 115)):
+    """Stored codes for the latency figures: rows of ``items`` items in the measured role
+    mix, in item order (an index adds an item's rows together). Two mixes: "random" (every
+    code random) and "clustered": ``near_share`` of the items lie near the query, their full
+    frame ``near_bits`` from the query's full frame, their regions that far from its content
+    region and their crop windows that far from its full frame (real PDQ codes cluster: on
+    the benchmark database 4.4 % of item pairs are within 100 bits), so that a search that is
+    only fast because random codes give it nothing to check is caught.
+    Returns {mix: (item_ids, region names, codes)}."""
+    rng = np.random.default_rng(0)
+    names = {"full": "full", "region": "content", "crop": "crop:l12"}
+    per_role = {"full": items}
+    per_role.update({role: int(round(items * share)) for role, share in role_share.items()})
+    region_names = np.concatenate([np.full(n, names[role], object) for role, n in per_role.items()])
+    item_ids = np.concatenate([np.arange(n) % items for n in per_role.values()])
+    order = np.argsort(item_ids, kind="stable")
+    region_names, item_ids = region_names[order], item_ids[order]
+    codes = rng.integers(0, 256, (len(item_ids), 32), dtype=np.uint8)
+    anchor_of = {name: fp.bits for fp, name, variant in needles if variant == "original"}
+    full = anchor_of["full"]
+    anchors = {"full": full, "content": anchor_of.get("content", full), "crop:l12": full}
+    near = rng.random(items) < near_share
+    clustered = codes.copy()
+    for name, anchor in anchors.items():
+        rows = np.nonzero(near[item_ids] & (region_names == name))[0]
+        counts = rng.integers(near_bits[0], near_bits[1] + 1, len(rows))
+        clustered[rows] = _flip_bits(np.broadcast_to(anchor, (len(rows), 32)), counts, rng)
+    return {"random": (item_ids, region_names, codes),
+            "clustered": (item_ids, region_names, clustered)}
+
+
+def latency_ratio(role_share: dict, sample_query: str, quick: bool, repeat: int = 7) -> dict:
     """Search time of one query at 1M items through the Index's own search
-    (``hashmatch.index.search_shard``, 1 thread, random stored codes in the measured mix of
-    roles, the needles of a real query): hashmatch default vs full frames only, the latter
-    both at PDQ's usual radius 31 (what a full-frame-only index answers; MIH tables) and at
-    the default's radius (a scan, like the default)."""
+    (``hashmatch.index.search_shard``, 1 thread, the needles of a real query): hashmatch
+    default vs full frames only, the latter both at PDQ's usual radius 31 (what a
+    full-frame-only index answers; MIH tables) and at the default's radius (a scan, like
+    the default). Stored codes: random, and clustered around the query (latency_mixes).
+    Medians of ``repeat`` rounds, the searches interleaved within a round."""
     from hashmatch import regions as rg
     from hashmatch.index import _Shard, query_fingerprints, search_shard
     items = 200_000 if quick else 1_000_000
-    rng = np.random.default_rng(0)
-    names = {"full": "full", "region": "content", "crop": "crop:l12"}
-    per_role = {role: int(round(items * share)) for role, share in role_share.items()}
-    per_role["full"] = items
-    region_names = np.concatenate([np.full(n, names[role], object) for role, n in per_role.items()])
-    item_ids = np.concatenate([np.arange(n) % items for n in per_role.values()])
-    order = np.argsort(item_ids, kind="stable")  # an index adds an item's rows together
-    region_names, item_ids = region_names[order], item_ids[order]
-    n = len(region_names)
-    codes = rng.integers(0, 256, (n, 32), dtype=np.uint8)
-    default = _Shard("pdq", 256)
-    default.append(np.arange(n), item_ids, codes, region_names, np.full(n, "original", object),
-                   np.full(n, 100))
-    full_only = _Shard("pdq", 256)
-    full_only.append(np.arange(items), np.arange(items), codes[:items],
-                     np.full(items, "full", object), np.full(items, "original", object),
-                     np.full(items, 100))
     needles = query_fingerprints(sample_query, ("pdq",), False, True, True)[0]
     full_needles = [needle for needle in needles if needle[1] == "full"]
 
-    def timed(fn, repeat=7):
-        fn()
-        times = []
-        for _ in range(repeat):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return float(np.median(times)) * 1000
+    def shard(item_ids, region_names, codes):
+        out = _Shard("pdq", 256)
+        n = len(item_ids)
+        out.append(np.arange(n), item_ids, codes, region_names, np.full(n, "original", object),
+                   np.full(n, 100))
+        for part in out.codes.parts.values():
+            part.threads = 1
+        return out
 
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    full31 = timed(lambda: search_shard(full_only, "pdq", full_needles, 31, None, 0, False))
-    full_wide = timed(lambda: search_shard(full_only, "pdq", full_needles, None, None, None, True))
-    ours = timed(lambda: search_shard(default, "pdq", needles, None, None, None, True))
-    return {"items": items, "rows": n, "needles": len(needles), "full31_ms": full31,
-            "full_wide_ms": full_wide, "default_ms": ours, "ratio_wide": ours / full_wide,
-            "ratio_31": ours / full31, "radius": rg.PDQ_MAX_DISTANCE + rg.PDQ_MARGIN}
+    searches = {}
+    for mix, (item_ids, region_names, codes) in latency_mixes(role_share, needles, items).items():
+        full = region_names == "full"
+        default, full_only = shard(item_ids, region_names, codes), \
+            shard(item_ids[full], region_names[full], codes[full])
+        searches[mix] = {
+            "full31": lambda s=full_only: search_shard(s, "pdq", full_needles, 31, None, 0, False),
+            "full_wide": lambda s=full_only: search_shard(s, "pdq", full_needles, None, None,
+                                                          None, True),
+            "default": lambda s=default: search_shard(s, "pdq", needles, None, None, None, True),
+        }
+        n_rows = len(item_ids)
+    times = {(mix, name): [] for mix, fns in searches.items() for name in fns}
+    for fns in searches.values():
+        for fn in fns.values():
+            fn()  # warm-up
+    for _ in range(repeat):
+        for mix, fns in searches.items():
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                fn()
+                times[mix, name].append(time.perf_counter() - start)
+    ms = {key: float(np.median(values)) * 1000 for key, values in times.items()}
+    out = {"items": items, "rows": n_rows, "needles": len(needles),
+           "radius": rg.PDQ_MAX_DISTANCE + rg.PDQ_MARGIN, "load": round(os.getloadavg()[0], 2)}
+    for mix in searches:
+        prefix = "" if mix == "random" else mix + "_"
+        out.update({
+            prefix + "full31_ms": ms[mix, "full31"], prefix + "full_wide_ms": ms[mix, "full_wide"],
+            prefix + "default_ms": ms[mix, "default"],
+            prefix + "ratio_wide": ms[mix, "default"] / ms[mix, "full_wide"],
+            prefix + "ratio_31": ms[mix, "default"] / ms[mix, "full31"]})
+    return out
 
 
 

@@ -38,11 +38,14 @@ cdef extern from "_popcount.h" nogil:
                                      const int64_t *rows, const uint8_t *masks, int64_t n,
                                      int64_t n_readable, int ahead, int nwords, int32_t *out_min,
                                      int8_t *out_arg)
+    ctypedef void (*hm_rowany_fn)(const uint64_t *needles, int m, const int32_t *radii,
+                                  const uint64_t *db, int64_t n, int nwords, uint8_t *out_bits)
     ctypedef struct hm_impl:
         const char *name
         hm_rowdist_fn rowdist
         hm_rowmin_fn rowmin
         hm_gathermin_fn gathermin
+        hm_rowany_fn rowany
     int hm_supported(const hm_impl **out)
     const hm_impl *hm_get_active()
     void hm_set_active(const hm_impl *impl)
@@ -50,8 +53,10 @@ cdef extern from "_popcount.h" nogil:
 cdef extern from *:
     """
     #define hm_prefetch(p) __builtin_prefetch((const void *)(p))
+    #define hm_ctz(x) __builtin_ctz((unsigned)(x))
     """
     void hm_prefetch(const void *p) nogil
+    int hm_ctz(unsigned x) nogil
 
 PAD_DISTANCE = 2147483647
 MAX_NEEDLES = 8
@@ -320,6 +325,110 @@ def range_search_multi(needles, database, radius, threads=None):
     database = _as_codes(database, "database")
     needles = _as_needles(needles, database.shape[1])
     return scan_range(needles, database, int(radius), _threads(threads), True)
+
+
+# --------------------------------------------------------------------------------------------
+# many-needle scan with a radius per needle: hit rows with every needle's distance
+
+cdef struct HitRows:
+    int64_t *rows
+    int32_t *dist  # m per hit
+    int64_t n
+    int64_t cap
+    int failed
+
+
+cdef void scan_hits_part(const uint64_t *needles, int m, const int32_t *radii,
+                         const uint64_t *db, int64_t lo, int64_t hi, int nw,
+                         HitRows *out) noexcept nogil:
+    """Rows [lo, hi) within some needle's radius, appended in ascending order to ``out``
+    with the distance to every needle (computed for the hit rows only)."""
+    cdef uint8_t bits[BLOCK_ROWS >> 3]
+    cdef const hm_impl *impl = hm_get_active()
+    cdef int64_t b0, nb, k, row, cap
+    cdef uint8_t byte
+    cdef int bit
+    b0 = lo
+    while b0 < hi:
+        nb = min(<int64_t> BLOCK_ROWS, hi - b0)
+        impl.rowany(needles, m, radii, db + b0 * nw, nb, nw, bits)
+        for k in range((nb + 7) >> 3):
+            byte = bits[k]
+            while byte:
+                bit = hm_ctz(byte)
+                byte &= byte - 1
+                row = b0 + 8 * k + bit
+                if out.n == out.cap:
+                    cap = 64 if out.cap == 0 else 2 * out.cap
+                    out.rows = <int64_t *> realloc(out.rows, cap * sizeof(int64_t))
+                    out.dist = <int32_t *> realloc(out.dist, cap * m * sizeof(int32_t))
+                    if out.rows == NULL or out.dist == NULL:
+                        out.failed = 1
+                        return
+                    out.cap = cap
+                out.rows[out.n] = row
+                # the row against every needle: rowdist with the row as the query
+                impl.rowdist(db + row * nw, needles, m, nw, out.dist + out.n * m)
+                out.n += 1
+        b0 += nb
+
+
+def range_search_hits(needles, radii, database, threads=None):
+    """One pass over ``database`` with any number of needles, each with its own radius.
+
+    needles: (m, nbytes); radii: (m,) ints (a negative radius never holds). Returns
+    ``(rows int64 (h,), distances int32 (h, m))``: the rows within ``radii[j]`` of some needle
+    ``j``, ascending, with their distance to every needle. Built for a query's many needles
+    over one stored role (the needle set is read once per block of rows, the database once).
+    """
+    database = _as_codes(database, "database")
+    arr = np.ascontiguousarray(needles, dtype=np.uint8)
+    if arr.ndim != 2 or arr.shape[1] != database.shape[1]:
+        raise ValueError(f"needles must have shape (m, {database.shape[1]}), "
+                         f"got {np.shape(needles)}")
+    cdef cnp.ndarray rad = np.ascontiguousarray(radii, dtype=np.int64)
+    if rad.ndim != 1 or rad.shape[0] != arr.shape[0]:
+        raise ValueError(f"radii must have shape ({arr.shape[0]},), got {np.shape(radii)}")
+    rad = np.ascontiguousarray(np.clip(rad, -1, 1 << 20), dtype=np.int32)
+    cdef int m = arr.shape[0], nw = database.shape[1] // 8
+    cdef int64_t n = database.shape[0]
+    if m == 0 or n == 0:
+        return np.empty(0, np.int64), np.empty((0, m), np.int32)
+    cdef int nthreads = _threads(threads)
+    cdef int64_t nparts = _split_parts(1, n, nthreads)
+    cdef int64_t part_rows = (n + nparts - 1) // nparts
+    cdef HitRows *parts = <HitRows *> malloc(nparts * sizeof(HitRows))
+    if parts == NULL:
+        raise MemoryError()
+    memset(parts, 0, nparts * sizeof(HitRows))
+    cdef const uint64_t *pn = _words(arr)
+    cdef const uint64_t *pd = _words(database)
+    cdef const int32_t *pr = <const int32_t *> cnp.PyArray_DATA(rad)
+    cdef int64_t part, total = 0, at = 0
+    try:
+        with nogil:
+            for part in prange(nparts, num_threads=min(nthreads, nparts), schedule="static"):
+                scan_hits_part(pn, m, pr, pd, part * part_rows,
+                               min((part + 1) * part_rows, n), nw, &parts[part])
+        for part in range(nparts):
+            if parts[part].failed:
+                raise MemoryError("out of memory collecting search hits")
+            total += parts[part].n
+        rows = np.empty(total, dtype=np.int64)
+        dist = np.empty((total, m), dtype=np.int32)
+        for part in range(nparts):
+            if parts[part].n:
+                memcpy(<int64_t *> cnp.PyArray_DATA(rows) + at, parts[part].rows,
+                       parts[part].n * sizeof(int64_t))
+                memcpy(<int32_t *> cnp.PyArray_DATA(dist) + at * m, parts[part].dist,
+                       parts[part].n * m * sizeof(int32_t))
+                at += parts[part].n
+        return rows, dist
+    finally:
+        for part in range(nparts):
+            free(parts[part].rows)
+            free(parts[part].dist)
+        free(parts)
 
 
 # --------------------------------------------------------------------------------------------

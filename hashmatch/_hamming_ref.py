@@ -62,6 +62,13 @@ def range_search_multi(needles, database, radius, threads=None):
     return offsets, ids, dmin[mask].astype(np.int32), arg[mask]
 
 
+def range_search_hits(needles, radii, database, threads=None):
+    needles = np.asarray(needles, dtype=np.uint8)
+    d = distance_matrix(database, needles)  # (n, m)
+    hit = (d <= np.asarray(radii, dtype=np.int64)[None, :]).any(axis=1)
+    return np.nonzero(hit)[0].astype(np.int64), d[hit].astype(np.int32).reshape(-1, len(needles))
+
+
 def range_search_multi_candidates(needles, database, cand_offsets, cand_rows, radius,
                                   threads=None):
     dmin, arg = _multi_min(needles, database)

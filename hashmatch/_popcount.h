@@ -36,11 +36,19 @@ typedef void (*hm_gathermin_fn)(const uint64_t *needles, const uint64_t *db, con
                                 const uint8_t *masks, int64_t n, int64_t n_readable,
                                 int ahead, int nwords, int32_t *out_min, int8_t *out_arg);
 
+/* Any-needle test with a radius per needle, for scans with many needles (all of a query's
+ * needles that may meet one stored role, in one pass): bit (i & 7) of out_bits[i >> 3] is set
+ * iff popcount(needles[j] ^ db[i]) <= radii[j] for some j < m (a negative radius never
+ * holds). Writes (n + 7) / 8 bytes. */
+typedef void (*hm_rowany_fn)(const uint64_t *needles, int m, const int32_t *radii,
+                             const uint64_t *db, int64_t n, int nwords, uint8_t *out_bits);
+
 typedef struct {
     const char *name;
     hm_rowdist_fn rowdist;
     hm_rowmin_fn rowmin;
     hm_gathermin_fn gathermin;
+    hm_rowany_fn rowany;
 } hm_impl;
 
 /* ------------------------------------------------------------------------------------- */
@@ -100,6 +108,20 @@ typedef struct {
                 __builtin_prefetch(db + (int64_t)nwords * rows[i + ahead]);                   \
             out_min[i] = hm_minover_##SUFFIX(needles, masks[i], db + (int64_t)nwords * rows[i], \
                                              nwords, out_arg + i);                            \
+        }                                                                                     \
+    }                                                                                         \
+    ATTR static void hm_rowany_##SUFFIX(const uint64_t *needles, int m, const int32_t *radii, \
+                                        const uint64_t *db, int64_t n, int nwords,            \
+                                        uint8_t *out_bits) {                                  \
+        memset(out_bits, 0, (size_t)((n + 7) >> 3));                                          \
+        for (int64_t i = 0; i < n; i++) {                                                     \
+            const uint64_t *r = db + (int64_t)nwords * i;                                     \
+            for (int j = 0; j < m; j++) {                                                     \
+                if (hm_dist_##SUFFIX(needles + (int64_t)nwords * j, r, nwords) <= radii[j]) { \
+                    out_bits[i >> 3] |= (uint8_t)(1u << (i & 7));                             \
+                    break;                                                                    \
+                }                                                                             \
+            }                                                                                 \
         }                                                                                     \
     }
 
@@ -211,15 +233,58 @@ HM_ATTR_AVX512 static void hm_rowmin_avx512(const uint64_t *needles, int m, cons
     hm_rowmin_avx512s(needles, m, db + (int64_t)nwords * i, n - i, nwords, out_min + i,
                       out_arg + i);
 }
+/* The many-needle scan: each block of 8 rows is transposed once into 4 registers (word k of
+ * the 8 rows), so that a needle costs 4 xor + 4 popcount + 3 adds + 1 compare per 8 rows, with
+ * no horizontal sums; the needle's words are broadcast from memory (L1). */
+HM_ATTR_AVX512 static void hm_rowany_avx512(const uint64_t *needles, int m, const int32_t *radii,
+                                            const uint64_t *db, int64_t n, int nwords,
+                                            uint8_t *out_bits) {
+    int64_t i = 0;
+    if (nwords == 4) {
+        const __m512i lo = _mm512_setr_epi64(0, 4, 8, 12, 1, 5, 9, 13);
+        const __m512i hi = _mm512_setr_epi64(2, 6, 10, 14, 3, 7, 11, 15);
+        for (; i + 8 <= n; i += 8) {
+            const uint64_t *r = db + 4 * i;
+            /* v0 = rows 0,1; v1 = rows 2,3; ... ; t0 = word 0 then word 1 of rows 0-3 */
+            __m512i v0 = _mm512_loadu_si512(r), v1 = _mm512_loadu_si512(r + 8);
+            __m512i v2 = _mm512_loadu_si512(r + 16), v3 = _mm512_loadu_si512(r + 24);
+            __m512i t0 = _mm512_permutex2var_epi64(v0, lo, v1);
+            __m512i t1 = _mm512_permutex2var_epi64(v0, hi, v1);
+            __m512i t2 = _mm512_permutex2var_epi64(v2, lo, v3);
+            __m512i t3 = _mm512_permutex2var_epi64(v2, hi, v3);
+            __m512i w0 = _mm512_shuffle_i64x2(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+            __m512i w1 = _mm512_shuffle_i64x2(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+            __m512i w2 = _mm512_shuffle_i64x2(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+            __m512i w3 = _mm512_shuffle_i64x2(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+            __mmask8 hit = 0;
+            for (int j = 0; j < m; j++) {
+                const uint64_t *q = needles + 4 * j;
+                __m512i d01 = _mm512_add_epi64(
+                    _mm512_popcnt_epi64(_mm512_xor_si512(w0, _mm512_set1_epi64((long long)q[0]))),
+                    _mm512_popcnt_epi64(_mm512_xor_si512(w1, _mm512_set1_epi64((long long)q[1]))));
+                __m512i d23 = _mm512_add_epi64(
+                    _mm512_popcnt_epi64(_mm512_xor_si512(w2, _mm512_set1_epi64((long long)q[2]))),
+                    _mm512_popcnt_epi64(_mm512_xor_si512(w3, _mm512_set1_epi64((long long)q[3]))));
+                hit |= _mm512_cmple_epi64_mask(_mm512_add_epi64(d01, d23),
+                                               _mm512_set1_epi64((long long)radii[j]));
+            }
+            out_bits[i >> 3] = (uint8_t)hit;
+        }
+    }
+    /* tail rows (and other code lengths); i is a multiple of 8 here */
+    if (i < n)
+        hm_rowany_avx512s(needles, m, radii, db + (int64_t)nwords * i, n - i, nwords,
+                          out_bits + (i >> 3));
+}
 #endif /* HM_X86 */
 
 static const hm_impl hm_impl_portable = {"portable", hm_rowdist_portable, hm_rowmin_portable,
-                                         hm_gathermin_portable};
+                                         hm_gathermin_portable, hm_rowany_portable};
 #if HM_X86
 static const hm_impl hm_impl_popcnt = {"popcnt", hm_rowdist_popcnt, hm_rowmin_popcnt,
-                                       hm_gathermin_popcnt};
+                                       hm_gathermin_popcnt, hm_rowany_popcnt};
 static const hm_impl hm_impl_avx512 = {"avx512_vpopcntdq", hm_rowdist_avx512,
-                                       hm_rowmin_avx512, hm_gathermin_avx512s};
+                                       hm_rowmin_avx512, hm_gathermin_avx512s, hm_rowany_avx512};
 #endif
 
 /* Implementations this CPU can run, best first. Returns how many were written to `out`. */

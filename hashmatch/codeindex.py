@@ -362,6 +362,75 @@ class CodeIndex:
             parts.append(self._search_buffer(needles, radius, threads))
         return _merge_hits(nq, parts, presorted=len(parts) == 1 and not self._buf_n)
 
+    def range_search_hits(self, needles, radii, threads: int | None = None):
+        """Every stored code within ``radii[j]`` of some needle ``j``, with its distance to
+        every needle: (ids int64 (h,), distances int32 (h, m)), ids ascending.
+
+        needles: (m, nbytes), any m (a query's needles that may meet these codes, one pass);
+        radii: one per needle (negative: the needle takes no part). A segment is scanned
+        (``_hamming.range_search_hits``) or, when the cost model prefers its MIH tables at
+        the largest radius, probed 8 needles at a time and the candidates' distances computed.
+        """
+        needles = np.ascontiguousarray(needles, dtype=np.uint8)
+        if needles.ndim != 2 or needles.shape[1] != self.nbytes_per_code:
+            raise ValueError(f"needles must have shape (m, {self.nbytes_per_code})")
+        radii = np.asarray(radii, dtype=np.int64).reshape(-1)
+        if len(radii) != len(needles):
+            raise ValueError(f"{len(needles)} needles but {len(radii)} radii")
+        m = len(needles)
+        threads = self.threads if threads is None else threads
+        if self._approx is not None:
+            raise ValueError("range_search_hits needs the exact index (no approximate backend)")
+        parts = []
+        if m and (radii >= 0).any():
+            for seg in self._segments:
+                if len(seg) > seg.n_dead:
+                    parts.append(self._hits_segment(seg, needles, radii, threads))
+            if self._buf_n:
+                n = self._buf_n
+                t = auto_threads(m * n) if threads is None else threads
+                rows, dist = _hamming.range_search_hits(needles, radii, self._buf_codes[:n],
+                                                        threads=t)
+                keep = self._buf_live[:n][rows]
+                parts.append((self._buf_ids[:n][rows[keep]], dist[keep]))
+        if not parts:
+            return np.empty(0, np.int64), np.empty((0, m), np.int32)
+        ids = np.concatenate([p[0] for p in parts])
+        dist = np.concatenate([p[1] for p in parts])
+        if ids.size > 1 and not np.all(ids[1:] > ids[:-1]):
+            order = np.argsort(ids, kind="stable")
+            ids, dist = ids[order], dist[order]
+        return ids, dist
+
+    def _hits_segment(self, seg: _Segment, needles, radii, threads):
+        m = len(needles)
+        reach = int(radii.max())
+        live = seg.live if seg.n_dead else None
+        if self._use_mih(seg, reach, min(m, _hamming.MAX_NEEDLES)):
+            if threads is None:
+                threads = 1
+            starts, widths, offsets, rows, split = seg.mih
+            found = []
+            for lo in range(0, m, _hamming.MAX_NEEDLES):
+                chunk = needles[lo:lo + _hamming.MAX_NEEDLES]
+                if (radii[lo:lo + _hamming.MAX_NEEDLES] < 0).all():
+                    continue
+                found.append(_hamming.mih_range_search_multi(
+                    chunk[None], seg.codes, starts, widths, offsets, rows, reach,
+                    threads=threads, split_parity=split)[1])
+            hit = _sorted_unique(np.concatenate(found)) if found else np.empty(0, np.int64)
+            dist = _hamming.distance_matrix(seg.codes[hit], needles, threads=1)
+            hit_ok = (dist <= radii[None, :]).any(axis=1)
+            hit, dist = hit[hit_ok], dist[hit_ok]
+        else:
+            if threads is None:
+                threads = auto_threads(m * len(seg))
+            hit, dist = _hamming.range_search_hits(needles, radii, seg.codes, threads=threads)
+        if live is not None:
+            keep = live[hit]
+            hit, dist = hit[keep], dist[keep]
+        return seg.ids[hit], dist
+
     def _search_segment(self, seg: _Segment, needles, radius, threads):
         nq, m = needles.shape[:2]
         if self._use_mih(seg, radius, m):

@@ -212,7 +212,15 @@ def _parse_csv(lines, algorithm) -> Iterator[tuple[int, HashEntry | _BadLine]]:
     reader = csv.reader(readable)
     header = None
     last_line = 0
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a carriage return inside an unquoted field
+            number, last_line = last_line + 1, reader.line_num
+            yield number, _BadLine(f"not valid CSV: {exc}")
+            continue
         number, last_line = last_line + 1, reader.line_num
         if not row or not any(cell.strip() for cell in row):
             continue

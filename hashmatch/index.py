@@ -148,12 +148,6 @@ class _RoleCodes:
         for part in self.parts.values():
             part.remove(ids)
 
-    def search(self, needles: np.ndarray, radius: int, roles) -> np.ndarray:
-        """Ids of the rows of ``roles`` within ``radius`` of any of ``needles`` (m, nbytes)."""
-        found = [self.parts[role].range_search_multi(needles, radius)[1]
-                 for role in roles if role in self.parts]
-        return np.concatenate(found) if found else np.empty(0, np.int64)
-
     def codes_of(self, ids, roles: np.ndarray) -> np.ndarray | None:
         out = np.zeros((len(ids), self.nbits // 8), np.uint8)
         for role in np.unique(roles):
@@ -751,47 +745,65 @@ def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
     radius = min(shard.nbits, max_distance + max(0, margin))
     needles = [n for n in needles
                if min_quality is None or n[0].quality is None or n[0].quality >= min_quality]
-    # Crop windows are most of the stored rows: by default they are not scanned but checked
-    # for the items the scan of full frames and regions found within a wider radius.
+    if not needles:
+        return {}
+    # One pass per stored role with every needle that may meet it (search_roles), each row
+    # read once; the scan hands back the hit rows' distances to all those needles.
+    # Experiment (regions.VERIFY_CROP_WINDOWS, off): crop windows are not scanned but checked
+    # for the items that the needles meeting them come within radius + CANDIDATE_SLACK of
+    # through full frames and regions, or that any needle hit within the radius.
     verify = use_regions and rg.VERIFY_CROP_WINDOWS
-    scan_radius = min(shard.nbits, radius + rg.CANDIDATE_SLACK) if verify else radius
-    found = []  # per pass: (group, rows, distances, scores), vectorised over hits x needles
+    codes = np.stack([fp.bits for fp, _, _ in needles])
+    needle_roles = [rg.search_roles(region, variant) for _, region, variant in needles]
+    # Tie order among needles: by role set, in order of first appearance (the whole picture
+    # as it stands first, then rotations, then cut-out regions), then as given.
+    first_seen = {}
+    for roles in needle_roles:
+        first_seen.setdefault(roles, len(first_seen))
+    rank = np.argsort([first_seen[roles] for roles in needle_roles], kind="stable")
+    rank_of = np.empty(len(needles), np.int64)
+    rank_of[rank] = np.arange(len(needles))
+    query_penalty = np.array([rg.region_penalty(region) if use_regions else 0
+                              for _, region, _ in needles], np.int64)
+    meets_crop = np.array(["crop" in roles for roles in needle_roles])
+    found = []  # per pass: (rows, needle, score, distance) of each hit row's best pair
     candidates = []
-    for roles, group in _passes(needles):
+    for role_number, role in enumerate(rg.ROLES):
+        part = shard.codes.parts.get(role)
+        members = np.array([k for k, roles in enumerate(needle_roles) if role in roles],
+                           np.int64)
+        if part is None or len(members) == 0 or (verify and role == "crop"):
+            continue
+        radii = np.full(len(members), radius, np.int64)
         if verify:
-            roles = tuple(role for role in roles if role != "crop")
-        codes = np.stack([fp.bits for fp, _, _ in group])
-        hit_ids = shard.codes.search(codes, scan_radius, roles)
-        if len(hit_ids) == 0:
+            radii[meets_crop[members]] = min(shard.nbits, radius + rg.CANDIDATE_SLACK)
+        ids, distances = part.range_search_hits(codes[members], radii)
+        if len(ids) == 0:
             continue
-        rows = _quality_rows(shard, shard.rows_of(hit_ids), min_quality)
-        if len(rows) == 0:
-            continue
-        candidates.append(shard.item_ids[rows])
-        found.append(_score_rows(shard, group, codes, rows, radius, use_regions))
+        rows = shard.rows_of(ids)
+        if verify:  # an item is near whatever the quality of the row that says so
+            candidates.append(shard.item_ids[rows])
+        ok = _quality_ok(shard, rows, min_quality)
+        rows, distances = rows[ok], distances[ok]
+        found.append(_best_pairs(shard, rows, members, distances, radius, query_penalty,
+                                 rank_of, role_number, use_regions))
     if verify and candidates:
+        members = np.nonzero(meets_crop)[0]
         rows, _ = shard.rows_of_items(np.unique(np.concatenate(candidates)))
-        rows = _quality_rows(shard, rows[shard.role_numbers_of(rows) == rg.ROLES.index("crop")],
-                             min_quality)
-        group = [n for n in needles if "crop" in rg.search_roles(n[1], n[2])]
-        if len(rows) and group:
-            codes = np.stack([fp.bits for fp, _, _ in group])
-            found.append(_score_rows(shard, group, codes, rows, radius, use_regions))
+        rows = rows[shard.role_numbers_of(rows) == rg.ROLES.index("crop")]
+        rows = rows[_quality_ok(shard, rows, min_quality)]
+        if len(rows) and len(members):
+            distances = _pair_distances(codes[members], shard.codes_of(rows))
+            found.append(_best_pairs(shard, rows, members, distances, radius, query_penalty,
+                                     rank_of, rg.ROLES.index("crop"), use_regions))
     if not found:
         return {}
-    # Best pair per hit row, then best row per item (lowest score, then first found).
-    entries = []
-    for index, (group, rows, distances, scores) in enumerate(found):
-        k = np.argmin(scores, axis=1)
-        best_score = scores[np.arange(len(rows)), k]
-        ok = best_score != _NO_PAIR
-        entries.append((np.full(ok.sum(), index), rows[ok], k[ok], best_score[ok],
-                        distances[np.arange(len(rows)), k][ok]))
-    which, rows, needle, score, distance = (np.concatenate(column) for column in zip(*entries))
+    rows, needle, score, distance, order_key = (np.concatenate(column) for column in zip(*found))
     if len(rows) == 0:
         return {}
     items = shard.item_ids[rows]
-    order = np.lexsort((np.arange(len(rows)), score, items))
+    # Best row per item: lowest score, then needle order, then role, then row.
+    order = np.lexsort((order_key, score, items))
     first = order[np.r_[True, items[order][1:] != items[order][:-1]]]
     item_scores = score[first]
     groups = None
@@ -812,7 +824,7 @@ def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
         if margin > 0 else item_scores <= max_distance
     out = {}
     for j in first[keep]:
-        fp, qregion, qvariant = found[which[j]][0][needle[j]]
+        fp, qregion, qvariant = needles[needle[j]]
         row = rows[j]
         out[int(items[j])] = ((int(score[j]), algorithm != "pdq"), algorithm, int(distance[j]),
                               qregion, qvariant, shard.names[shard.region_codes[row]],
@@ -821,49 +833,34 @@ def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
     return out
 
 
-def _quality_rows(shard, rows: np.ndarray, min_quality) -> np.ndarray:
+def _quality_ok(shard, rows: np.ndarray, min_quality) -> np.ndarray:
+    """Which rows take part in matching (stored quality unknown or >= min_quality)."""
     if min_quality is None or len(rows) == 0:
-        return rows
+        return np.ones(len(rows), bool)
     quality = shard.qualities[rows]
-    return rows[(quality < 0) | (quality >= min_quality)]
+    return (quality < 0) | (quality >= min_quality)
 
 
-def _score_rows(shard, group, codes: np.ndarray, rows: np.ndarray, radius: int,
-                use_regions: bool):
-    """(group, rows, distances, scores): every needle of ``group`` against every row; a pair
-    gets a score (distance + region penalty) if the needle may meet the row's role and is
-    within ``radius``, else the no-pair value."""
-    from . import regions as rg
-
-    # The scan reports each hit's nearest needle, but which pair counts depends on
-    # regions (rotations meet full frames only; penalties): score every needle.
-    distances = _pair_distances(codes, shard.codes_of(rows))
-    stored_roles = shard.role_numbers_of(rows)
-    stored_penalty = shard.penalties_of(rows) if use_regions else np.zeros(len(rows), int)
-    scores = np.full(distances.shape, _NO_PAIR, np.int64)
-    for k, (_, qregion, qvariant) in enumerate(group):
-        role_ok = np.isin(np.arange(len(rg.ROLES)),
-                          [rg.ROLES.index(r) for r in rg.search_roles(qregion, qvariant)])
-        allowed = role_ok[stored_roles] & (distances[:, k] <= radius)
-        query_penalty = rg.region_penalty(qregion) if use_regions else 0
-        penalty = np.maximum(stored_penalty, query_penalty)
-        scores[allowed, k] = distances[allowed, k] + penalty[allowed]
-    return group, rows, distances, scores
+def _best_pairs(shard, rows, members, distances, radius, query_penalty, rank_of, role_number,
+                use_regions):
+    """Each hit row's best pair among the needles ``members`` (that may meet the row's
+    role; ``distances``: rows x members): (rows, needle, score, distance, tie order) of the
+    rows that have a pair within ``radius``. Score = distance + the larger region penalty
+    of the two sides."""
+    stored_penalty = shard.penalties_of(rows) if use_regions else np.zeros(len(rows), np.int64)
+    scores = distances + np.maximum(stored_penalty[:, None], query_penalty[members][None, :])
+    # lowest score, then the needle first in tie order
+    ranks = rank_of[members]
+    keys = np.where(distances <= radius, scores * 1024 + ranks[None, :], _NO_PAIR)
+    k = np.argmin(keys, axis=1) if len(rows) else np.zeros(0, np.int64)
+    at = np.arange(len(rows))
+    ok = keys[at, k] != _NO_PAIR
+    rows, k, at = rows[ok], k[ok], at[ok]
+    order_key = (ranks[k] * 4 + role_number) * (1 << 40) + rows
+    return rows, members[k], scores[at, k], distances[at, k].astype(np.int64), order_key
 
 
 _NO_PAIR = np.iinfo(np.int64).max
-
-
-def _passes(needles):
-    """(stored roles, needles) scans: needles that may meet the same roles share a scan, at
-    most MAX_NEEDLES_PER_PASS at a time."""
-    from .regions import MAX_NEEDLES_PER_PASS, search_roles
-
-    by_roles: dict[tuple, list] = {}
-    for needle in needles:
-        by_roles.setdefault(search_roles(needle[1], needle[2]), []).append(needle)
-    return [(roles, group[i:i + MAX_NEEDLES_PER_PASS]) for roles, group in by_roles.items()
-            for i in range(0, len(group), MAX_NEEDLES_PER_PASS)]
 
 
 def _pair_distances(needles: np.ndarray, stored: np.ndarray) -> np.ndarray:
@@ -874,11 +871,23 @@ def _pair_distances(needles: np.ndarray, stored: np.ndarray) -> np.ndarray:
 
 
 def _duplicate_groups(codes: np.ndarray) -> np.ndarray:
-    """Group label per row: rows within regions.DUPLICATE_DISTANCE (transitively) share one."""
+    """Group label per row: rows within regions.DUPLICATE_DISTANCE (transitively) share one.
+    A query has a handful of contenders: their distance matrix and a min-label propagation
+    (label = the group's first row) cost microseconds, the general clustering ~1 ms."""
     from .cluster import component_labels
     from .regions import DUPLICATE_DISTANCE
 
-    return component_labels(codes, np.arange(len(codes)), DUPLICATE_DISTANCE, threads=1)
+    if len(codes) > 64:
+        return component_labels(codes, np.arange(len(codes)), DUPLICATE_DISTANCE, threads=1)
+    from ._hamming import distance_matrix
+
+    near = distance_matrix(codes, codes, threads=1) <= DUPLICATE_DISTANCE
+    labels = np.arange(len(codes))
+    while True:
+        spread = np.where(near, labels[None, :], len(codes)).min(axis=1)
+        if (spread == labels).all():
+            return labels
+        labels = spread
 
 
 def _variants(image: Image.Image, algorithm: str, exact: bool, dihedral: bool):

@@ -799,22 +799,22 @@ def query_fingerprints(image: Image.Image, full_variants=None, regions: bool = T
 # PDQ's usual 31: unknown posters of a known poster's template sit 28 bits from it (quick
 # suite: 31 -> 16 raised recall at 1 % false alarm from 0.725 to 0.756).
 PDQ_CERTAIN = 16
-# The multi-needle scan compares up to this many needles in one pass over the codes.
-MAX_NEEDLES_PER_PASS = 8
 # Stored items whose full frames are this close are one picture for the margin test.
 DUPLICATE_DISTANCE = 8
 
 
 # Stored rows fall in three roles, each kept in its own code index so that a needle scans
-# only the rows it may pair with: that is what keeps the query cost near the full-frame-only
-# query's (RESULTS.md, "Robustness").
+# only the rows it may pair with; a query reads each role's codes once, with every needle
+# that may meet them (hashmatch.index.search_shard; cost: RESULTS.md, "Query cost at 1M").
 ROLES = ("full", "region", "crop")
-# Experiment (off): crop windows (5 of an item's ~6.6 rows) not scanned; the scan of full
-# frames and regions, out to CANDIDATE_SLACK bits beyond the search radius, names candidate
-# items and only their crop windows are compared with the needles. Measured: slack 24 keeps
-# recall (quick suite, -2 crop queries at the default radius), but with 16 needles a wide
-# scan hits a third of all rows at 1M random codes, and fetching their codes costs 40x the
-# scan (RESULTS.md, "Robustness, session 3").
+# Experiment (off): crop windows (5 of an item's ~6.6 rows, 3/4 of the bytes a query
+# streams) not scanned; the needles that may meet them (search_roles) name candidate items
+# through full frames and regions out to CANDIDATE_SLACK bits beyond the search radius, and
+# any item a needle hit within the radius is a candidate; only the candidates' crop windows
+# are compared. Measured (RESULTS.md, "Query cost at 1M, session 3"): a stored crop window
+# is ~108 bits from its own item's full frame (nearly independent), so slack 24 loses
+# recall at the default (quick suite 0.857 -> 0.851, crop 0.811 -> 0.774) and still makes
+# thousands of items candidates when codes cluster near the query.
 VERIFY_CROP_WINDOWS = False
 CANDIDATE_SLACK = 24
 

@@ -233,3 +233,48 @@ def test_codes_of_returns_stored_codes_from_segments_and_buffer():
         index.codes_of([1234])
     with pytest.raises(KeyError):
         index.codes_of([total + 10])
+
+
+def _hits_brute_force(model, needles, radii, nbytes):
+    ids = np.array(sorted(model.codes), dtype=np.int64)
+    codes = (np.array([model.codes[i] for i in ids]) if len(ids)
+             else np.zeros((0, nbytes), np.uint8))
+    rows, dist = ref.range_search_hits(needles, radii, codes)
+    return ids[rows], dist
+
+
+@pytest.mark.parametrize("method", EXACT_METHODS)
+@pytest.mark.parametrize("m", [1, 5, 8, 13, 20])
+def test_range_search_hits_equals_brute_force_across_segments_buffer_and_removes(method, m):
+    """A radius per needle, any number of needles, scanned or probed through MIH tables
+    (8 needles at a time), over segments with tombstones and the append buffer."""
+    rng = np.random.default_rng(m + len(method))
+    codes = clustered_codes(2500, rng)
+    ids = rng.choice(10**9, len(codes), replace=False).astype(np.int64)
+    index, model = CodeIndex(256, method=method), Model()
+    for lo, hi in ((0, 1200), (1200, 2400), (2400, 2500)):
+        index.add(codes[lo:hi], ids[lo:hi])
+        model.add(codes[lo:hi], ids[lo:hi])
+    index.remove(ids[::4])
+    model.remove(ids[::4])
+    needles = queries_with_planted_neighbours(codes, m, rng)
+    for radii in (np.full(m, 31), rng.integers(-1, 60, m), np.full(m, -1)):
+        got = index.range_search_hits(needles, radii)
+        expected = _hits_brute_force(model, needles, radii, 32)
+        assert_same(got, expected)
+        assert got[0].dtype == np.int64 and got[1].dtype == np.int32
+
+
+def test_range_search_hits_through_big_mih_segment():
+    rng = np.random.default_rng(8)
+    codes = random_codes(250_000, 32, rng)
+    index = CodeIndex(256)
+    index.add(codes, np.arange(250_000, dtype=np.int64))
+    assert index._segments[0].mih is not None
+    needles = queries_with_planted_neighbours(codes, 11, rng)
+    radii = np.array([31] * 10 + [20])
+    expected = fast.range_search_hits(needles, radii, codes, threads=1)  # proven = its twin
+    assert index._use_mih(index._segments[0], 31, 11)
+    assert_same(index.range_search_hits(needles, radii, threads=1), expected)
+    assert_same(index.range_search_hits(needles, np.full(11, 88)),
+                fast.range_search_hits(needles, np.full(11, 88), codes))

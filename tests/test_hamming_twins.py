@@ -118,6 +118,65 @@ def test_range_search_multi_single_query_2d():
     assert ids.tolist() == [0] and dist.tolist() == [1] and var.tolist() == [3]
 
 
+@st.composite
+def needle_radii(draw, a, max_m=40):
+    """(m, nbytes) needles (a's rows first, then random codes, a duplicate) and a radius
+    each, negative ones included."""
+    nbytes = a.shape[1]
+    m = draw(st.integers(1, max_m))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    needles = rng.integers(0, 256, (m, nbytes), dtype=np.uint8)
+    take = min(m, len(a))
+    needles[:take] = a[:take]
+    if m > 2:
+        needles[m - 1] = needles[0]
+    base = draw(radii)
+    spread = draw(st.sampled_from([0, 8, 40]))
+    return needles, base + rng.integers(-spread, spread + 1, m)
+
+
+@settings(max_examples=200, deadline=None)
+@given(code_sets(), threads, impls, st.data())
+def test_range_search_hits(sets, nthreads, impl, data):
+    a, b, _ = sets
+    fast.set_popcount_impl(impl)
+    if len(a) == 0:
+        a = np.zeros((1, b.shape[1]), np.uint8)
+    needles, rad = data.draw(needle_radii(a))
+    assert_same(fast.range_search_hits(needles, rad, b, threads=nthreads),
+                ref.range_search_hits(needles, rad, b))
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.integers(4096 * 4 - 9, 4096 * 5 + 9), st.integers(1, 24), threads, impls,
+       st.integers(0, 2**32 - 1))
+def test_range_search_hits_many_rows(n, m, nthreads, impl, seed):
+    """Several blocks of rows, a row count off the 8-row groups, and database parts split
+    across threads: hits near every block edge."""
+    fast.set_popcount_impl(impl)
+    rng = np.random.default_rng(seed)
+    needles = rng.integers(0, 256, (m, 32), dtype=np.uint8)
+    db = rng.integers(0, 256, (n, 32), dtype=np.uint8)
+    for row in (0, 7, 8, 4095, 4096, 8191, n // 2, n - 8, n - 1):
+        flips = rng.random(256) < 0.1
+        db[row] = needles[rng.integers(0, m)] ^ np.packbits(flips, bitorder="little")
+    rad = rng.integers(20, 100, m)
+    assert_same(fast.range_search_hits(needles, rad, db, threads=nthreads),
+                ref.range_search_hits(needles, rad, db))
+
+
+def test_range_search_hits_shapes():
+    db = np.zeros((3, 32), np.uint8)
+    rows, dist = fast.range_search_hits(np.zeros((2, 32), np.uint8), [0, -1], db)
+    assert rows.tolist() == [0, 1, 2] and dist.shape == (3, 2) and not dist.any()
+    rows, dist = fast.range_search_hits(np.zeros((2, 32), np.uint8), [-1, -1], db)
+    assert rows.shape == (0,) and dist.shape == (0, 2)
+    with pytest.raises(ValueError):
+        fast.range_search_hits(np.zeros((2, 32), np.uint8), [1], db)
+    with pytest.raises(ValueError):
+        fast.range_search_hits(np.zeros((2, 16), np.uint8), [1, 1], db)
+
+
 @settings(max_examples=150, deadline=None)
 @given(code_sets(), st.integers(1, 8), radii, threads, impls, st.integers(0, 2**32 - 1))
 def test_range_search_multi_candidates(sets, m, radius, nthreads, impl, seed):
