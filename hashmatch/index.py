@@ -141,7 +141,11 @@ class _RoleCodes:
         for role in np.unique(roles):
             mask = roles == role
             if str(role) not in self.parts:
-                self.parts[str(role)] = CodeIndex(self.nbits)
+                # Crop windows (14 of an item's ~16 rows) are only ever met by a wide-radius
+                # scan; MIH tables for them would cost memory (~90 B a row) and build time
+                # and never be read.
+                method = "scan" if str(role) == "crop" else "auto"
+                self.parts[str(role)] = CodeIndex(self.nbits, method=method)
             self.parts[str(role)].add(np.ascontiguousarray(codes[mask]), ids[mask])
 
     def remove(self, ids) -> None:
