@@ -564,10 +564,11 @@ class Index:
         Raises :class:`hashmatch.ImageError` if the image cannot be read.
         """
         use_regions = self._use_regions(regions)
-        fingerprints, _ = query_fingerprints(image, self._query_algorithms(), exact, dihedral,
-                                             use_regions)
+        fingerprints, _, aligner = _query_needles(image, self._query_algorithms(), exact,
+                                                  dihedral, use_regions)
         self._maybe_sync()
-        return self._search(fingerprints, max_distance, top_k, min_quality, margin, use_regions)
+        return self._search(fingerprints, max_distance, top_k, min_quality, margin, use_regions,
+                            aligner)
 
     def query_many(self, sources: Iterable, max_distance: int | None = None,
                    top_k: int | None = None, exact: bool = False, dihedral: bool = True,
@@ -583,13 +584,13 @@ class Index:
         use_regions = self._use_regions(regions)
         job = _QueryFingerprintJob(self._query_algorithms(), exact, dihedral, use_regions)
         results = []
-        for done, (name, fingerprints, sha256, error) in enumerate(
+        for done, (name, fingerprints, sha256, aligner, error) in enumerate(
                 ordered_map(job, sources, workers=workers), start=1):
             if error:
                 results.append(QueryResult(name, error=error))
             else:
                 matches = self._search(fingerprints, max_distance, top_k, min_quality, margin,
-                                       use_regions)
+                                       use_regions, aligner)
                 results.append(QueryResult(name, matches, sha256=sha256,
                                            fingerprints=[fp for fp, region, variant in fingerprints
                                                          if region == FULL_REGION
@@ -647,9 +648,10 @@ class Index:
             self.sync()
 
     def _search(self, fingerprints, max_distance, top_k, min_quality, margin=None,
-                use_regions: bool | None = None) -> list[Match]:
+                use_regions: bool | None = None, aligner=None) -> list[Match]:
         """Exact range search of every (fingerprint, region, variant) needle, per-item
-        aggregation, then the decision rule (:func:`hashmatch.regions.select_matches`)."""
+        aggregation, alignment of the closest items' pairs (``aligner``), then the decision
+        rule (:func:`hashmatch.regions.select_matches`)."""
         use_regions = self._use_regions() if use_regions is None else use_regions
         by_algorithm: dict[tuple[str, int], list] = {}
         for needle in fingerprints:
@@ -660,7 +662,7 @@ class Index:
             if shard is None or len(shard) == 0:
                 continue
             found = search_shard(shard, algorithm, group, max_distance, min_quality,
-                                       margin, use_regions and algorithm == "pdq")
+                                 margin, use_regions and algorithm == "pdq", aligner)
             for item, value in found.items():
                 if item not in evidence or value[0] < evidence[item][0]:
                     evidence[item] = value
@@ -714,28 +716,38 @@ class Index:
 
 def query_fingerprints(image, algorithms: Sequence[str], exact: bool, dihedral: bool,
                        regions: bool = False):
-    """The (Fingerprint, region, variant) needles to search for one query image."""
+    """The (Fingerprint, region, variant) needles to search for one query image, and the
+    decoded image."""
+    needles, decoded, _ = _query_needles(image, algorithms, exact, dihedral, regions)
+    return needles, decoded
+
+
+def _query_needles(image, algorithms: Sequence[str], exact: bool, dihedral: bool,
+                   regions: bool = False):
+    """(needles, decoded image, :class:`hashmatch.regions.Aligner` or None)."""
     needs = merge_needs([decode_needs(a, exact) for a in algorithms])
     decoded = decoding.decode(image, mode=needs.mode, draft_min_side=needs.draft_min_side)
-    needles = []
+    needles, aligner = [], None
     for algorithm in algorithms:
         if regions and algorithm == "pdq":
-            from .regions import query_fingerprints as region_needles
+            from .regions import query_needles as region_needles
 
             full = [fp for fp, _ in _variants(decoded.image, algorithm, exact, True)]
-            found = region_needles(decoded.image, full)
+            found, aligner = region_needles(decoded.image, full)
             # Without rotations the full frame is searched as is only; regions stay.
             needles.extend(found if dihedral else found[:1] + found[len(full):])
         else:
             needles.extend((fp, FULL_REGION, variant)
                            for fp, variant in _variants(decoded.image, algorithm, exact, dihedral))
-    return needles, decoded
+    return needles, decoded, aligner
 
 
 def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
-                  use_regions: bool) -> dict[int, tuple]:
+                 use_regions: bool, aligner=None) -> dict[int, tuple]:
     """Matching items of one shard (the codes of one algorithm): item -> (sort key,
-    evidence...). Module-level so benchmarks can time the search alone."""
+    evidence...). ``aligner`` (a :class:`hashmatch.regions.Aligner`, regions only): the
+    closest items' pairs are aligned before the decision. Module-level so benchmarks can
+    time the search alone."""
     from . import regions as rg
 
     if max_distance is None:
@@ -809,6 +821,12 @@ def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
     # Best row per item: lowest score, then needle order, then role, then row.
     order = np.lexsort((order_key, score, items))
     first = order[np.r_[True, items[order][1:] != items[order][:-1]]]
+    if aligner is not None and use_regions:
+        score, distance, changed = _align_contenders(shard, aligner, needles, rows, needle,
+                                                     score, distance, items, first)
+        if changed:
+            order = np.lexsort((order_key, score, items))
+            first = order[np.r_[True, items[order][1:] != items[order][:-1]]]
     item_scores = score[first]
     groups = None
     if margin > 0 and len(first) > 1:
@@ -835,6 +853,36 @@ def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
                               shard.names[shard.variant_codes[row]], fp.quality,
                               int(shard.qualities[row]))
     return out
+
+
+def _align_contenders(shard, aligner, needles, rows, needle, score, distance, items, first):
+    """Scores and distances with the pairs of the closest items aligned
+    (:meth:`hashmatch.regions.Aligner.align`), and whether any changed; nothing is aligned
+    when a pair is certain already. Each close item's ALIGN_ROWS best rows are aligned: a
+    copy cropped on two sides fits inside one stored window and not in the one its
+    unaligned frame is closest to. ``first``: each item's best row."""
+    from . import regions as rg
+
+    item_scores = score[first]
+    if len(first) == 0 or int(item_scores.min()) <= rg.PDQ_CERTAIN:
+        return score, distance, False
+    best = int(item_scores.min())
+    closest = first[np.argsort(item_scores, kind="stable")]
+    closest = closest[score[closest] <= best + rg.ALIGN_WINDOW][: rg.ALIGN_CONTENDERS]
+    score, distance = score.copy(), distance.copy()
+    changed = False
+    for item in items[closest]:
+        mine = np.nonzero(items == item)[0]
+        for j in mine[np.argsort(score[mine], kind="stable")][: rg.ALIGN_ROWS]:
+            _, region, variant = needles[needle[j]]
+            if not aligner.can_align(region, variant):
+                continue
+            aligned, _ = aligner.align(region, variant, shard.codes_of(rows[j:j + 1])[0])
+            if aligned < distance[j]:
+                score[j] -= distance[j] - aligned
+                distance[j] = aligned
+                changed = True
+    return score, distance, changed
 
 
 def _quality_ok(shard, rows: np.ndarray, min_quality) -> np.ndarray:
@@ -918,11 +966,11 @@ class _QueryFingerprintJob:
     def __call__(self, source):
         name = decoding.describe(source)
         try:
-            needles, decoded = query_fingerprints(source, self.algorithms, self.exact,
-                                                  self.dihedral, self.regions)
-            return name, needles, decoded.sha256, None
+            needles, decoded, aligner = _query_needles(source, self.algorithms, self.exact,
+                                                       self.dihedral, self.regions)
+            return name, needles, decoded.sha256, aligner, None
         except ImageError as exc:
-            return name, [], None, exc.reason + (f" ({exc.detail})" if exc.detail else "")
+            return name, [], None, None, exc.reason + (f" ({exc.detail})" if exc.detail else "")
 
 
 def _pdq_quality(fingerprints) -> int | None:

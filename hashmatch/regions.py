@@ -761,7 +761,15 @@ def storage_fingerprints(image: Image.Image, full=None) -> list[tuple[str, "Fing
 
 def query_fingerprints(image: Image.Image, full_variants=None, regions: bool = True
                        ) -> list[tuple["Fingerprint", str, str]]:
-    """``(fingerprint, region, variant)`` needles for a query image.
+    """``(fingerprint, region, variant)`` needles for a query image (:func:`query_needles`
+    without the aligner)."""
+    return query_needles(image, full_variants, regions)[0]
+
+
+def query_needles(image: Image.Image, full_variants=None, regions: bool = True
+                  ) -> tuple[list[tuple["Fingerprint", str, str]], Aligner | None]:
+    """``(fingerprint, region, variant)`` needles for a query image, and the
+    :class:`Aligner` of its regions (None without regions or with ``ALIGN`` off).
 
     The full frame comes in PDQ's 8 rotations/flips (``full_variants``: the caller's, if it
     has them), searched against stored full frames only; every other region (content,
@@ -775,9 +783,10 @@ def query_fingerprints(image: Image.Image, full_variants=None, regions: bool = T
         full_variants = pdq_hash_image(image, exact=False, dihedral=True)
     needles = [(fp, "full", name) for fp, name in zip(full_variants, VARIANT_NAMES)]
     if not regions:
-        return needles
+        return needles, None
     pixels = _pixels(image)
-    for region in query_regions(image):
+    found = query_regions(image)
+    for region in found:
         if region.name == "full":
             continue
         if _is_straightened(region.name):  # a mirrored and turned re-post: rare, not worth it
@@ -788,7 +797,91 @@ def query_fingerprints(image: Image.Image, full_variants=None, regions: bool = T
                     else _hash_box(_pixels(region.source), region.box, dihedral=True))
         needles.append((variants[0], region.name, VARIANT_NAMES[0]))
         needles.append((variants[MIRROR], region.name, VARIANT_NAMES[MIRROR]))
-    return needles
+    return needles, (Aligner.of(image, found) if ALIGN else None)
+
+
+# --------------------------------------------------------------------------------------------
+# query-time alignment of a contender pair
+
+# A region found by trimming is only roughly the picture (a side 3 % off moves PDQ 30-60
+# bits), and a cropped copy lies between two stored crop windows. For the few stored items
+# that come closest, the query region's box is moved side by side towards that item's
+# stored row (coordinate descent on the PDQ distance, steps of 8, 4, 2, 1 % of the box):
+# a true copy locks in (crops: 70-80 bits -> 4-16), a same-template sibling or an unrelated
+# picture gains a few bits only (RESULTS.md, "Alignment"). The descent runs on a grey copy
+# at most ALIGN_SIDE long.
+ALIGN = True
+ALIGN_SIDE = 384
+ALIGN_STEPS = (0.08, 0.04, 0.02, 0.01)
+# Items aligned per query: the best ALIGN_CONTENDERS within ALIGN_WINDOW bits of the best
+# score, and only when no pair is certain already (<= PDQ_CERTAIN).
+ALIGN_CONTENDERS = 6
+ALIGN_WINDOW = 24
+# Rows aligned per item, its closest first.
+ALIGN_ROWS = 3
+
+
+@dataclass
+class Aligner:
+    """What alignment needs of one query image: a small grey copy and where the query's
+    regions are on it. Cheap to send between processes (~150 KB)."""
+
+    grey: np.ndarray  # (h, w) uint8
+    boxes: dict  # region name -> Box on ``grey``
+
+    @classmethod
+    def of(cls, image: Image.Image, regions: list[Region]) -> "Aligner":
+        grey = image if image.mode == "L" else image.convert("L")
+        factor = max(1, int(np.ceil(max(grey.size) / ALIGN_SIDE)))
+        small = grey.reduce(factor) if factor > 1 else grey
+        sx, sy = grey.width / small.width, grey.height / small.height
+        boxes = {}
+        for region in regions:
+            if region.source is image:
+                l, t, r, b = region.box
+                boxes[region.name] = (int(round(l / sx)), int(round(t / sy)),
+                                      int(round(r / sx)), int(round(b / sy)))
+        return cls(np.ascontiguousarray(np.asarray(small, np.uint8)), boxes)
+
+    def can_align(self, region: str, variant: str) -> bool:
+        return region in self.boxes and variant in ("original", "flipy")
+
+    def align(self, region: str, variant: str, target: np.ndarray) -> tuple[int, Box]:
+        """The smallest PDQ distance to ``target`` (packed bits) of the region's box moved
+        side by side, and that box (on the grey copy)."""
+        mirror = variant == "flipy"
+        h, w = self.grey.shape
+        box = self.boxes[region]
+        best = _distance_to(self._hash(box, mirror), target)
+        for step in ALIGN_STEPS:
+            improved = True
+            while improved:
+                improved = False
+                l, t, r, b = box
+                dw, dh = max(1, round((r - l) * step)), max(1, round((b - t) * step))
+                for side, delta in ((0, dw), (0, -dw), (2, -dw), (2, dw),
+                                    (1, dh), (1, -dh), (3, -dh), (3, dh)):
+                    moved = list(box)
+                    moved[side] = min(max(0, moved[side] + delta), w if side % 2 == 0 else h)
+                    if moved[2] - moved[0] < 16 or moved[3] - moved[1] < 16 or tuple(moved) == box:
+                        continue
+                    d = _distance_to(self._hash(tuple(moved), mirror), target)
+                    if d < best:
+                        best, box, improved = d, tuple(moved), True
+                        break
+        return best, box
+
+    def _hash(self, box: Box, mirror: bool) -> np.ndarray:
+        from .hashers.pdq import MIRROR, pdq_hash_image
+
+        l, t, r, b = box
+        if mirror:
+            return pdq_hash_image(self.grey[t:b, l:r], exact=False, dihedral=True)[MIRROR].bits
+        return pdq_hash_image(self.grey[t:b, l:r], exact=False).bits
+
+
+def _distance_to(bits: np.ndarray, target: np.ndarray) -> int:
+    return int(np.unpackbits(np.bitwise_xor(bits, target)).sum())
 
 
 # --------------------------------------------------------------------------------------------

@@ -135,3 +135,41 @@ def test_each_items_full_frame_row_is_found_in_any_row_order(item_order):
     rows = shard.full_rows_of([1, 2, 3], [-1, -1, -1])
     for item, row in zip([1, 2, 3], rows):
         assert shard.item_ids[row] == item and shard.names[shard.region_codes[row]] == "full"
+
+
+@pytest.fixture(scope="module")
+def id_card_index(tmp_path_factory):
+    """Twelve ID cards of one template (names, numbers, portraits differ): each other's
+    hard negatives."""
+    folder = tmp_path_factory.mktemp("cards")
+    portraits = [Image.open(p).convert("RGB").reduce(2) for p in PHOTOS[:12]]
+    paths = []
+    for i in range(12):
+        path = folder / f"card{i:02d}.png"
+        edits.make_advert("id", 3 * i, portraits).save(path)
+        paths.append(path)
+    with hm.Index.open(folder / "cards.hmdb", create=True) as index:
+        index.add_files(paths, workers=1)
+    with hm.Index.open(folder / "cards.hmdb") as index:
+        yield index, paths
+
+
+@pytest.mark.parametrize("card, fractions", [(2, (0.09, 0.0, 0.0, 0.02)),
+                                             (5, (0.0, 0.1, 0.04, 0.0)),
+                                             (8, (0.03, 0.03, 0.08, 0.05))])
+def test_a_cropped_card_is_told_from_its_template_siblings_by_alignment(
+        id_card_index, monkeypatch, card, fractions):
+    """Cropped between two stored crop windows, a card is 40-80 bits from its source and
+    within the margin of its siblings; aligning the query to each close item locks onto the
+    source only."""
+    from hashmatch import regions
+
+    index, paths = id_card_index
+    query = jpeg_bytes(edits.crop_sides(Image.open(paths[card]).convert("RGB"), fractions))
+    matches = index.query(query)
+    assert _names(matches) == [paths[card].name], [(m.path, m.score) for m in matches]
+    assert matches[0].distance <= 32
+    monkeypatch.setattr(regions, "ALIGN", False)
+    unaligned = index.query(query, margin=0, max_distance=128)
+    assert min(m.distance for m in unaligned if m.path == str(paths[card])) > \
+        matches[0].distance + 12

@@ -236,3 +236,22 @@ def test_box_sides_snap_to_the_border_on_the_full_resolution_pixels():
     finally:
         regions.REFINE = True
     assert coarse != (37, 37, 637, 487)  # what the refinement is for
+
+
+def test_alignment_moves_a_query_box_onto_the_stored_window():
+    """A copy cut 5 % on the left lies between the stored frame and its 12 % window; moved
+    side by side towards the window's code, the query's frame lands on it."""
+    from hashmatch.hashers.pdq import pdq_hash_image
+
+    picture = photo_like(7, size=(800, 600))
+    window = picture.crop((96, 0, 800, 600))  # the stored "crop:l12"
+    target = pdq_hash_image(window, exact=False).bits
+    query = jpeg(picture.crop((40, 0, 800, 600)))
+    found = regions.query_regions(query)
+    aligner = regions.Aligner.of(query, found)
+    start = int(np.unpackbits(pdq_hash_image(query, exact=False).bits ^ target).sum())
+    aligned, box = aligner.align("full", "original", target)
+    assert start > 40 and aligned <= 20, (start, aligned)
+    scale = query.width / aligner.grey.shape[1]
+    assert abs(box[0] * scale - 56) <= 0.02 * query.width  # the 56 px the window lacks
+    assert aligner.align("full", "flipy", target)[0] > 60  # the mirror image is no match
