@@ -743,7 +743,7 @@ def _query_needles(image, algorithms: Sequence[str], exact: bool, dihedral: bool
 
 
 def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
-                 use_regions: bool, aligner=None) -> dict[int, tuple]:
+                 use_regions: bool, aligner=None, _pairs_only: bool = False):
     """Matching items of one shard (the codes of one algorithm): item -> (sort key,
     evidence...). ``aligner`` (a :class:`hashmatch.regions.Aligner`, regions only): the
     closest items' pairs are aligned before the decision. Module-level so benchmarks can
@@ -813,8 +813,10 @@ def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
             found.append(_best_pairs(shard, rows, members, distances, radius, query_penalty,
                                      rank_of, rg.ROLES.index("crop"), use_regions))
     if not found:
-        return {}
+        return None if _pairs_only else {}
     rows, needle, score, distance, order_key = (np.concatenate(column) for column in zip(*found))
+    if _pairs_only:  # each hit row's best pair, for the search of aligned boxes below
+        return rows, needle, score, distance, order_key
     if len(rows) == 0:
         return {}
     items = shard.item_ids[rows]
@@ -822,8 +824,25 @@ def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
     order = np.lexsort((order_key, score, items))
     first = order[np.r_[True, items[order][1:] != items[order][:-1]]]
     if aligner is not None and use_regions:
-        score, distance, changed = _align_contenders(shard, aligner, needles, rows, needle,
-                                                     score, distance, items, first)
+        score, distance, changed, moved = _align_contenders(
+            shard, aligner, needles, rows, needle, score, distance, items, first)
+        if moved:
+            # Boxes aligned onto the closest items, searched again: a box aligned onto a
+            # template sibling is the copy's true box and meets the copy's own source.
+            more = [(aligner.fingerprint(box, variant), region + rg.ALIGNED_SUFFIX, variant)
+                    for region, variant, box in moved]
+            pairs = search_shard(shard, algorithm, more, radius, min_quality, 0, use_regions,
+                                 _pairs_only=True)
+            if pairs is not None and len(pairs[0]):
+                shift = np.int64(len(needles) * 4) << np.int64(40)  # after every first needle
+                needle = np.concatenate([needle, pairs[1] + len(needles)])
+                needles = list(needles) + more
+                rows = np.concatenate([rows, pairs[0]])
+                score = np.concatenate([score, pairs[2]])
+                distance = np.concatenate([distance, pairs[3]])
+                order_key = np.concatenate([order_key, pairs[4] + shift])
+                items = shard.item_ids[rows]
+                changed = True
         if changed:
             order = np.lexsort((order_key, score, items))
             first = order[np.r_[True, items[order][1:] != items[order][:-1]]]
@@ -856,33 +875,41 @@ def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
 
 
 def _align_contenders(shard, aligner, needles, rows, needle, score, distance, items, first):
-    """Scores and distances with the pairs of the closest items aligned
-    (:meth:`hashmatch.regions.Aligner.align`), and whether any changed; nothing is aligned
-    when a pair is certain already. Each close item's ALIGN_ROWS best rows are aligned: a
-    copy cropped on two sides fits inside one stored window and not in the one its
-    unaligned frame is closest to. ``first``: each item's best row."""
+    """The pairs of the closest items aligned (:meth:`hashmatch.regions.Aligner.align`):
+    (scores, distances, whether any changed, the moved boxes worth searching again as
+    (region, variant, box)). Nothing is aligned when a pair is certain already. Each close
+    item's ALIGN_ROWS best rows are aligned: a copy cropped on two sides fits inside one
+    stored window and not in the one its unaligned frame is closest to. ``first``: each
+    item's best row."""
     from . import regions as rg
 
     item_scores = score[first]
     if len(first) == 0 or int(item_scores.min()) <= rg.PDQ_CERTAIN:
-        return score, distance, False
+        return score, distance, False, []
     best = int(item_scores.min())
     closest = first[np.argsort(item_scores, kind="stable")]
     closest = closest[score[closest] <= best + rg.ALIGN_WINDOW][: rg.ALIGN_CONTENDERS]
     score, distance = score.copy(), distance.copy()
-    changed = False
+    changed, aligned_boxes = False, []
     for item in items[closest]:
         mine = np.nonzero(items == item)[0]
         for j in mine[np.argsort(score[mine], kind="stable")][: rg.ALIGN_ROWS]:
             _, region, variant = needles[needle[j]]
             if not aligner.can_align(region, variant):
                 continue
-            aligned, _ = aligner.align(region, variant, shard.codes_of(rows[j:j + 1])[0])
-            if aligned < distance[j]:
+            aligned, box = aligner.align(region, variant, shard.codes_of(rows[j:j + 1])[0])
+            if aligned < distance[j] and (rg.ALIGN_ACCEPT is None or aligned <= rg.ALIGN_ACCEPT):
                 score[j] -= distance[j] - aligned
                 distance[j] = aligned
                 changed = True
-    return score, distance, changed
+                if box != aligner.boxes[region]:
+                    aligned_boxes.append((int(score[j]), region, variant, box))
+    moved = []
+    for _, region, variant, box in sorted(aligned_boxes, key=lambda entry: entry[0]):
+        if len(moved) < rg.ALIGN_RESEARCH and all(
+                rg.iou(box, other) < rg.DEDUP_IOU for _, _, other in moved):
+            moved.append((region, variant, box))
+    return score, distance, changed, moved
 
 
 def _quality_ok(shard, rows: np.ndarray, min_quality) -> np.ndarray:

@@ -77,7 +77,8 @@ TEXT_LINE_SHARE = 0.08
 # line, an avatar); the trimming that produced it is rejected.
 MIN_SIDE_SHARE = 0.2
 # Earlier steps of the embedded search queried besides its final box (query side only).
-EMBEDDED_STEPS = 2
+EMBEDDED_STEPS = 3
+LAST_STEPS = 0
 # Query side: also rectangles framed by straight edges (_framed_rectangles).
 FRAMED = True
 # Boxes within this IoU of an earlier one would fingerprint (almost) the same pixels. Not
@@ -256,10 +257,12 @@ def _add_steps(boxes: dict, name: str, steps: list[Box], analysis_size, sx, sy, 
     """``name:1``, ``name:2``: the first distinct earlier steps of a trimming (at most
     EMBEDDED_STEPS), e.g. a card's frame before its own flat header band was trimmed too."""
     w, h = analysis_size
-    earlier = [box for box in steps[:-1] if box != steps[-1] and box != (0, 0, w, h)]
-    for i, box in enumerate(dict.fromkeys(earlier).keys()):
-        if i >= EMBEDDED_STEPS:
-            break
+    earlier = list(dict.fromkeys(box for box in steps[:-1]
+                                 if box != steps[-1] and box != (0, 0, w, h)))
+    # The first steps (a frame's own padding trimmed) and the last one before the final
+    # (a card in a post: the post's bands trimmed, the card's own flat header not yet).
+    chosen = earlier[:EMBEDDED_STEPS] + earlier[EMBEDDED_STEPS:][-LAST_STEPS:]
+    for i, box in enumerate(chosen):
         boxes[f"{name}:{i + 1}"] = _to_image_box(box, sx, sy, size)
 
 
@@ -805,13 +808,17 @@ def query_needles(image: Image.Image, full_variants=None, regions: bool = True
 
 # A region found by trimming is only roughly the picture (a side 3 % off moves PDQ 30-60
 # bits), and a cropped copy lies between two stored crop windows. For the few stored items
-# that come closest, the query region's box is moved side by side towards that item's
-# stored row (coordinate descent on the PDQ distance, steps of 8, 4, 2, 1 % of the box):
-# a true copy locks in (crops: 70-80 bits -> 4-16), a same-template sibling or an unrelated
-# picture gains a few bits only (RESULTS.md, "Alignment"). The descent runs on a grey copy
-# at most ALIGN_SIDE long.
+# that come closest, the query region's box is moved side by side towards each item's
+# closest stored rows (coordinate descent on the PDQ distance, steps of 8, 4, 2, 1 % of the
+# box): a true copy locks in (crops: 70-80 bits -> 4-16), a same-template sibling or an
+# unrelated picture gains a few bits only (RESULTS.md, "Alignment"). A box aligned onto a
+# template sibling is the picture's true box: it is searched again as a new needle
+# (``<region>+aligned``), which finds the copy's own source when it was not among the
+# closest. The descent runs on a grey copy on which every region is at least ALIGN_SIDE
+# long (at most ALIGN_MAX_PIXELS in all).
 ALIGN = True
-ALIGN_SIDE = 384
+ALIGN_SIDE = 256
+ALIGN_MAX_PIXELS = 1_000_000
 ALIGN_STEPS = (0.08, 0.04, 0.02, 0.01)
 # Items aligned per query: the best ALIGN_CONTENDERS within ALIGN_WINDOW bits of the best
 # score, and only when no pair is certain already (<= PDQ_CERTAIN).
@@ -819,12 +826,17 @@ ALIGN_CONTENDERS = 6
 ALIGN_WINDOW = 24
 # Rows aligned per item, its closest first.
 ALIGN_ROWS = 3
+# An aligned distance counts only if at most this (None: any).
+ALIGN_ACCEPT = None
+# Aligned boxes searched again (those of the closest items whose box moved), at most.
+ALIGN_RESEARCH = 2
+ALIGNED_SUFFIX = "+aligned"
 
 
 @dataclass
 class Aligner:
-    """What alignment needs of one query image: a small grey copy and where the query's
-    regions are on it. Cheap to send between processes (~150 KB)."""
+    """What alignment needs of one query image: a grey copy and where the query's regions
+    are on it. Sent between processes with the needles (at most ~1 MB)."""
 
     grey: np.ndarray  # (h, w) uint8
     boxes: dict  # region name -> Box on ``grey``
@@ -832,15 +844,18 @@ class Aligner:
     @classmethod
     def of(cls, image: Image.Image, regions: list[Region]) -> "Aligner":
         grey = image if image.mode == "L" else image.convert("L")
-        factor = max(1, int(np.ceil(max(grey.size) / ALIGN_SIDE)))
+        mine = [region for region in regions if region.source is image]
+        smallest = min((max(r.box[2] - r.box[0], r.box[3] - r.box[1]) for r in mine),
+                       default=max(grey.size))
+        factor = max(1, smallest // ALIGN_SIDE,
+                     int(np.ceil(np.sqrt(grey.width * grey.height / ALIGN_MAX_PIXELS))))
         small = grey.reduce(factor) if factor > 1 else grey
         sx, sy = grey.width / small.width, grey.height / small.height
         boxes = {}
-        for region in regions:
-            if region.source is image:
-                l, t, r, b = region.box
-                boxes[region.name] = (int(round(l / sx)), int(round(t / sy)),
-                                      int(round(r / sx)), int(round(b / sy)))
+        for region in mine:
+            l, t, r, b = region.box
+            boxes[region.name] = (int(round(l / sx)), int(round(t / sy)),
+                                  int(round(r / sx)), int(round(b / sy)))
         return cls(np.ascontiguousarray(np.asarray(small, np.uint8)), boxes)
 
     def can_align(self, region: str, variant: str) -> bool:
@@ -852,7 +867,7 @@ class Aligner:
         mirror = variant == "flipy"
         h, w = self.grey.shape
         box = self.boxes[region]
-        best = _distance_to(self._hash(box, mirror), target)
+        best = _distance_to(self.fingerprint(box, variant).bits, target)
         for step in ALIGN_STEPS:
             improved = True
             while improved:
@@ -865,19 +880,20 @@ class Aligner:
                     moved[side] = min(max(0, moved[side] + delta), w if side % 2 == 0 else h)
                     if moved[2] - moved[0] < 16 or moved[3] - moved[1] < 16 or tuple(moved) == box:
                         continue
-                    d = _distance_to(self._hash(tuple(moved), mirror), target)
+                    d = _distance_to(self.fingerprint(tuple(moved), variant).bits, target)
                     if d < best:
                         best, box, improved = d, tuple(moved), True
                         break
         return best, box
 
-    def _hash(self, box: Box, mirror: bool) -> np.ndarray:
+    def fingerprint(self, box: Box, variant: str = "original") -> "Fingerprint":
+        """PDQ of ``box`` of the grey copy, as is or mirrored (``variant`` "flipy")."""
         from .hashers.pdq import MIRROR, pdq_hash_image
 
         l, t, r, b = box
-        if mirror:
-            return pdq_hash_image(self.grey[t:b, l:r], exact=False, dihedral=True)[MIRROR].bits
-        return pdq_hash_image(self.grey[t:b, l:r], exact=False).bits
+        if variant == "flipy":
+            return pdq_hash_image(self.grey[t:b, l:r], exact=False, dihedral=True)[MIRROR]
+        return pdq_hash_image(self.grey[t:b, l:r], exact=False)
 
 
 def _distance_to(bits: np.ndarray, target: np.ndarray) -> int:
