@@ -214,7 +214,8 @@ def pdq_fast_dihedral_from_rgb(rgb: np.ndarray) -> tuple[np.ndarray, int]:
     return _hash_fast(_check_image_array(rgb), dihedral=True)
 
 
-@functools.lru_cache(maxsize=64)
+# Query-time alignment hashes boxes of many sizes (regions.Aligner): ~30 lengths a query.
+@functools.lru_cache(maxsize=1024)
 def _axis_weights(length: int, blur: bool = True):
     return _imagecore.fast_axis_weights(length, blur)
 
