@@ -829,7 +829,8 @@ def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
         if moved:
             # Boxes aligned onto the closest items, searched again: a box aligned onto a
             # template sibling is the copy's true box and meets the copy's own source.
-            more = [(aligner.fingerprint(box, variant), region + rg.ALIGNED_SUFFIX, variant)
+            more = [(aligner.fingerprint(region, box, variant), region + rg.ALIGNED_SUFFIX,
+                     variant)
                     for region, variant, box in moved]
             pairs = search_shard(shard, algorithm, more, radius, min_quality, 0, use_regions,
                                  _pairs_only=True)
@@ -902,7 +903,7 @@ def _align_contenders(shard, aligner, needles, rows, needle, score, distance, it
                 score[j] -= distance[j] - aligned
                 distance[j] = aligned
                 changed = True
-                if box != aligner.boxes[region]:
+                if box != aligner.boxes[region][1]:
                     aligned_boxes.append((int(score[j]), region, variant, box))
     moved = []
     for _, region, variant, box in sorted(aligned_boxes, key=lambda entry: entry[0]):

@@ -849,28 +849,35 @@ ALIGNED_SUFFIX = "+aligned"
 
 @dataclass
 class Aligner:
-    """What alignment needs of one query image: a grey copy and where the query's regions
-    are on it. Sent between processes with the needles (at most ~1 MB)."""
+    """What alignment needs of one query image: grey copies (of the image, and of its
+    turned-back copies: deskewed, straightened, turned:N) and where the query's regions are
+    on them. Sent between processes with the needles (at most a few MB)."""
 
-    grey: np.ndarray  # (h, w) uint8
-    boxes: dict  # region name -> Box on ``grey``
+    greys: list  # (h, w) uint8 arrays
+    boxes: dict  # region name -> (index into greys, Box on that grey copy)
 
     @classmethod
     def of(cls, image: Image.Image, regions: list[Region]) -> "Aligner":
-        grey = image if image.mode == "L" else image.convert("L")
-        mine = [region for region in regions if region.source is image]
-        smallest = min((max(r.box[2] - r.box[0], r.box[3] - r.box[1]) for r in mine),
-                       default=max(grey.size))
-        factor = max(1, smallest // ALIGN_SIDE,
-                     int(np.ceil(np.sqrt(grey.width * grey.height / ALIGN_MAX_PIXELS))))
-        small = grey.reduce(factor) if factor > 1 else grey
-        sx, sy = grey.width / small.width, grey.height / small.height
-        boxes = {}
-        for region in mine:
-            l, t, r, b = region.box
-            boxes[region.name] = (int(round(l / sx)), int(round(t / sy)),
-                                  int(round(r / sx)), int(round(b / sy)))
-        return cls(np.ascontiguousarray(np.asarray(small, np.uint8)), boxes)
+        by_source: dict[int, list[Region]] = {}
+        sources = {}
+        for region in regions:
+            by_source.setdefault(id(region.source), []).append(region)
+            sources[id(region.source)] = region.source
+        greys, boxes = [], {}
+        for key, members in by_source.items():
+            source = sources[key]
+            grey = source if source.mode == "L" else source.convert("L")
+            smallest = min(max(r.box[2] - r.box[0], r.box[3] - r.box[1]) for r in members)
+            factor = max(1, smallest // ALIGN_SIDE,
+                         int(np.ceil(np.sqrt(grey.width * grey.height / ALIGN_MAX_PIXELS))))
+            small = grey.reduce(factor) if factor > 1 else grey
+            sx, sy = grey.width / small.width, grey.height / small.height
+            for region in members:
+                l, t, r, b = region.box
+                boxes[region.name] = (len(greys), (int(round(l / sx)), int(round(t / sy)),
+                                                   int(round(r / sx)), int(round(b / sy))))
+            greys.append(np.ascontiguousarray(np.asarray(small, np.uint8)))
+        return cls(greys, boxes)
 
     def can_align(self, region: str, variant: str) -> bool:
         return region in self.boxes and variant in ("original", "flipy")
@@ -878,10 +885,9 @@ class Aligner:
     def align(self, region: str, variant: str, target: np.ndarray) -> tuple[int, Box]:
         """The smallest PDQ distance to ``target`` (packed bits) of the region's box moved
         side by side, and that box (on the grey copy)."""
-        mirror = variant == "flipy"
-        h, w = self.grey.shape
-        box = self.boxes[region]
-        best = _distance_to(self.fingerprint(box, variant).bits, target)
+        source, box = self.boxes[region]
+        h, w = self.greys[source].shape
+        best = _distance_to(self.fingerprint(region, box, variant).bits, target)
         for step in ALIGN_STEPS:
             improved = True
             while improved:
@@ -894,20 +900,23 @@ class Aligner:
                     moved[side] = min(max(0, moved[side] + delta), w if side % 2 == 0 else h)
                     if moved[2] - moved[0] < 16 or moved[3] - moved[1] < 16 or tuple(moved) == box:
                         continue
-                    d = _distance_to(self.fingerprint(tuple(moved), variant).bits, target)
+                    d = _distance_to(self.fingerprint(region, tuple(moved), variant).bits,
+                                     target)
                     if d < best:
                         best, box, improved = d, tuple(moved), True
                         break
         return best, box
 
-    def fingerprint(self, box: Box, variant: str = "original") -> "Fingerprint":
-        """PDQ of ``box`` of the grey copy, as is or mirrored (``variant`` "flipy")."""
+    def fingerprint(self, region: str, box: Box, variant: str = "original") -> "Fingerprint":
+        """PDQ of ``box`` of the grey copy ``region`` is on, as is or mirrored (``variant``
+        "flipy")."""
         from .hashers.pdq import MIRROR, pdq_hash_image
 
+        grey = self.greys[self.boxes[region][0]]
         l, t, r, b = box
         if variant == "flipy":
-            return pdq_hash_image(self.grey[t:b, l:r], exact=False, dihedral=True)[MIRROR]
-        return pdq_hash_image(self.grey[t:b, l:r], exact=False)
+            return pdq_hash_image(grey[t:b, l:r], exact=False, dihedral=True)[MIRROR]
+        return pdq_hash_image(grey[t:b, l:r], exact=False)
 
 
 def _distance_to(bits: np.ndarray, target: np.ndarray) -> int:
