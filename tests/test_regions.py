@@ -255,3 +255,24 @@ def test_alignment_moves_a_query_box_onto_the_stored_window():
     scale = query.width / aligner.greys[aligner.boxes["full"][0]].shape[1]
     assert abs(box[0] * scale - 56) <= 0.02 * query.width  # the 56 px the window lacks
     assert aligner.align("full", "flipy", target)[0] > 60  # the mirror image is no match
+
+
+def test_turned_back_regions_are_aligned_on_their_own_grey_copy():
+    """A picture turned on white corners is searched as its turned-back copy (deskewed);
+    the aligner keeps that copy beside the query's own, and aligning never makes a pair
+    worse."""
+    from hashmatch.hashers.pdq import pdq_hash_image
+
+    picture = photo_like(3, size=(600, 450))
+    turned = jpeg(picture.rotate(4, Image.Resampling.BICUBIC, expand=True,
+                                 fillcolor=(255, 255, 255)))
+    found = regions.query_regions(turned)
+    assert "deskewed" in [r.name for r in found]
+    aligner = regions.Aligner.of(turned, found)
+    source, _ = aligner.boxes["deskewed"]
+    assert source != aligner.boxes["full"][0] and len(aligner.greys) == 2
+    target = pdq_hash_image(picture, exact=False).bits
+    start = regions._distance_to(aligner.fingerprint("deskewed", aligner.boxes["deskewed"][1]).bits,
+                                 target)
+    aligned, _ = aligner.align("deskewed", "original", target)
+    assert aligned <= start and aligned <= 24, (start, aligned)
