@@ -570,7 +570,8 @@ cdef extern from *:
     static void hm_fast_rows_rgb(const unsigned char* base, ptrdiff_t row_stride, int channels,
                                  int cols, const int* starts, const int* lens,
                                  const float* weights, int maxlen, float* out, float* line) {
-        int o, t, j, width = channels * cols;
+        int o, t;
+        ptrdiff_t j, width = (ptrdiff_t)channels * cols;  /* see hm_fast_cols on -fwrapv */
         for (o = 0; o < 64; o++) {
             float* acc = out + (ptrdiff_t)o * cols;
             const float* wt = weights + (ptrdiff_t)o * maxlen;
@@ -594,18 +595,21 @@ cdef extern from *:
         }
     }
 
-    /* Column stage: out64[r, c] = sum_t weights[c, t] * buf[r, starts[c] + t]. Eight
-       partial sums per dot product (independent lanes the compiler can vectorise). */
+    /* Column stage: out64[r, c] = sum_t weights[c, t] * buf[r, starts[c] + t], row r of
+       buf at buf + r * stride (stride >= the box's width: buf may be a column slice of a
+       wider row stage). Eight partial sums per dot product (independent lanes the
+       compiler can vectorise). Indices are ptrdiff_t: Python's CFLAGS carry -fwrapv, and
+       with wrapping int indices GCC re-extends them every step (2.4x slower here). */
     HM_VECTOR_CLONES
-    static void hm_fast_cols(const float* buf, int cols, const int* starts, const int* lens,
-                             const float* weights, int maxlen, float* out64) {
-        int r, c, t, l;
+    static void hm_fast_cols(const float* buf, ptrdiff_t stride, const int* starts,
+                             const int* lens, const float* weights, int maxlen, float* out64) {
+        ptrdiff_t r, c, t, l;
         for (r = 0; r < 64; r++) {
-            const float* row = buf + (ptrdiff_t)r * cols;
+            const float* row = buf + (ptrdiff_t)r * stride;
             for (c = 0; c < 64; c++) {
                 const float* x = row + starts[c];
-                const float* wt = weights + (ptrdiff_t)c * maxlen;
-                int len = lens[c];
+                const float* wt = weights + c * maxlen;
+                ptrdiff_t len = lens[c];
                 float s[8] = {0, 0, 0, 0, 0, 0, 0, 0}, total;
                 for (t = 0; t + 8 <= len; t += 8)
                     for (l = 0; l < 8; l++) s[l] += wt[t + l] * x[t + l];
@@ -622,7 +626,7 @@ cdef extern from *:
     void hm_fast_rows_rgb(const unsigned char* base, Py_ssize_t row_stride, int channels,
                           int cols, const int* starts, const int* lens, const float* weights,
                           int maxlen, float* out, float* line) noexcept nogil
-    void hm_fast_cols(const float* buf, int cols, const int* starts, const int* lens,
+    void hm_fast_cols(const float* buf, Py_ssize_t stride, const int* starts, const int* lens,
                       const float* weights, int maxlen, float* out64) noexcept nogil
 
 
@@ -709,41 +713,71 @@ def fast_downsample64(image, row_weights, col_weights, float[::1] scratch=None):
     return out
 
 
-cdef _fast_downsample(image, row_weights, col_weights, float[::1] scratch, float* out64):
+cdef struct _Pixels:
+    const unsigned char* base
+    Py_ssize_t row_stride  # bytes
+    int rows, cols, channels
+
+
+cdef _Pixels _pixels_of(image) except *:
+    """The uint8 HxW / HxWx3 / HxWx4 array the fast kernels read, rows any stride."""
     cdef const unsigned char[:, :] grey
     cdef const unsigned char[:, :, :] rgb
-    cdef const unsigned char* base
-    cdef Py_ssize_t row_stride
-    cdef int rows, cols, channels = 1
+    cdef _Pixels p
+    p.channels = 1
     if image.ndim == 2:
         grey = image
-        rows, cols = grey.shape[0], grey.shape[1]
-        if cols and grey.strides[1] != 1:
+        p.rows, p.cols = grey.shape[0], grey.shape[1]
+        if p.cols and grey.strides[1] != 1:
             raise ValueError("pixels must be contiguous within a row")
-        base = &grey[0, 0] if rows and cols else NULL
-        row_stride = grey.strides[0]
+        p.base = &grey[0, 0] if p.rows and p.cols else NULL
+        p.row_stride = grey.strides[0]
     elif image.ndim == 3 and image.shape[2] in (3, 4):
         rgb = image
-        rows, cols, channels = rgb.shape[0], rgb.shape[1], rgb.shape[2]
-        if cols and (rgb.strides[2] != 1 or rgb.strides[1] != channels):
+        p.rows, p.cols, p.channels = rgb.shape[0], rgb.shape[1], rgb.shape[2]
+        if p.cols and (rgb.strides[2] != 1 or rgb.strides[1] != p.channels):
             raise ValueError("pixels must be contiguous within a row")
-        base = &rgb[0, 0, 0] if rows and cols else NULL
-        row_stride = rgb.strides[0]
+        p.base = &rgb[0, 0, 0] if p.rows and p.cols else NULL
+        p.row_stride = rgb.strides[0]
     else:
         raise ValueError(f"need an HxW or HxWx3/4 uint8 array, got shape {image.shape}")
-    if rows < 1 or cols < 1:
+    if p.rows < 1 or p.cols < 1:
         raise ValueError("empty image")
-    _check_axis(row_weights, rows)
-    _check_axis(col_weights, cols)
+    return p
+
+
+cdef _fast_rows(_Pixels* p, row_weights, float* buf):
+    """Row stage into buf: 64 x cols floats (row o at buf + o * cols), then channels * cols
+    floats of work space for RGB(A). row_weights: checked by the caller."""
     r_starts, r_lens, r_weights, _ = row_weights
-    c_starts, c_lens, c_weights, _ = col_weights
     cdef const int[::1] rs = r_starts
     cdef const int[::1] rl = r_lens
     cdef const float[:, ::1] rw = r_weights
+    with nogil:
+        if p.channels == 1:
+            hm_fast_rows_grey(p.base, p.row_stride, p.cols, &rs[0], &rl[0], &rw[0, 0],
+                              rw.shape[1], buf)
+        else:
+            hm_fast_rows_rgb(p.base, p.row_stride, p.channels, p.cols, &rs[0], &rl[0],
+                             &rw[0, 0], rw.shape[1], buf, buf + <Py_ssize_t>DOWN * p.cols)
+
+
+cdef _fast_cols(const float* buf, Py_ssize_t stride, col_weights, float* out64):
+    """Column stage of a row-stage result of width cols (row r at buf + r * stride).
+    col_weights: checked by the caller."""
+    c_starts, c_lens, c_weights, _ = col_weights
     cdef const int[::1] cs = c_starts
     cdef const int[::1] cl = c_lens
     cdef const float[:, ::1] cw = c_weights
-    cdef Py_ssize_t need = (<Py_ssize_t>DOWN + channels) * cols
+    with nogil:
+        hm_fast_cols(buf, stride, &cs[0], &cl[0], &cw[0, 0], cw.shape[1], out64)
+
+
+cdef _fast_downsample(image, row_weights, col_weights, float[::1] scratch, float* out64):
+    cdef _Pixels p = _pixels_of(image)
+    _check_axis(row_weights, p.rows)
+    _check_axis(col_weights, p.cols)
+    cdef Py_ssize_t need = (<Py_ssize_t>DOWN + p.channels) * p.cols
     cdef float* buf
     cdef bint owned = scratch is None or scratch.shape[0] < need
     if owned:
@@ -752,30 +786,73 @@ cdef _fast_downsample(image, row_weights, col_weights, float[::1] scratch, float
             raise MemoryError()
     else:
         buf = &scratch[0]
-    with nogil:
-        if channels == 1:
-            hm_fast_rows_grey(base, row_stride, cols, &rs[0], &rl[0], &rw[0, 0], rw.shape[1], buf)
-        else:
-            hm_fast_rows_rgb(base, row_stride, channels, cols, &rs[0], &rl[0], &rw[0, 0],
-                             rw.shape[1], buf, buf + <Py_ssize_t>DOWN * cols)
-        hm_fast_cols(buf, cols, &cs[0], &cl[0], &cw[0, 0], cw.shape[1], out64)
-    if owned:
-        free(buf)
+    try:
+        _fast_rows(&p, row_weights, buf)
+        _fast_cols(buf, p.cols, col_weights, out64)
+    finally:
+        if owned:
+            free(buf)
 
 
-def pdq_fast_dct16(image, row_weights, col_weights, float[::1] scratch=None):
-    """(16x16 float32 DCT block, quality) of fast_downsample64(...): PDQ's float pipeline
-    with the sparse blur + decimation in place of the full-size filter."""
+cdef _dct16_and_quality(const float* image64):
     out = np.empty((OUT, OUT), dtype=np.float32)
     cdef float[:, ::1] view = out
-    cdef float image64[DOWN * DOWN]
     cdef float t[OUT * DOWN]
     cdef int quality
-    _fast_downsample(image, row_weights, col_weights, scratch, image64)
     with nogil:
         quality = _quality(image64)
         _dct64_to_16(image64, t, &view[0, 0])
     return out, quality
+
+
+def pdq_fast_dct16(image, row_weights, col_weights, float[::1] scratch=None):
+    """(16x16 float32 DCT block, quality) of fast_downsample64(...): PDQ's float pipeline
+    with the sparse blur + decimation in place of the full-size filter. The same as
+    pdq_fast_dct16_from_rows(pdq_fast_rows(image, row_weights), col_weights), bit for bit."""
+    cdef float image64[DOWN * DOWN]
+    _fast_downsample(image, row_weights, col_weights, scratch, image64)
+    return _dct16_and_quality(image64)
+
+
+def pdq_fast_rows(image, row_weights, scratch=None):
+    """The row stage of the fast path alone: K_rows . luma(image) as float32 (64, width).
+
+    Column j of the result depends on column j of the image only (RGB is reduced to luma
+    per column after the row sums), so the column stage of any box spanning the same rows
+    can read a column slice of it: pdq_fast_dct16_from_rows(rows[:, l:r], col_weights)
+    equals pdq_fast_dct16(image[:, l:r], row_weights, col_weights) bit for bit.
+    ``scratch``: float32 buffer as pdq_fast_dct16's; when it holds (64 + channels) * width
+    floats the result is a view of its start (valid until the buffer is reused).
+    Twin: _imagecore_ref.fast_rows.
+    """
+    cdef _Pixels p = _pixels_of(image)
+    _check_axis(row_weights, p.rows)
+    cdef Py_ssize_t size = <Py_ssize_t>DOWN * p.cols
+    cdef Py_ssize_t need = size + <Py_ssize_t>p.channels * p.cols
+    if scratch is None or scratch.shape[0] < need:
+        scratch = np.empty(need, dtype=np.float32)
+    cdef float[::1] buf = scratch
+    _fast_rows(&p, row_weights, &buf[0])
+    return scratch[:size].reshape(DOWN, p.cols)
+
+
+def pdq_fast_dct16_from_rows(const float[:, :] rows64, col_weights):
+    """The column stage, quality and DCT of the fast path on a row-stage result (or a
+    column slice of one: any row stride, columns contiguous): (16x16 float32 DCT,
+    quality), as pdq_fast_dct16 of the pixels those columns came from.
+    Twin: _imagecore_ref.fast_dct16_from_rows."""
+    if rows64.shape[0] != DOWN:
+        raise ValueError(f"need the 64 rows of a row stage, got {rows64.shape[0]}")
+    cdef int cols = rows64.shape[1]
+    if cols < 1:
+        raise ValueError("empty image")
+    cdef Py_ssize_t item = sizeof(float)
+    if rows64.strides[1] != item or rows64.strides[0] < 0 or rows64.strides[0] % item:
+        raise ValueError("row-stage columns must be contiguous (a column slice of its rows)")
+    _check_axis(col_weights, cols)
+    cdef float image64[DOWN * DOWN]
+    _fast_cols(&rows64[0, 0], rows64.strides[0] // item, col_weights, image64)
+    return _dct16_and_quality(image64)
 
 
 # --------------------------------------------------------------------------------------------

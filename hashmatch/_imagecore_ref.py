@@ -206,21 +206,40 @@ def fast_axis_weights_dense(starts, lens, weights, length: int) -> np.ndarray:
     return dense
 
 
+def fast_rows(image: np.ndarray, blur: bool = True) -> np.ndarray:
+    """The row stage K_rows @ luma in float64, 64 x width (twin of pdq_fast_rows).
+
+    Column j depends on column j of the image only, so a box spanning the same rows has
+    its row stage as a column slice of this one.
+    """
+    luma = luma_from_grey(image) if image.ndim == 2 else luma_from_rgb(image)
+    return fast_axis_matrix(luma.shape[0], blur) @ luma.astype(np.float64)
+
+
+def fast_columns(rows64: np.ndarray, blur: bool = True) -> np.ndarray:
+    """The column stage rows64 @ K_cols.T in float64, 64x64."""
+    return rows64.astype(np.float64) @ fast_axis_matrix(rows64.shape[1], blur).T
+
+
 def fast_downsample64(image: np.ndarray, blur: bool = True) -> np.ndarray:
     """K_rows @ luma @ K_cols.T in float64 (luma as luma_from_rgb / luma_from_grey).
 
     Equals decimate64(jarosz_filter(luma)) in real arithmetic; the float32 pipelines
     differ from it (and from each other) by rounding only.
     """
-    luma = luma_from_grey(image) if image.ndim == 2 else luma_from_rgb(image)
-    rows, cols = luma.shape
-    return fast_axis_matrix(rows, blur) @ luma.astype(np.float64) @ fast_axis_matrix(cols, blur).T
+    return fast_columns(fast_rows(image, blur), blur)
+
+
+def fast_dct16_from_rows(rows64: np.ndarray, blur: bool = True) -> tuple[np.ndarray, int]:
+    """(16x16 DCT, quality) from a row stage: the float64 column stage, then the exact
+    float32 tail (twin of pdq_fast_dct16_from_rows)."""
+    image64 = fast_columns(rows64, blur).astype(F32)
+    return dct64_to_16(image64), quality_metric(image64)
 
 
 def pdq_fast_dct16(image: np.ndarray, blur: bool = True) -> tuple[np.ndarray, int]:
     """Fast-mode (16x16 DCT, quality): the float64 downsample, then the exact float32 tail."""
-    image64 = fast_downsample64(image, blur).astype(F32)
-    return dct64_to_16(image64), quality_metric(image64)
+    return fast_dct16_from_rows(fast_rows(image, blur), blur)
 
 
 def band_depth(lines, colour, tolerance, limit, share_needed, loose, reach, clean_share) -> int:

@@ -763,15 +763,18 @@ def storage_fingerprints(image: Image.Image, full=None) -> list[tuple[str, "Fing
     stored full row equals what ``hashmatch hash`` prints). Other regions are hashed in fast
     mode from the same decoded pixels.
     """
-    from .hashers.pdq import pdq_hash_image
+    from .hashers.pdq import pdq_hash_boxes, pdq_hash_image
 
-    pixels = _pixels(image)
+    stored = storage_regions(image, crops=STORE_CROP_WINDOWS)
+    # The other regions in one call, as _hash_box would hash each: boxes with the same rows
+    # (crop windows cut from the left or right) share one row stage of the fast path.
+    others = iter(pdq_hash_boxes(_pixels(image), [r.box for r in stored if r.name != "full"]))
     out = []
-    for region in storage_regions(image, crops=STORE_CROP_WINDOWS):
+    for region in stored:
         if region.name == "full":
             fp = full if full is not None else pdq_hash_image(image, exact=False)
         else:
-            fp = _hash_box(pixels, region.box)
+            fp = next(others)
         out.append((region.name, fp))
     return out
 

@@ -346,6 +346,87 @@ def test_fast_unfiltered_64x64_is_bitwise_exact(channels):
     assert same_floats(dct16, expected_dct16) and quality == expected_quality
 
 
+# Row stage and column stage apart: one row stage serves every box with the same rows.
+@settings(max_examples=50, deadline=None)
+@given(fast_images())
+def test_fast_rows_equal_twin(image):
+    rows = core.pdq_fast_rows(image, core.fast_axis_weights(image.shape[0]))
+    assert rows.dtype == np.float32 and rows.shape == (64, image.shape[1])
+    assert np.abs(rows - ref.fast_rows(image)).max() <= DOWNSAMPLE_TOL
+
+
+@st.composite
+def row_stage_slices(draw):
+    """A column slice rows[:, l:r] of a kernel row stage (any row stride) and its width."""
+    image = draw(fast_images())
+    rows = core.pdq_fast_rows(image, core.fast_axis_weights(image.shape[0]))
+    left = draw(st.integers(0, image.shape[1] - 1))
+    right = draw(st.integers(left + 1, image.shape[1]))
+    return rows[:, left:right]
+
+
+@settings(max_examples=50, deadline=None)
+@given(row_stage_slices(), st.booleans())
+def test_fast_dct16_from_rows_equals_twin(rows64, blur):
+    weights = core.fast_axis_weights(rows64.shape[1], blur)
+    dct16, quality = core.pdq_fast_dct16_from_rows(rows64, weights)
+    expected_dct16, expected_quality = ref.fast_dct16_from_rows(rows64, blur)
+    assert dct16.dtype == np.float32 and dct16.shape == (16, 16)
+    assert np.abs(dct16 - expected_dct16).max() <= DCT_TOL
+    assert abs(quality - expected_quality) <= 1  # as test_pdq_fast_dct16_and_bits
+
+
+@st.composite
+def images_and_boxes(draw):
+    image = draw(fast_images())
+    rows, cols = image.shape[:2]
+    top = draw(st.integers(0, rows - 1))
+    bottom = draw(st.integers(top + 1, rows))
+    left = draw(st.integers(0, cols - 1))
+    right = draw(st.integers(left + 1, cols))
+    return image, (left, top, right, bottom)
+
+
+@settings(max_examples=150, deadline=None)
+@given(images_and_boxes(), st.booleans(), st.booleans())
+def test_rows_then_columns_of_a_box_is_pdq_fast_dct16_bit_for_bit(case, blur, scratch):
+    # What pdq_hash_boxes relies on: the row stage of a band of rows over the full width,
+    # sliced to a box's columns, gives exactly the box's own fast DCT and quality.
+    image, (left, top, right, bottom) = case
+    row_weights = core.fast_axis_weights(bottom - top, blur)
+    col_weights = core.fast_axis_weights(right - left, blur)
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    buffer = np.empty((64 + channels) * image.shape[1], np.float32) if scratch else None
+    rows = core.pdq_fast_rows(image[top:bottom], row_weights, buffer)
+    dct16, quality = core.pdq_fast_dct16_from_rows(rows[:, left:right], col_weights)
+    box = image[top:bottom, left:right]
+    expected_dct16, expected_quality = core.pdq_fast_dct16(box, row_weights, col_weights)
+    assert same_floats(dct16, expected_dct16) and quality == expected_quality
+
+
+def test_fast_rows_use_the_scratch_buffer():
+    image = np.random.default_rng(5).integers(0, 256, (90, 70, 3), np.uint8)
+    buffer = np.empty((64 + 3) * 70, np.float32)
+    rows = core.pdq_fast_rows(image, core.fast_axis_weights(90), buffer)
+    assert np.shares_memory(rows, buffer)
+    assert same_floats(rows, core.pdq_fast_rows(image, core.fast_axis_weights(90)))
+
+
+def test_fast_stage_kernels_reject_bad_input():
+    image = np.zeros((10, 12), np.uint8)
+    with pytest.raises(ValueError):
+        core.pdq_fast_rows(image, core.fast_axis_weights(12))  # weights of the width
+    rows = core.pdq_fast_rows(image, core.fast_axis_weights(10))
+    with pytest.raises(ValueError):
+        core.pdq_fast_dct16_from_rows(rows, core.fast_axis_weights(10))  # 12 columns
+    with pytest.raises(ValueError):
+        core.pdq_fast_dct16_from_rows(rows[:, ::2], core.fast_axis_weights(6))  # strided
+    with pytest.raises(ValueError):
+        core.pdq_fast_dct16_from_rows(rows[:32], core.fast_axis_weights(12))  # not 64 rows
+    with pytest.raises(ValueError):
+        core.pdq_fast_dct16_from_rows(rows[:, :0], core.fast_axis_weights(1))  # empty
+
+
 def test_fast_kernels_reject_bad_input():
     weights = core.fast_axis_weights(10)
     with pytest.raises(ValueError):

@@ -299,3 +299,59 @@ def test_drafted_jpeg_is_blurred_at_the_full_resolution_scale():
     weights = pdq._drafted_axis_weights(251, 1004)[2]
     np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-5)  # each output is a mean
     assert folded - exact < unfolded - exact
+
+
+# -- many boxes of one array: one row stage per band of rows ---------------------------------
+@st.composite
+def arrays_and_boxes(draw):
+    """An array (grey/RGB/RGBA, any layout) and boxes as regions makes them: crop windows
+    sharing rows, plus any box numpy slicing accepts (tiny, empty, negative, past the edge,
+    exactly 64x64)."""
+    height, width = draw(st.integers(1, 220)), draw(st.integers(1, 220))
+    channels = draw(st.sampled_from([None, 3, 4]))
+    shape = (height, width) if channels is None else (height, width, channels)
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    array = rng.integers(0, 256, shape, dtype=np.uint8)
+    if draw(st.booleans()):
+        array = (np.add.outer(np.arange(height), np.arange(width)) * rng.uniform(0.2, 3)
+                 ).astype(np.uint8).reshape(shape[:2] + (1,) * (len(shape) - 2)) + array // 8
+    layout = draw(st.sampled_from(["packed", "flipped", "strided"]))
+    if layout == "flipped":
+        array = array[::-1]
+    elif layout == "strided":  # pixels not packed within a row
+        array = np.repeat(array, 2, axis=1)[:, ::2]
+    height, width = array.shape[:2]
+    side = st.integers(-5, max(height, width) + 5)
+    boxes = [draw(st.tuples(side, side, side, side)) for _ in range(draw(st.integers(0, 6)))]
+    box = (draw(st.integers(0, width - 1)), draw(st.integers(0, height - 1)))
+    box = box + (draw(st.integers(box[0] + 1, width)), draw(st.integers(box[1] + 1, height)))
+    from hashmatch.regions import crop_windows
+
+    boxes += [box] + list(crop_windows(box).values())
+    if height >= 64 and width >= 64:
+        boxes.append((width - 64, 0, width, 64))  # the unfiltered 64x64 path
+    return array, draw(st.permutations(boxes))
+
+
+@settings(max_examples=120, deadline=None)
+@given(arrays_and_boxes())
+def test_hash_boxes_equals_hashing_each_box(case):
+    array, boxes = case
+    got = pdq.pdq_hash_boxes(array, boxes)
+    expected = [pdq.pdq_hash_image(array[t:b, l:r], exact=False) for l, t, r, b in boxes]
+    assert [(fp.bits.tobytes(), fp.quality) for fp in got] == \
+        [(fp.bits.tobytes(), fp.quality) for fp in expected]
+
+
+def test_hash_boxes_of_a_photo(photo):
+    from hashmatch.regions import crop_windows
+
+    height, width = photo.shape[:2]
+    content = (3, 5, width - 4, height - 2)
+    boxes = [(0, 0, width, height), content] + list(crop_windows(content).values())
+    for array in (photo, np.asarray(Image.fromarray(photo).convert("L"))):
+        got = pdq.pdq_hash_boxes(array, boxes)
+        assert [fp.bits.tobytes() for fp in got] == [
+            fast(array[t:b, l:r]).bits.tobytes() for l, t, r, b in boxes]
+        assert all(fp.quality > 0 for fp in got)
+    assert pdq.pdq_hash_boxes(photo, []) == []

@@ -188,6 +188,27 @@ def test_storage_and_query_regions_api():
         assert region.image().size == (r - l, b - t)
 
 
+def test_stored_codes_are_those_of_hashing_each_box_on_its_own():
+    # storage_fingerprints hashes its boxes in one call (shared row stages); the stored
+    # codes and qualities must be what hashing each region's pixels alone gives.
+    from hashmatch.hashers.pdq import pdq_hash_image
+
+    framed, _ = padded(photo_like(12, (330, 250)), (0.07, 0.12, 0.03, 0.2), (20, 20, 20))
+    post, _ = edits.render_post(photo_like(13), np.random.default_rng(13))
+    images = [jpeg(framed), jpeg(photo_like(14, (257, 301))), jpeg(post, 85),
+              jpeg(framed).convert("L"), Image.new("RGB", (5, 3)),
+              Image.new("RGB", (300, 200), (255, 255, 255))]
+    for image in images:
+        stored = regions.storage_fingerprints(image)
+        pixels = regions._pixels(image)
+        expected = [(r.name, pdq_hash_image(image, exact=False) if r.name == "full"
+                     else regions._hash_box(pixels, r.box))
+                    for r in regions.storage_regions(image, crops=regions.STORE_CROP_WINDOWS)]
+        assert [(n, fp.bits.tobytes(), fp.quality) for n, fp in stored] == \
+            [(n, fp.bits.tobytes(), fp.quality) for n, fp in expected]
+    assert len(regions.storage_fingerprints(images[0])) > 10  # crop windows were stored
+
+
 def test_flat_and_tiny_images_do_not_break():
     for image in (Image.new("RGB", (300, 200), (255, 255, 255)), Image.new("RGB", (5, 3)),
                   Image.new("L", (64, 64), 128)):

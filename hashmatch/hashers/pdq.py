@@ -269,6 +269,47 @@ def _hash_fast(image, *, dihedral: bool, full_size=None) -> tuple[np.ndarray, in
     return _imagecore.bits_from_dct16(dct16), quality
 
 
+def pdq_hash_boxes(pixels: np.ndarray, boxes) -> list[Fingerprint]:
+    """Fast-mode PDQ Fingerprints of boxes ``(left, top, right, bottom)`` of one uint8 array.
+
+    The same, bit for bit, as ``[pdq_hash_image(pixels[t:b, l:r], exact=False) for l, t, r,
+    b in boxes]`` (numpy slice semantics, tiny boxes -> zero hash, quality 0), but boxes
+    with the same rows share one row stage: column j of the fast path's row stage depends
+    on column j of the pixels only, so the stage over the band of rows, from the leftmost
+    to the rightmost column of those boxes, is sliced to each box's columns
+    (``_imagecore.pdq_fast_dct16_from_rows``). A region's crop windows cut from the left or
+    right span the region's full height: one row stage serves them all. An array carries
+    no draft record: each box is blurred at its own (array) scale.
+    """
+    array = _check_image_array(pixels)
+    height, width = array.shape[:2]
+    channels = 1 if array.ndim == 2 else array.shape[2]
+    if array.strides[-1] != 1 or (array.ndim == 3 and array.strides[1] != channels):
+        array = np.ascontiguousarray(array)  # the kernels want each row's pixels packed
+    out: list = [None] * len(boxes)
+    bands: dict[tuple[int, int, bool], list[tuple[int, int, int]]] = {}
+    for i, (l, t, r, b) in enumerate(boxes):
+        top, bottom, _ = slice(t, b).indices(height)
+        left, right, _ = slice(l, r).indices(width)
+        rows, cols = bottom - top, right - left
+        if min(rows, cols) < MIN_HASHABLE_SIDE:
+            out[i] = Fingerprint("pdq", np.zeros(HASH_BYTES, dtype=np.uint8), 0)
+            continue
+        blur = rows != 64 or cols != 64  # as _hash_fast: the reference's unfiltered 64x64
+        bands.setdefault((top, bottom, blur), []).append((i, left, right))
+    for (top, bottom, blur), members in bands.items():
+        first = min(left for _, left, _ in members)
+        last = max(right for _, _, right in members)
+        rows64 = _imagecore.pdq_fast_rows(
+            array[top:bottom, first:last], _axis_weights(bottom - top, blur),
+            _workspace.line_buffer((64 + channels) * (last - first)))
+        for i, left, right in members:
+            dct16, quality = _imagecore.pdq_fast_dct16_from_rows(
+                rows64[:, left - first:right - first], _axis_weights(right - left, blur))
+            out[i] = Fingerprint("pdq", _imagecore.bits_from_dct16(dct16), quality)
+    return out
+
+
 # -- hash-only dihedral variants ---------------------------------------------------------------
 def dihedral_from_hash(codes: np.ndarray) -> np.ndarray:
     """(n, 8, 32) approximate dihedral variants of packed PDQ codes, without the image.
