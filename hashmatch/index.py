@@ -899,7 +899,7 @@ def _align_contenders(shard, aligner, needles, rows, needle, score, distance, it
             if not aligner.can_align(region, variant):
                 continue
             aligned, box = aligner.align(region, variant, shard.codes_of(rows[j:j + 1])[0])
-            if aligned < distance[j] and (rg.ALIGN_ACCEPT is None or aligned <= rg.ALIGN_ACCEPT):
+            if aligned < distance[j]:
                 score[j] -= distance[j] - aligned
                 distance[j] = aligned
                 changed = True
@@ -907,8 +907,10 @@ def _align_contenders(shard, aligner, needles, rows, needle, score, distance, it
                     aligned_boxes.append((int(score[j]), region, variant, box))
     moved = []
     for _, region, variant, box in sorted(aligned_boxes, key=lambda entry: entry[0]):
+        source = aligner.boxes[region][0]
         if len(moved) < rg.ALIGN_RESEARCH and all(
-                rg.iou(box, other) < rg.DEDUP_IOU for _, _, other in moved):
+                aligner.boxes[other_region][0] != source or rg.iou(box, other) < rg.DEDUP_IOU
+                for other_region, _, other in moved):
             moved.append((region, variant, box))
     return score, distance, changed, moved
 

@@ -843,8 +843,6 @@ ALIGN_CONTENDERS = 6
 ALIGN_WINDOW = 24
 # Rows aligned per item, its closest first.
 ALIGN_ROWS = 3
-# An aligned distance counts only if at most this (None: any).
-ALIGN_ACCEPT = None
 # Aligned boxes searched again (those of the closest items whose box moved), at most.
 ALIGN_RESEARCH = 2
 ALIGNED_SUFFIX = "+aligned"
