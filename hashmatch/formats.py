@@ -35,13 +35,23 @@ STORED_REGION_WORDS = {
 }
 
 
+# A query box moved onto the stored picture before comparing (hashmatch.regions.Aligner).
+ALIGNED_SUFFIX = "+aligned"
+ALIGNED_WORDS = "edges matched to the known image"
+
+
 def describe_how(query_variant: str, query_region: str, stored_region: str) -> str:
     """How the query matched, in words: rotation/flip, then which parts of either image."""
     words = [VARIANT_WORDS.get(query_variant, query_variant)]
+    aligned = query_region.endswith(ALIGNED_SUFFIX)
+    if aligned:
+        query_region = query_region[: -len(ALIGNED_SUFFIX)]
     query_kind = query_region.split(":")[0]
     stored_kind = stored_region.split(":")[0]
     if query_kind != "full":
         words.append(QUERY_REGION_WORDS.get(query_kind, query_region))
+    if aligned:
+        words.append(ALIGNED_WORDS)
     if stored_kind != "full":
         words.append(STORED_REGION_WORDS.get(stored_kind, stored_region))
     return ", ".join(words)

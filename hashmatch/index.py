@@ -823,9 +823,11 @@ def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
     # Best row per item: lowest score, then needle order, then role, then row.
     order = np.lexsort((order_key, score, items))
     first = order[np.r_[True, items[order][1:] != items[order][:-1]]]
+    aligned = None  # which pairs had their query box moved onto the stored picture
     if aligner is not None and use_regions:
-        score, distance, changed, moved = _align_contenders(
+        score, distance, aligned, moved = _align_contenders(
             shard, aligner, needles, rows, needle, score, distance, items, first)
+        changed = bool(aligned.any())
         if moved:
             # Boxes aligned onto the closest items, searched again: a box aligned onto a
             # template sibling is the copy's true box and meets the copy's own source.
@@ -842,6 +844,7 @@ def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
                 score = np.concatenate([score, pairs[2]])
                 distance = np.concatenate([distance, pairs[3]])
                 order_key = np.concatenate([order_key, pairs[4] + shift])
+                aligned = np.concatenate([aligned, np.ones(len(pairs[0]), bool)])
                 items = shard.item_ids[rows]
                 changed = True
         if changed:
@@ -867,6 +870,8 @@ def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
     out = {}
     for j in first[keep]:
         fp, qregion, qvariant = needles[needle[j]]
+        if aligned is not None and aligned[j] and not qregion.endswith(rg.ALIGNED_SUFFIX):
+            qregion += rg.ALIGNED_SUFFIX  # its box was moved onto the stored picture
         row = rows[j]
         out[int(items[j])] = ((int(score[j]), algorithm != "pdq"), algorithm, int(distance[j]),
                               qregion, qvariant, shard.names[shard.region_codes[row]],
@@ -877,7 +882,7 @@ def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
 
 def _align_contenders(shard, aligner, needles, rows, needle, score, distance, items, first):
     """The pairs of the closest items aligned (:meth:`hashmatch.regions.Aligner.align`):
-    (scores, distances, whether any changed, the moved boxes worth searching again as
+    (scores, distances, which pairs were aligned, the moved boxes worth searching again as
     (region, variant, box)). Nothing is aligned when a pair is certain already. Each close
     item's ALIGN_ROWS best rows are aligned: a copy cropped on two sides fits inside one
     stored window and not in the one its unaligned frame is closest to. ``first``: each
@@ -885,24 +890,26 @@ def _align_contenders(shard, aligner, needles, rows, needle, score, distance, it
     from . import regions as rg
 
     item_scores = score[first]
+    aligned = np.zeros(len(score), bool)
     if len(first) == 0 or int(item_scores.min()) <= rg.PDQ_CERTAIN:
-        return score, distance, False, []
+        return score, distance, aligned, []
     best = int(item_scores.min())
     closest = first[np.argsort(item_scores, kind="stable")]
     closest = closest[score[closest] <= best + rg.ALIGN_WINDOW][: rg.ALIGN_CONTENDERS]
     score, distance = score.copy(), distance.copy()
-    changed, aligned_boxes = False, []
+    aligned_boxes = []
     for item in items[closest]:
         mine = np.nonzero(items == item)[0]
         for j in mine[np.argsort(score[mine], kind="stable")][: rg.ALIGN_ROWS]:
             _, region, variant = needles[needle[j]]
             if not aligner.can_align(region, variant):
                 continue
-            aligned, box = aligner.align(region, variant, shard.codes_of(rows[j:j + 1])[0])
-            if aligned < distance[j]:
-                score[j] -= distance[j] - aligned
-                distance[j] = aligned
-                changed = True
+            aligned_distance, box = aligner.align(region, variant,
+                                                  shard.codes_of(rows[j:j + 1])[0])
+            if aligned_distance < distance[j]:
+                score[j] -= distance[j] - aligned_distance
+                distance[j] = aligned_distance
+                aligned[j] = True
                 if box != aligner.boxes[region][1]:
                     aligned_boxes.append((int(score[j]), region, variant, box))
     moved = []
@@ -912,7 +919,7 @@ def _align_contenders(shard, aligner, needles, rows, needle, score, distance, it
                 aligner.boxes[other_region][0] != source or rg.iou(box, other) < rg.DEDUP_IOU
                 for other_region, _, other in moved):
             moved.append((region, variant, box))
-    return score, distance, changed, moved
+    return score, distance, aligned, moved
 
 
 def _quality_ok(shard, rows: np.ndarray, min_quality) -> np.ndarray:

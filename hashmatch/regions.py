@@ -845,7 +845,7 @@ ALIGN_WINDOW = 24
 ALIGN_ROWS = 3
 # Aligned boxes searched again (those of the closest items whose box moved), at most.
 ALIGN_RESEARCH = 2
-ALIGNED_SUFFIX = "+aligned"
+from .formats import ALIGNED_SUFFIX  # noqa: E402  (one spelling for the search and the words)
 
 
 @dataclass

@@ -180,3 +180,12 @@ def test_hash_list_entry_never_shows_a_file_that_happens_to_sit_at_its_path(tmp_
     [match] = document["queries"][0]["matches"]
     assert match["path"] == str(decoy) and "hash-list entry" in match["stored_file"]["error"]
     assert list(thumbnails) == [str(query)]
+
+
+def test_an_aligned_match_is_described_in_words():
+    from hashmatch.formats import describe_how
+
+    assert describe_how("original", "framed:2+aligned", "full") == \
+        "as is, picture cut out of its frame, edges matched to the known image"
+    assert describe_how("flipy", "full+aligned", "crop:l12") == \
+        "mirrored, edges matched to the known image, cropped"
