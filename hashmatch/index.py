@@ -881,9 +881,9 @@ def _prefiltered_hits(part: CodeIndex, low: CodeIndex, needles: np.ndarray, radi
                       threshold: int):
     """``part.range_search_hits`` of ``needles`` at ``radius`` through the low-frequency
     codes ``low`` (same ids): the rows some needle is within ``threshold`` low-frequency
-    bits of, with their exact distances to every needle; a pair whose low-frequency distance
-    exceeds ``threshold`` is set beyond ``radius`` (not a pair), so a row's pairs do not
-    depend on which other needles passed it."""
+    bits and ``radius`` bits of, with their exact distances to every needle; a pair whose
+    low-frequency distance exceeds ``threshold`` is set beyond ``radius`` (not a pair), so a
+    row's pairs do not depend on which other needles passed it."""
     from .hashers.pdq import low_frequency_codes
 
     m = len(needles)
@@ -899,7 +899,10 @@ def _prefiltered_hits(part: CodeIndex, low: CodeIndex, needles: np.ndarray, radi
         stored = part.codes_of(ids)
     distances = _pair_distances(needles, stored).astype(np.int32)
     distances[low_distances > threshold] = radius + 1
-    return ids, distances
+    # Most rows that pass are still far in 256 bits: only hits within the radius go on (the
+    # caller looks each one up among the shard's rows).
+    within = (distances <= radius).any(axis=1)
+    return ids[within], distances[within]
 
 
 def _pair_distances(needles: np.ndarray, stored: np.ndarray) -> np.ndarray:
