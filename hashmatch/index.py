@@ -128,23 +128,26 @@ class AddReport:
         return {s: len(self._with(s)) for s in ("added", "duplicate", "skipped", "failed")}
 
 
-# Crop windows (regions.stored_role "crop": 14 of an item's ~16 rows) are searched in two
-# stages: the 64 bits of the 8x8 lowest-frequency DCT signs (hashers.pdq.low_frequency_codes)
-# of every stored window against the crop needles' own, a scan of a quarter of the bytes,
-# then the exact 256-bit distances of the rows that pass. A pair is only considered when its
-# low-frequency distance is <= PREFILTER_THRESHOLD: an approximation, measured on the
-# benchmark (RESULTS.md, "Query cost at 1M, session 4"): of the crop queries whose true
-# window is within 88 bits, 0.994 also have it within 15 low-frequency bits, and 3.1e-3 of
-# the other windows pass (44K rows to check at 1M items).
-PREFILTER_THRESHOLD = {"crop": 15}
+# The region-aware query (wide radius: 88 by default) reads crop windows (regions.stored_role
+# "crop": 14 of an item's ~16 rows) and regions in two stages: the 64 bits of the 8x8
+# lowest-frequency DCT signs (hashers.pdq.low_frequency_codes) of every stored row against
+# the needles' own, a scan of a quarter of the bytes, then the exact 256-bit distances of the
+# rows that pass. A pair is only considered when its low-frequency distance is <= the role's
+# threshold: an approximation, measured on the benchmark (RESULTS.md, "Query cost at 1M,
+# session 4"): of the crop queries whose true window is within 88 bits, 0.994 also have it
+# within 15 low-frequency bits; on the full suite, recall at <= 1 % false alarm 0.914 ->
+# 0.917, at the default radius 0.910 -> 0.911; the query at 1M items ~30 -> ~14 ms.
+# Full frames are searched exactly: a prefilter there lost overlay recall (0.923 -> 0.864).
+# Plain-PDQ searches (whole images, query_hashes: radius 31) are exact on every role.
+PREFILTER_THRESHOLD = {"crop": 15, "region": 15}
 
 
 class _RoleCodes:
     """One CodeIndex per stored role (full frames, regions, crop windows: see
     :func:`hashmatch.regions.stored_role`), searched per role so a needle scans only the
     rows it may pair with. Ids are fingerprint ids, unique across roles. ``prefilter_roles``
-    (PDQ's crop windows, PREFILTER_THRESHOLD) also keep each row's 64-bit low-frequency code
-    in ``low[role]``, under the same id."""
+    (PDQ's crop windows and regions, PREFILTER_THRESHOLD) also keep each row's 64-bit
+    low-frequency code in ``low[role]``, under the same id."""
 
     def __init__(self, nbits: int, prefilter_roles=()):
         self.nbits = nbits
@@ -775,8 +778,9 @@ def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
     if not needles:
         return {}
     # One pass per stored role with every needle that may meet it (search_roles), each row
-    # read once; the scan hands back the hit rows' distances to all those needles. Roles with
-    # a low-frequency prefilter (PREFILTER_THRESHOLD) are scanned through it instead.
+    # read once; the scan hands back the hit rows' distances to all those needles. In the
+    # region-aware query, roles with a low-frequency prefilter (PREFILTER_THRESHOLD) are
+    # scanned through it instead.
     codes = np.stack([fp.bits for fp, _, _ in needles])
     needle_roles = [rg.search_roles(region, variant) for _, region, variant in needles]
     # Tie order among needles: by role set, in order of first appearance (the whole picture
@@ -796,7 +800,7 @@ def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
                            np.int64)
         if part is None or len(members) == 0:
             continue
-        low = shard.codes.low.get(role)
+        low = shard.codes.low.get(role) if use_regions else None
         if low is not None and role in PREFILTER_THRESHOLD:
             ids, distances = _prefiltered_hits(part, low, codes[members], radius,
                                                PREFILTER_THRESHOLD[role])

@@ -82,9 +82,12 @@ def shards(draw):
 def brute_force(shard, needles, max_distance, margin, min_quality, use_regions,
                 prefilter=None):
     """Item -> best score, from every (needle, live row) pair, then the decision rule.
-    ``prefilter``: role -> threshold (default index.PREFILTER_THRESHOLD): a pair with a row
-    of that role counts only when their low-frequency distance is within the threshold."""
+    ``prefilter``: role -> threshold (default index.PREFILTER_THRESHOLD): in the region-aware
+    search, a pair with a row of that role counts only when their low-frequency distance is
+    within the threshold; plain-PDQ searches (use_regions False) are exact."""
     prefilter = hm_index.PREFILTER_THRESHOLD if prefilter is None else prefilter
+    if not use_regions:
+        prefilter = {}
     if max_distance is None:
         max_distance = rg.PDQ_MAX_DISTANCE if use_regions else 31
     if margin is None:
@@ -155,11 +158,11 @@ def test_search_equals_brute_force(shard_needles, max_distance, margin, min_qual
 @given(shards(), st.sampled_from([None, 76, 128]))
 def test_a_prefilter_threshold_covering_every_code_is_the_exhaustive_search(
         monkeypatch_module, shard_needles, max_distance):
-    """With a low-frequency threshold of 64 bits every crop window reaches the second stage:
+    """With a low-frequency threshold of 64 bits every row reaches the second stage:
     the two-stage search finds exactly what the exhaustive search over every pair finds,
     with the same exact distances."""
     shard, needles = shard_needles
-    monkeypatch_module.setattr(hm_index, "PREFILTER_THRESHOLD", {"crop": 64})
+    monkeypatch_module.setattr(hm_index, "PREFILTER_THRESHOLD", {"crop": 64, "region": 64})
     try:
         got = search_shard(shard, "pdq", needles, max_distance, None, None, True)
     finally:
@@ -222,6 +225,9 @@ def test_crop_window_match_needs_its_low_frequency_bits_close_too(monkeypatch):
         assert list(found) == expected
         if expected:
             assert found[7][5] == "crop:t12" and found[7][2] == 60
+        # a plain-PDQ search (whole images) at the same radius is exact
+        found = search_shard(shard, "pdq", needles, 88, None, 0, False)
+        assert list(found) == [7] and found[7][2] == 60
         monkeypatch.setattr(hm_index, "PREFILTER_THRESHOLD", {"crop": 64})
         found = search_shard(shard, "pdq", needles, None, None, None, True)
         assert list(found) == [7] and found[7][5] == "crop:t12" and found[7][2] == 60
