@@ -217,9 +217,9 @@ def hashmatch_index_scores(db: list[str], queries: list[Query], workers: int,
     matched items' scores (NO_MATCH elsewhere) for the defaults at ``max_distance`` (the
     threshold sweep), one for the defaults as shipped (default radius: the figures "at
     default"), and one per dict of query options in ``variants``, and stats. Cutting the
-    sweep at t approximates querying at t: the decision rule is exact under a cut
-    (regions.select_matches) but which items get their crop windows checked depends on the
-    radius (regions.CANDIDATE_SLACK)."""
+    sweep at t is querying at t: the decision rule is exact under a cut
+    (regions.select_matches) and the crop-window prefilter does not depend on the radius
+    (index.PREFILTER_THRESHOLD)."""
     import tempfile
     from hashmatch.index import Index, query_fingerprints
     qpaths = [q.path for q in queries]
@@ -673,7 +673,7 @@ def latency_ratio(role_share: dict, sample_query: str, quick: bool, repeat: int 
         n = len(item_ids)
         out.append(np.arange(n), item_ids, codes, region_names, np.full(n, "original", object),
                    np.full(n, 100))
-        for part in out.codes.parts.values():
+        for part in list(out.codes.parts.values()) + list(out.codes.low.values()):
             part.threads = 1
         return out
 

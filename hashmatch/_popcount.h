@@ -235,7 +235,8 @@ HM_ATTR_AVX512 static void hm_rowmin_avx512(const uint64_t *needles, int m, cons
 }
 /* The many-needle scan: each block of 8 rows is transposed once into 4 registers (word k of
  * the 8 rows), so that a needle costs 4 xor + 4 popcount + 3 adds + 1 compare per 8 rows, with
- * no horizontal sums; the needle's words are broadcast from memory (L1). */
+ * no horizontal sums; the needle's words are broadcast from memory (L1). 64-bit rows need no
+ * transpose. */
 HM_ATTR_AVX512 static void hm_rowany_avx512(const uint64_t *needles, int m, const int32_t *radii,
                                             const uint64_t *db, int64_t n, int nwords,
                                             uint8_t *out_bits) {
@@ -268,6 +269,18 @@ HM_ATTR_AVX512 static void hm_rowany_avx512(const uint64_t *needles, int m, cons
                 hit |= _mm512_cmple_epi64_mask(_mm512_add_epi64(d01, d23),
                                                _mm512_set1_epi64((long long)radii[j]));
             }
+            out_bits[i >> 3] = (uint8_t)hit;
+        }
+    } else if (nwords == 1) {
+        /* 64-bit codes (a prefilter's short codes): 8 rows per register as they lie, a
+         * needle costs 1 xor + 1 popcount + 1 compare per 8 rows */
+        for (; i + 8 <= n; i += 8) {
+            const __m512i v = _mm512_loadu_si512(db + i);
+            __mmask8 hit = 0;
+            for (int j = 0; j < m; j++)
+                hit |= _mm512_cmple_epi64_mask(
+                    _mm512_popcnt_epi64(_mm512_xor_si512(v, _mm512_set1_epi64((long long)needles[j]))),
+                    _mm512_set1_epi64((long long)radii[j]));
             out_bits[i >> 3] = (uint8_t)hit;
         }
     }

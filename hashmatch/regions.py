@@ -940,16 +940,6 @@ DUPLICATE_DISTANCE = 8
 # only the rows it may pair with; a query reads each role's codes once, with every needle
 # that may meet them (hashmatch.index.search_shard; cost: RESULTS.md, "Query cost at 1M").
 ROLES = ("full", "region", "crop")
-# Experiment (off): crop windows (5 of an item's ~6.6 rows, 3/4 of the bytes a query
-# streams) not scanned; the needles that may meet them (search_roles) name candidate items
-# through full frames and regions out to CANDIDATE_SLACK bits beyond the search radius, and
-# any item a needle hit within the radius is a candidate; only the candidates' crop windows
-# are compared. Measured (RESULTS.md, "Query cost at 1M, session 3"): a stored crop window
-# is ~108 bits from its own item's full frame (nearly independent), so slack 24 loses
-# recall at the default (quick suite 0.857 -> 0.851, crop 0.811 -> 0.774) and still makes
-# thousands of items candidates when codes cluster near the query.
-VERIFY_CROP_WINDOWS = False
-CANDIDATE_SLACK = 24
 
 
 def stored_role(stored_region: str) -> str:

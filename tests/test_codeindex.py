@@ -265,6 +265,40 @@ def test_range_search_hits_equals_brute_force_across_segments_buffer_and_removes
         assert got[0].dtype == np.int64 and got[1].dtype == np.int32
 
 
+def test_codes_at_gathers_the_hits_of_an_index_built_alike(monkeypatch):
+    """Derived codes kept in a second index (the low-frequency prefilter) find their rows'
+    codes by position in the first: right across sealed, merged and compacted segments and
+    the buffer; None (never wrong codes) once the two differ."""
+    from hashmatch import codeindex
+    from hashmatch.hashers.pdq import low_frequency_codes
+
+    monkeypatch.setattr(codeindex, "BUFFER_ROWS", 300)  # many segments, merges, a buffer
+    rng = np.random.default_rng(11)
+    codes = clustered_codes(2000, rng)
+    ids = rng.choice(10**9, len(codes), replace=False).astype(np.int64)
+    full, low, model = CodeIndex(256, method="scan"), CodeIndex(64, method="scan"), Model()
+    for lo, hi in ((0, 1200), (1200, 1600), (1600, 1750)):
+        for index, stored in ((full, codes), (low, low_frequency_codes(codes))):
+            index.add(stored[lo:hi], ids[lo:hi])
+            index.remove(ids[lo:hi:3][:100])  # tombstones, the 400-row segment compacted
+        model.add(codes[lo:hi], ids[lo:hi])
+        model.remove(ids[lo:hi:3][:100])
+    assert len(full._segments) > 1 and full._buf_n
+    needles = low_frequency_codes(queries_with_planted_neighbours(codes, 6, rng))
+    hit_ids, _, at = low.range_search_hits(needles, np.full(6, 20), locations=True)
+    assert len(hit_ids) > 20 and len(np.unique(at[0])) == 3  # both segments and the buffer
+    got = full.codes_at(at, hit_ids)
+    np.testing.assert_array_equal(got, np.array([model.codes[i] for i in hit_ids.tolist()]))
+    # the same ids added in one go lie elsewhere: not found there, or found right
+    other = CodeIndex(256, method="scan")
+    keep = np.isin(ids, np.array(sorted(model.codes)))
+    other.add(codes[keep][::-1], ids[keep][::-1])
+    elsewhere = other.codes_at(at, hit_ids)
+    assert elsewhere is None or (elsewhere == got).all()
+    full.remove(hit_ids[:1])  # removed from one index only
+    assert full.codes_at(at, hit_ids) is None
+
+
 def test_range_search_hits_through_big_mih_segment():
     rng = np.random.default_rng(8)
     codes = random_codes(250_000, 32, rng)

@@ -149,18 +149,19 @@ def test_range_search_hits(sets, nthreads, impl, data):
 
 @settings(max_examples=12, deadline=None)
 @given(st.integers(4096 * 4 - 9, 4096 * 5 + 9), st.integers(1, 24), threads, impls,
-       st.integers(0, 2**32 - 1))
-def test_range_search_hits_many_rows(n, m, nthreads, impl, seed):
+       st.integers(0, 2**32 - 1), st.sampled_from([8, 32]))
+def test_range_search_hits_many_rows(n, m, nthreads, impl, seed, nbytes):
     """Several blocks of rows, a row count off the 8-row groups, and database parts split
-    across threads: hits near every block edge."""
+    across threads: hits near every block edge. 256-bit codes and the 64-bit codes of the
+    low-frequency prefilter (each has its own AVX-512 path)."""
     fast.set_popcount_impl(impl)
     rng = np.random.default_rng(seed)
-    needles = rng.integers(0, 256, (m, 32), dtype=np.uint8)
-    db = rng.integers(0, 256, (n, 32), dtype=np.uint8)
+    needles = rng.integers(0, 256, (m, nbytes), dtype=np.uint8)
+    db = rng.integers(0, 256, (n, nbytes), dtype=np.uint8)
     for row in (0, 7, 8, 4095, 4096, 8191, n // 2, n - 8, n - 1):
-        flips = rng.random(256) < 0.1
+        flips = rng.random(8 * nbytes) < 0.1
         db[row] = needles[rng.integers(0, m)] ^ np.packbits(flips, bitorder="little")
-    rad = rng.integers(20, 100, m)
+    rad = rng.integers(20, 100, m) * nbytes // 32
     assert_same(fast.range_search_hits(needles, rad, db, threads=nthreads),
                 ref.range_search_hits(needles, rad, db))
 

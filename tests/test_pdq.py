@@ -281,6 +281,21 @@ def test_hash_only_dihedral_variants_are_close_to_the_real_ones():
     assert distances.max() <= 31, distances  # every variant still matches at PDQ's radius
 
 
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 20))
+def test_low_frequency_codes_are_the_8x8_lowest_dct_signs(seed, n):
+    # The index's crop-window prefilter compares these 64 bits: they must be the signs of
+    # DCT coefficients (i, j) with i, j < 8 (bit k = 16 i + j of the hash), in that order.
+    from hashmatch.hashers.pdq import low_frequency_codes
+
+    codes = np.random.default_rng(seed).integers(0, 256, (n, 32), dtype=np.uint8)
+    signs = np.unpackbits(codes, axis=1)[:, ::-1].reshape(n, 16, 16)
+    low = low_frequency_codes(codes)
+    assert low.shape == (n, 8) and low.dtype == np.uint8 and low.flags.c_contiguous
+    np.testing.assert_array_equal(np.unpackbits(low, axis=1, bitorder="little"),
+                                  signs[:, :8, :8].reshape(n, 64))
+
+
 def test_drafted_jpeg_is_blurred_at_the_full_resolution_scale():
     # A JPEG decoded at 1/4 size must hash like the full-size image: the fast path folds the
     # full-resolution blur onto the drafted pixels (windows sized from the true image).

@@ -1,10 +1,12 @@
-"""hashmatch.index.search_shard (one scan per stored role, the crop-window candidate stage)
-equals a brute-force search over every stored row on small random shards."""
+"""hashmatch.index.search_shard (one scan per stored role, crop windows through the
+low-frequency prefilter) equals a brute-force search over every stored row on small random
+shards."""
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hashmatch import index as hm_index
 from hashmatch import regions as rg
 from hashmatch._hamming import distance_matrix
 from hashmatch.fingerprint import Fingerprint
@@ -20,6 +22,30 @@ def _near(code, rng, bits):
     flips = np.zeros(256, bool)
     flips[rng.choice(256, bits, replace=False)] = True
     return code ^ np.packbits(flips, bitorder="little")
+
+
+def _low_frequency_bits(codes):
+    """The signs of the 8x8 lowest-frequency DCT coefficients, from PDQ's definition (bit
+    k = 16 i + j of the sign matrix): (n, 64) 0/1."""
+    a = np.unpackbits(np.atleast_2d(codes), axis=1)[:, ::-1].reshape(-1, 16, 16)
+    return a[:, :8, :8].reshape(len(a), 64).astype(np.int64)
+
+
+def _low_distances(stored, needles):
+    return np.abs(_low_frequency_bits(stored)[:, None, :]
+                  - _low_frequency_bits(needles)[None, :, :]).sum(-1)
+
+
+def _near_split(code, rng, low_bits, other_bits):
+    """``code`` with ``low_bits`` of its 64 low-frequency bits and ``other_bits`` of the
+    other 192 flipped."""
+    flips = np.zeros((16, 16), bool)
+    low = np.zeros((16, 16), bool)
+    low[:8, :8] = True
+    flips.flat[rng.choice(np.flatnonzero(low), low_bits, replace=False)] = True
+    flips.flat[rng.choice(np.flatnonzero(~low), other_bits, replace=False)] = True
+    packed = np.packbits(flips.reshape(256)[::-1])  # the inverse of _low_frequency_bits' unpack
+    return code ^ packed
 
 
 @st.composite
@@ -53,8 +79,15 @@ def shards(draw):
     return shard, needles
 
 
-def brute_force(shard, needles, max_distance, margin, min_quality, use_regions):
-    """Item -> best score, from every (needle, live row) pair, then the decision rule."""
+def brute_force(shard, needles, max_distance, margin, min_quality, use_regions,
+                prefilter=None):
+    """Item -> best score, from every (needle, live row) pair, then the decision rule.
+    ``prefilter``: role -> threshold (default index.PREFILTER_THRESHOLD): in the region-aware
+    search, a pair with a row of that role counts only when their low-frequency distance is
+    within the threshold; plain-PDQ searches (use_regions False) are exact."""
+    prefilter = hm_index.PREFILTER_THRESHOLD if prefilter is None else prefilter
+    if not use_regions:
+        prefilter = {}
     if max_distance is None:
         max_distance = rg.PDQ_MAX_DISTANCE if use_regions else 31
     if margin is None:
@@ -70,12 +103,17 @@ def brute_force(shard, needles, max_distance, margin, min_quality, use_regions):
     if not needles or not len(rows):
         return {}
     stored = shard.codes_of(rows)
-    dist = distance_matrix(stored, np.stack([fp.bits for fp, _, _ in needles])).astype(int)
+    needle_codes = np.stack([fp.bits for fp, _, _ in needles])
+    dist = distance_matrix(stored, needle_codes).astype(int)
+    low = _low_distances(stored, needle_codes)
     best = {}
     for i, row in enumerate(rows):
         name = shard.names[shard.region_codes[row]]
         for k, (_, region, variant) in enumerate(needles):
-            if rg.stored_role(name) not in rg.search_roles(region, variant) or dist[i, k] > radius:
+            role = rg.stored_role(name)
+            if role not in rg.search_roles(region, variant) or dist[i, k] > radius:
+                continue
+            if role in prefilter and low[i, k] > prefilter[role]:
                 continue
             penalty = max(rg.region_penalty(name), rg.region_penalty(region)) if use_regions else 0
             item = int(shard.item_ids[row])
@@ -118,20 +156,19 @@ def test_search_equals_brute_force(shard_needles, max_distance, margin, min_qual
 
 @settings(max_examples=60, deadline=None)
 @given(shards(), st.sampled_from([None, 76, 128]))
-def test_crop_candidate_stage_with_full_slack_is_the_exhaustive_search(monkeypatch_module,
-                                                                       shard_needles,
-                                                                       max_distance):
-    """With a candidate radius covering every code, checking crop windows only for the
-    candidate items finds exactly what scanning them finds."""
+def test_a_prefilter_threshold_covering_every_code_is_the_exhaustive_search(
+        monkeypatch_module, shard_needles, max_distance):
+    """With a low-frequency threshold of 64 bits every row reaches the second stage:
+    the two-stage search finds exactly what the exhaustive search over every pair finds,
+    with the same exact distances."""
     shard, needles = shard_needles
-    exhaustive = search_shard(shard, "pdq", needles, max_distance, None, None, True)
-    monkeypatch_module.setattr(rg, "VERIFY_CROP_WINDOWS", True)
-    monkeypatch_module.setattr(rg, "CANDIDATE_SLACK", 256)
+    monkeypatch_module.setattr(hm_index, "PREFILTER_THRESHOLD", {"crop": 64, "region": 64})
     try:
-        verified = search_shard(shard, "pdq", needles, max_distance, None, None, True)
+        got = search_shard(shard, "pdq", needles, max_distance, None, None, True)
     finally:
         monkeypatch_module.undo()
-    assert _scores(verified) == _scores(exhaustive)
+    assert _scores(got) == brute_force(shard, needles, max_distance, None, None, True,
+                                       prefilter={})
 
 
 @pytest.fixture(scope="module")
@@ -171,20 +208,59 @@ def test_an_item_whose_crop_window_is_the_only_close_row_matches(monkeypatch):
     assert search_shard(shard, "pdq", rotated, None, None, None, True) == {}
 
 
-def test_crop_window_found_through_the_candidate_stage(monkeypatch):
-    """Candidate mode: the item's full frame is within radius + slack of the needle, so its
-    crop windows are checked; with a smaller slack it is not a candidate and not found."""
+def test_crop_window_match_needs_its_low_frequency_bits_close_too(monkeypatch):
+    """A crop window 60 bits from the query is found with that exact distance when 12 of the
+    60 are low-frequency bits (<= PREFILTER_THRESHOLD); one equally far whose coarse
+    structure differs (30 low-frequency bits) is not: the prefilter's approximation. The
+    exhaustive search (a threshold of 64) finds both."""
     rng = np.random.default_rng(2)
     query = rng.integers(0, 256, 32, dtype=np.uint8)
-    shard = _one_item_shard([("full", _near(query, rng, 100)),
-                             ("crop:t12", _near(query, rng, 40))])
+    near_low = _near_split(query, rng, 12, 48)
+    far_low = _near_split(query, rng, 30, 30)
+    assert _low_distances(np.stack([near_low, far_low]), query[None])[:, 0].tolist() == [12, 30]
     needles = [(Fingerprint("pdq", query, 100), "full", "original")]
-    monkeypatch.setattr(rg, "VERIFY_CROP_WINDOWS", True)
-    monkeypatch.setattr(rg, "CANDIDATE_SLACK", 24)  # candidate radius 88 + 24 >= 100
-    found = search_shard(shard, "pdq", needles, None, None, None, True)
-    assert list(found) == [7] and found[7][5] == "crop:t12" and found[7][2] == 40
-    monkeypatch.setattr(rg, "CANDIDATE_SLACK", 8)  # 96 < 100: not a candidate
+    for code, expected in ((near_low, [7]), (far_low, [])):
+        shard = _one_item_shard([("full", _near(query, rng, 125)), ("crop:t12", code)])
+        found = search_shard(shard, "pdq", needles, None, None, None, True)
+        assert list(found) == expected
+        if expected:
+            assert found[7][5] == "crop:t12" and found[7][2] == 60
+        # a plain-PDQ search (whole images) at the same radius is exact
+        found = search_shard(shard, "pdq", needles, 88, None, 0, False)
+        assert list(found) == [7] and found[7][2] == 60
+        monkeypatch.setattr(hm_index, "PREFILTER_THRESHOLD", {"crop": 64})
+        found = search_shard(shard, "pdq", needles, None, None, None, True)
+        assert list(found) == [7] and found[7][5] == "crop:t12" and found[7][2] == 60
+        monkeypatch.undo()
+
+
+def test_crop_window_codes_follow_adds_and_removes():
+    """The low-frequency codes are kept with the rows: a removed item's crop window is never
+    returned, not even while its codes are tombstones, and the item added back is found."""
+    rng = np.random.default_rng(5)
+    query = rng.integers(0, 256, 32, dtype=np.uint8)
+    needles = [(Fingerprint("pdq", query, 100), "full", "original")]
+    window = _near_split(query, rng, 4, 20)
+    shard = _one_item_shard([("full", _near(query, rng, 120)), ("crop:l6", window)])
+    assert list(search_shard(shard, "pdq", needles, None, None, None, True)) == [7]
+    shard.remove_items([7])
     assert search_shard(shard, "pdq", needles, None, None, None, True) == {}
+    # others' crop windows (and a near one of another item) arrive after the remove
+    others = [_near(query, rng, 128) for _ in range(40)] + [_near_split(query, rng, 6, 30)]
+    start = shard.fp_ids[shard.n - 1] + 1
+    shard.append(np.arange(start, start + 41), np.arange(300, 341), np.asarray(others),
+                 np.full(41, "crop:b6", object), np.full(41, "original", object),
+                 np.full(41, 100))
+    found = search_shard(shard, "pdq", needles, None, None, None, True)
+    assert list(found) == [340] and found[340][2] == 36
+    shard.remove_items([340])
+    shard.append([start + 41, start + 42], [7, 7], np.stack([_near(query, rng, 120), window]),
+                 np.array(["full", "crop:l6"], object), np.full(2, "original", object),
+                 np.full(2, 100))
+    found = search_shard(shard, "pdq", needles, None, None, None, True)
+    assert list(found) == [7] and found[7][2] == 24 and found[7][5] == "crop:l6"
+    low, part = shard.codes.low["crop"], shard.codes.parts["crop"]
+    assert len(low) == len(part) == 41
 
 
 @settings(max_examples=100, deadline=None)

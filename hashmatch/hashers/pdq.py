@@ -330,3 +330,20 @@ def dihedral_from_hash(codes: np.ndarray) -> np.ndarray:
     variants = [a, t ^ even_i, a ^ odd, t ^ even_j, a ^ even_i, a ^ even_j, t, t ^ odd]
     out = np.stack([v.astype(np.uint8).reshape(-1, 256)[:, ::-1] for v in variants], axis=1)
     return np.packbits(out, axis=2)
+
+
+# -- low-frequency sub-codes -------------------------------------------------------------------
+# Bytes of a packed PDQ code holding the signs of the 8x8 lowest-frequency DCT coefficients
+# (i, j < 8): bit k = 16 i + j sits in byte 31 - k // 8 at bit k % 8 (LSB first), so row i's
+# coefficients j < 8 are exactly byte 31 - 2 i.
+LOW_FREQUENCY_BYTES = np.arange(31, 16, -2)
+
+
+def low_frequency_codes(codes: np.ndarray) -> np.ndarray:
+    """(n, 8) uint8: the 64 bits of each packed PDQ code that are the signs of the 8x8
+    lowest-frequency DCT coefficients (a[:, :8, :8] in ``dihedral_from_hash``'s terms), as
+    one 64-bit code. Coarse structure survives crops and re-framing better than the high
+    frequencies, so their Hamming distance is a cheap prefilter for the full code's
+    (benchmarks/RESULTS.md, "Query cost at 1M, session 4")."""
+    codes = np.asarray(codes, np.uint8).reshape(-1, HASH_BYTES)
+    return np.ascontiguousarray(codes[:, LOW_FREQUENCY_BYTES])
