@@ -129,7 +129,7 @@ class AddReport:
 
 
 # The region-aware query (wide radius: 88 by default) reads crop windows (regions.stored_role
-# "crop": 14 of an item's ~16 rows) and regions in two stages: the 64 bits of the 8x8
+# "crop": 18 of an item's ~21 rows) and regions in two stages: the 64 bits of the 8x8
 # lowest-frequency DCT signs (hashers.pdq.low_frequency_codes) of every stored row against
 # the needles' own, a scan of a quarter of the bytes, then the exact 256-bit distances of the
 # rows that pass. A pair is only considered when its low-frequency distance is <= the role's
