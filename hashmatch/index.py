@@ -4,7 +4,9 @@
 processes), written to the store (:mod:`hashmatch.store`, committed in batches) and added to
 the in-memory code index (:mod:`hashmatch.codeindex`, one per algorithm and bit length).
 Queries expand the query into its variants (PDQ's 8 rotations/flips from one DCT), search
-every stored fingerprint within the radius exactly, and aggregate per item.
+every stored fingerprint within the radius, and aggregate per item. Searches are exact,
+except in the region-aware PDQ query, where crop-window and region rows pass a 64-bit
+low-frequency prefilter first (PREFILTER_THRESHOLD; full frames stay exact).
 """
 from __future__ import annotations
 
