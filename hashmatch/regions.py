@@ -37,15 +37,13 @@ Everything is measured in benchmarks/bench_robustness.py (RESULTS.md, "Robustnes
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from . import _imagecore
-
-if TYPE_CHECKING:
-    from .fingerprint import Fingerprint
+from .fingerprint import Fingerprint
+from .formats import ALIGNED_SUFFIX  # noqa: F401  (one spelling for the search and the words)
 
 Box = tuple[int, int, int, int]  # (left, top, right, bottom), PIL convention, right/bottom open
 
@@ -76,9 +74,6 @@ TEXT_LINE_SHARE = 0.08
 # A region smaller than this share of either side of the frame is not a picture (a text
 # line, an avatar); the trimming that produced it is rejected.
 MIN_SIDE_SHARE = 0.2
-# Earlier steps of the embedded search queried besides its final box (query side only).
-EMBEDDED_STEPS = 3
-LAST_STEPS = 0
 # Query side: also rectangles framed by straight edges (_framed_rectangles).
 FRAMED = True
 # Boxes within this IoU of an earlier one would fingerprint (almost) the same pixels. Not
@@ -256,15 +251,14 @@ def find_boxes(image: Image.Image, framed: bool = True) -> dict[str, Box]:
 
 
 def _add_steps(boxes: dict, name: str, steps: list[Box], analysis_size, sx, sy, size) -> None:
-    """``name:1``, ``name:2``: the first distinct earlier steps of a trimming (at most
-    EMBEDDED_STEPS), e.g. a card's frame before its own flat header band was trimmed too."""
+    """``name:1``, ``name:2``, ...: every distinct earlier step of a trimming (query side
+    only), e.g. a card's frame before its own flat header band was trimmed too, or a card
+    in a post with the post's bands trimmed and the card's own header not yet (the third
+    step). At most 7 (4 rounds of 2 half-rounds, the last one is the final box)."""
     w, h = analysis_size
-    earlier = list(dict.fromkeys(box for box in steps[:-1]
-                                 if box != steps[-1] and box != (0, 0, w, h)))
-    # The first steps (a frame's own padding trimmed) and the last one before the final
-    # (a card in a post: the post's bands trimmed, the card's own flat header not yet).
-    chosen = earlier[:EMBEDDED_STEPS] + earlier[EMBEDDED_STEPS:][-LAST_STEPS:]
-    for i, box in enumerate(chosen):
+    earlier = dict.fromkeys(box for box in steps[:-1]
+                            if box != steps[-1] and box != (0, 0, w, h))
+    for i, box in enumerate(earlier):
         boxes[f"{name}:{i + 1}"] = _to_image_box(box, sx, sy, size)
 
 
@@ -845,7 +839,6 @@ ALIGN_WINDOW = 24
 ALIGN_ROWS = 3
 # Aligned boxes searched again (those of the closest items whose box moved), at most.
 ALIGN_RESEARCH = 2
-from .formats import ALIGNED_SUFFIX  # noqa: E402  (one spelling for the search and the words)
 
 
 @dataclass
@@ -888,7 +881,8 @@ class Aligner:
         side by side, and that box (on the grey copy)."""
         source, box = self.boxes[region]
         h, w = self.greys[source].shape
-        best = _distance_to(self.fingerprint(region, box, variant).bits, target)
+        target = Fingerprint("pdq", target)
+        best = self.fingerprint(region, box, variant) - target
         for step in ALIGN_STEPS:
             improved = True
             while improved:
@@ -901,8 +895,7 @@ class Aligner:
                     moved[side] = min(max(0, moved[side] + delta), w if side % 2 == 0 else h)
                     if moved[2] - moved[0] < 16 or moved[3] - moved[1] < 16 or tuple(moved) == box:
                         continue
-                    d = _distance_to(self.fingerprint(region, tuple(moved), variant).bits,
-                                     target)
+                    d = self.fingerprint(region, tuple(moved), variant) - target
                     if d < best:
                         best, box, improved = d, tuple(moved), True
                         break
@@ -911,17 +904,12 @@ class Aligner:
     def fingerprint(self, region: str, box: Box, variant: str = "original") -> "Fingerprint":
         """PDQ of ``box`` of the grey copy ``region`` is on, as is or mirrored (``variant``
         "flipy")."""
-        from .hashers.pdq import MIRROR, pdq_hash_image
+        from .hashers.pdq import MIRROR
 
         grey = self.greys[self.boxes[region][0]]
-        l, t, r, b = box
         if variant == "flipy":
-            return pdq_hash_image(grey[t:b, l:r], exact=False, dihedral=True)[MIRROR]
-        return pdq_hash_image(grey[t:b, l:r], exact=False)
-
-
-def _distance_to(bits: np.ndarray, target: np.ndarray) -> int:
-    return int(np.unpackbits(np.bitwise_xor(bits, target)).sum())
+            return _hash_box(grey, box, dihedral=True)[MIRROR]
+        return _hash_box(grey, box)
 
 
 # --------------------------------------------------------------------------------------------
