@@ -217,9 +217,10 @@ def hashmatch_index_scores(db: list[str], queries: list[Query], workers: int,
     matched items' scores (NO_MATCH elsewhere) for the defaults at ``max_distance`` (the
     threshold sweep), one for the defaults as shipped (default radius: the figures "at
     default"), and one per dict of query options in ``variants``, and stats. Cutting the
-    sweep at t is querying at t: the decision rule is exact under a cut
-    (regions.select_matches) and the crop-window prefilter does not depend on the radius
-    (index.PREFILTER_THRESHOLD)."""
+    sweep at t approximates querying at t: the decision rule is exact under a cut
+    (regions.select_matches) and the prefilter does not depend on the radius
+    (index.PREFILTER_THRESHOLD), but which items are aligned does (the closest within the
+    radius: regions.ALIGN_WINDOW), hence the separate query at the default radius."""
     import tempfile
     from hashmatch.index import Index, query_fingerprints
     qpaths = [q.path for q in queries]
