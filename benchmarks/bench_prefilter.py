@@ -1,7 +1,8 @@
-"""Query cost at 1M items with and without the low-frequency prefilter (index.PREFILTER_THRESHOLD).
+"""Query cost at 1M items with and without the low-frequency prefilter (index.PREFILTER_THRESHOLD,
+PREFILTER_KEY_RADIUS).
 
     .venv/bin/python benchmarks/bench_prefilter.py                     # ~3 min, ~4 GB RAM
-    .venv/bin/python benchmarks/bench_prefilter.py --real --configs "exact;crop=13;crop=15;crop=17"
+    .venv/bin/python benchmarks/bench_prefilter.py --real --configs "exact;crop=15/16;crop=15/4"
     .venv/bin/python benchmarks/bench_prefilter.py --real \
         --query benchmarks/_work/robustness/full/queries/crop_10/00130.jpg --query-item 130
 
@@ -10,8 +11,9 @@ rows in item order, the needles of the benchmark's first post query, ``search_sh
 thread, random and clustered code mixes), but every configuration of the prefilter runs in
 one process on the same shards, interleaved within each round: the machine is shared and
 noisy, and only figures taken side by side compare. A configuration is a set of
-role=threshold pairs ("exact" = none: every role scanned exactly, the search before the
-prefilter). Prints per mix and configuration the median ms, the ratio to the full-frame-only
+role=threshold/key-radius pairs (the low-frequency threshold of 64 bits and the radius of
+the 16-bit bucket key, 16 = every bucket, the default when left out; "exact" = none: every
+role scanned exactly, the search before the prefilter). Prints per mix and configuration the median ms, the ratio to the full-frame-only
 query at the default's radius, and the matches found. ``--real`` adds a third mix drawn from
 the rows the full robustness suite's database stores (hashed once through an Index, cached in
 _work/robustness/db_codes.npz): real crop windows cluster far more than random codes, so it
@@ -35,12 +37,12 @@ import bench_robustness as br  # noqa: E402
 
 from hashmatch import index as hm_index  # noqa: E402
 from hashmatch import regions as rg  # noqa: E402
-from hashmatch.hashers.pdq import low_frequency_codes  # noqa: E402
+from hashmatch.hashers.pdq import low_frequency_codes, low_frequency_keys  # noqa: E402
 from hashmatch.index import _Shard, query_fingerprints, search_shard  # noqa: E402
 
 # Rows per item on the full robustness suite's database (2250 items): 1 full frame, 1.63
-# regions (content, embedded), 13.99 crop windows.
-ROLE_SHARE = {"region": 1.63, "crop": 13.99}
+# regions (content, embedded), 17.99 crop windows.
+ROLE_SHARE = {"region": 1.63, "crop": 17.99}
 SAMPLE_QUERY = br.WORK / "full" / "queries" / "post" / "00000.jpg"
 
 
@@ -98,34 +100,45 @@ def real_mix(items: int, exclude_position: int = 0):
 
 
 def parse_config(text: str) -> dict:
+    """role -> (threshold, key radius)."""
     if text.strip() in ("", "exact"):
         return {}
-    return {role: int(value) for role, value in (pair.split("=") for pair in text.split(","))}
+    out = {}
+    for pair in text.split(","):
+        role, value = pair.split("=")
+        threshold, _, key = value.partition("/")
+        out[role] = (int(threshold), int(key or 16))
+    return out
 
 
-def build_shard(item_ids, region_names, codes, roles):
-    saved = dict(hm_index.PREFILTER_THRESHOLD)
-    hm_index.PREFILTER_THRESHOLD.clear()
-    hm_index.PREFILTER_THRESHOLD.update({role: 0 for role in roles})  # which roles get codes
-    try:
-        shard = _Shard("pdq", 256)
-        n = len(item_ids)
-        shard.append(np.arange(n), item_ids, codes, region_names,
-                     np.full(n, "original", object), np.full(n, 100))
-    finally:
-        hm_index.PREFILTER_THRESHOLD.clear()
-        hm_index.PREFILTER_THRESHOLD.update(saved)
-    for part in list(shard.codes.parts.values()) + list(shard.codes.low.values()):
+def build_shard(item_ids, region_names, codes):
+    shard = _Shard("pdq", 256)  # crop windows and regions keep their bucketed prefilter codes
+    n = len(item_ids)
+    shard.append(np.arange(n), item_ids, codes, region_names,
+                 np.full(n, "original", object), np.full(n, 100))
+    for part in shard.codes.parts.values():
         part.threads = 1
     return shard
+
+
+def passing_rows(codes, needles, threshold, key_radius) -> int:
+    """Rows some needle's prefilter lets through (low-frequency and key distances)."""
+    low, keys = low_frequency_codes(codes).view("<u8")[:, 0], low_frequency_keys(codes)
+    n_low, n_keys = low_frequency_codes(needles).view("<u8")[:, 0], low_frequency_keys(needles)
+    ok = np.zeros(len(codes), bool)
+    for j in range(len(needles)):
+        ok |= ((np.bitwise_count(low ^ n_low[j]) <= threshold)
+               & (np.bitwise_count(keys ^ n_keys[j]) <= key_radius))
+    return int(ok.sum())
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--configs", default="exact;crop=15;crop=15,region=15",
-                        help="';'-separated configurations, each role=threshold,... or exact")
+    parser.add_argument("--configs", default="exact;crop=15/16,region=15;crop=15/4,region=15",
+                        help="';'-separated configurations, each role=threshold[/key radius],"
+                             "... or exact")
     parser.add_argument("--query", default=str(SAMPLE_QUERY))
     parser.add_argument("--query-item", type=int, default=0,
                         help="database position of the query's source, left out of --real")
@@ -133,7 +146,6 @@ def main(argv=None):
                         help="also a mix of the full suite's own stored rows (real_mix)")
     args = parser.parse_args(argv)
     configs = {text: parse_config(text) for text in args.configs.split(";")}
-    roles = sorted({role for config in configs.values() for role in config})
     needles = query_fingerprints(args.query, ("pdq",), False, True, True)[0]
     full_needles = [needle for needle in needles if needle[1] == "full"]
     per_role = {role: sum(role in rg.search_roles(region, variant) for _, region, variant in needles)
@@ -147,8 +159,8 @@ def main(argv=None):
     for mix, (item_ids, names, codes) in mixes.items():
         t0 = time.time()
         full = names == "full"
-        shard = build_shard(item_ids, names, codes, roles)
-        full_only = build_shard(item_ids[full], names[full], codes[full], ())
+        shard = build_shard(item_ids, names, codes)
+        full_only = build_shard(item_ids[full], names[full], codes[full])
         print(f"{mix}: {len(item_ids):,} rows built in {time.time() - t0:.0f}s", flush=True)
         shards[mix] = shard
         searches[mix, "full31"] = lambda s=full_only: search_shard(
@@ -162,8 +174,11 @@ def main(argv=None):
 
     def run(key):
         mix, name = key
+        config = configs.get(name, {})
         hm_index.PREFILTER_THRESHOLD.clear()
-        hm_index.PREFILTER_THRESHOLD.update(configs.get(name, {}))
+        hm_index.PREFILTER_THRESHOLD.update({role: t for role, (t, _) in config.items()})
+        hm_index.PREFILTER_KEY_RADIUS.clear()
+        hm_index.PREFILTER_KEY_RADIUS.update({role: k for role, (_, k) in config.items()})
         start = time.perf_counter()
         result = searches[key]()
         elapsed = time.perf_counter() - start
@@ -178,14 +193,13 @@ def main(argv=None):
     ms = {key: float(np.median(values)) * 1000 for key, values in times.items()}
     print(f"medians of {args.repeat} interleaved rounds, 1 thread, {args.items:,} items, "
           f"load {os.getloadavg()[0]:.2f}")
-    crop_needles = low_frequency_codes(np.stack(
-        [fp.bits for fp, region, variant in needles if "crop" in rg.search_roles(region, variant)]))
-    for mix in mixes:
-        low = shards[mix].codes.low.get("crop")
-        if low is not None:
-            passed = {t: len(low.range_search_hits(crop_needles, np.full(len(crop_needles), t))[0])
-                      for t in sorted({c["crop"] for c in configs.values() if "crop" in c})}
-            print(f"{mix}: crop rows passing the prefilter (of {len(low):,}): {passed}")
+    crop_needles = np.stack(
+        [fp.bits for fp, region, variant in needles if "crop" in rg.search_roles(region, variant)])
+    for mix, (_, names, codes) in mixes.items():
+        crop = codes[np.char.startswith(names.astype(str), "crop:")]
+        passed = {f"{t}/{k}": passing_rows(crop, crop_needles, t, k)
+                  for t, k in sorted({c["crop"] for c in configs.values() if "crop" in c})}
+        print(f"{mix}: crop rows passing the prefilter (of {len(crop):,}): {passed}")
         wide = ms[mix, "full_wide"]
         print(f"{mix}: full frames only, radius 31 (MIH) {ms[mix, 'full31']:.2f} ms; "
               f"radius {rg.PDQ_MAX_DISTANCE + rg.PDQ_MARGIN} {wide:.2f} ms")

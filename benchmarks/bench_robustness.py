@@ -501,6 +501,9 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--no-ablations", action="store_true")
+    parser.add_argument("--latency-only", action="store_true",
+                        help="only the query-latency figures at 1M items (RESULTS.md is not "
+                             "touched): the database's role mix, then latency_ratio")
     parser.add_argument("--set", action="append", default=[], metavar="regions.NAME=VALUE",
                         help="experiment: override a hashmatch.regions constant (with --workers 1 "
                              "so that hashing, not only matching, sees it)")
@@ -516,6 +519,9 @@ def main(argv=None):
     db, n_orig, queries = build_dataset(args.quick, edit_names)
     print(f"dataset: {len(db)} db items, {len(queries)} queries ({time.time() - started:.0f}s)", flush=True)
     qpaths = [q.path for q in queries]
+    if args.latency_only:
+        print_latency(db, queries, args)
+        return
     results, speeds, meta_extra, ablations = {}, {}, {}, []
     sample = db[:: max(1, len(db) // (60 if args.quick else 200))]
     for name in args.systems.split(","):
@@ -533,10 +539,7 @@ def main(argv=None):
             np.save(WORK / ("index_scores_quick.npy" if args.quick else "index_scores.npy"), best)
             default_t = regions.PDQ_MAX_DISTANCE
             meta_extra.update(stats)
-            post_query = next(q.path for q in queries if q.edit == "post")
-            meta_extra["latency"] = latency_ratio(stats["role_share"], post_query, args.quick)
-            print("  latency: " + ", ".join(f"{k} {round(v, 2) if isinstance(v, float) else v}"
-                                            for k, v in meta_extra["latency"].items()), flush=True)
+            meta_extra["latency"] = latency_of_queries(stats["role_share"], queries, args.quick)
             for (label, _), variant_best in zip(variants.items(), scores[2:]):
                 ablations.append((label, evaluate(label, variant_best, queries, default_t, 128)))
         else:
@@ -557,8 +560,9 @@ def main(argv=None):
                  f"{meta_extra['rows_per_item']:.2f} PDQ codes per item on average "
                  f"({meta_extra['rows_per_item'] * 32:.0f} bytes of codes) and queries 8 rotations/"
                  f"flips of the full frame (against stored full frames) + "
-                 f"{meta_extra['region_needles']:.2f} region needles on average (against every "
-                 f"stored row). Search time of one query at {lat['items']:,} items "
+                 f"{meta_extra['region_needles']:.2f} region needles on average (against the "
+                 f"stored roles `regions.search_roles` names). Search time of one query at "
+                 f"{lat['items']:,} items "
                  f"({lat['rows']:,} stored rows, {lat['needles']} needles of a real post query, "
                  f"1 thread, `hashmatch.index.search_shard`): hashmatch default "
                  f"{lat['default_ms']:.1f} ms; full frames only {lat['full_wide_ms']:.1f} ms at the "
@@ -567,8 +571,14 @@ def main(argv=None):
                  f"items' codes 90-115 bits from the query's (clustered): "
                  f"{lat['clustered_default_ms']:.1f} ms vs {lat['clustered_full_wide_ms']:.1f} ms "
                  f"(x{lat['clustered_ratio_wide']:.1f}) and {lat['clustered_full31_ms']:.2f} ms "
-                 f"(x{lat['clustered_ratio_31']:.0f}); medians of 7 interleaved rounds, load "
-                 f"{lat['load']}. Decision rule (hashmatch.regions.select_matches): pair "
+                 f"(x{lat['clustered_ratio_31']:.0f}); one query per edit "
+                 f"({lat.get('sample_queries', 0)} queries, median "
+                 f"{lat.get('sample_needles', 0):.0f} needles), median of their ratios: "
+                 f"x{lat.get('sample_ratio_wide', float('nan')):.1f} the full-frame scan, "
+                 f"x{lat.get('sample_ratio_31', float('nan')):.0f} the radius-31 query "
+                 f"({lat.get('sample_default_ms', float('nan')):.1f} ms vs "
+                 f"{lat.get('sample_full_wide_ms', float('nan')):.1f} ms); medians of 7 "
+                 f"interleaved rounds, load {lat['load']}. Decision rule (hashmatch.regions.select_matches): pair "
                  f"distance + {regions.REGION_PENALTY['embedded']} for pairs involving an embedded "
                  f"region; an item matches within the threshold if its score is <= "
                  f"{regions.PDQ_CERTAIN} or it is {regions.PDQ_MARGIN} bits closer than any other "
@@ -624,6 +634,31 @@ def _flip_bits(codes: np.ndarray, counts: np.ndarray, rng) -> np.ndarray:
     return out
 
 
+def latency_of_queries(role_share: dict, queries, quick: bool) -> dict:
+    """latency_ratio of the first post query (clustered mix around it) and of one query
+    per edit; printed."""
+    post_query = next(q.path for q in queries if q.edit == "post")
+    one_per_edit = list({q.edit: q.path for q in reversed(queries) if q.true_item >= 0}.values())
+    latency = latency_ratio(role_share, post_query, quick, more_queries=one_per_edit)
+    print("  latency: " + ", ".join(f"{k} {round(v, 2) if isinstance(v, float) else v}"
+                                    for k, v in latency.items()), flush=True)
+    return latency
+
+
+def print_latency(db, queries, args) -> None:
+    """--latency-only: the role mix of an Index of the database, then the latency figures."""
+    import tempfile
+    from hashmatch.index import Index
+    with tempfile.TemporaryDirectory() as tmp, \
+            Index.open(os.path.join(tmp, "bench.hmdb"), create=True) as index:
+        index.add_files(db, workers=args.workers)
+        shard = index._shards[("pdq", 256)]
+        roles = shard.roles_of(np.nonzero(shard.live[:shard.n])[0])
+    role_share = {role: float((roles == role).sum()) / len(db) for role in ("region", "crop")}
+    print(f"role mix per item: {role_share}", flush=True)
+    latency_of_queries(role_share, queries, args.quick)
+
+
 def latency_mixes(role_share: dict, needles, items: int, near_share: float = 0.05,
                   near_bits=(90, 115)):
     """Stored codes for the latency figures: rows of ``items`` items in the measured role
@@ -656,40 +691,53 @@ def latency_mixes(role_share: dict, needles, items: int, near_share: float = 0.0
             "clustered": (item_ids, region_names, clustered)}
 
 
-def latency_ratio(role_share: dict, sample_query: str, quick: bool, repeat: int = 7) -> dict:
+def latency_ratio(role_share: dict, sample_query: str, quick: bool, repeat: int = 7,
+                  more_queries=()) -> dict:
     """Search time of one query at 1M items through the Index's own search
     (``hashmatch.index.search_shard``, 1 thread, the needles of a real query): hashmatch
     default vs full frames only, the latter both at PDQ's usual radius 31 (what a
     full-frame-only index answers; MIH tables) and at the default's radius (a scan, like
     the default). Stored codes: random, and clustered around the query (latency_mixes).
-    Medians of ``repeat`` rounds, the searches interleaved within a round."""
+    Medians of ``repeat`` rounds, the searches interleaved within a round.
+    ``more_queries``: further query files (e.g. one per edit), timed the same way on the
+    random codes: "sample_*" is the median over them of each query's ratio (a post
+    screenshot, the sample query, has more needles than most queries)."""
     from hashmatch import regions as rg
     from hashmatch.index import _Shard, query_fingerprints, search_shard
     items = 200_000 if quick else 1_000_000
     needles = query_fingerprints(sample_query, ("pdq",), False, True, True)[0]
-    full_needles = [needle for needle in needles if needle[1] == "full"]
 
     def shard(item_ids, region_names, codes):
         out = _Shard("pdq", 256)
         n = len(item_ids)
         out.append(np.arange(n), item_ids, codes, region_names, np.full(n, "original", object),
                    np.full(n, 100))
-        for part in list(out.codes.parts.values()) + list(out.codes.low.values()):
+        for part in out.codes.parts.values():
             part.threads = 1
         return out
 
-    searches = {}
+    def searches_of(query_needles, default, full_only):
+        full_needles = [needle for needle in query_needles if needle[1] == "full"]
+        return {
+            "full31": lambda: search_shard(full_only, "pdq", full_needles, 31, None, 0, False),
+            "full_wide": lambda: search_shard(full_only, "pdq", full_needles, None, None, None,
+                                              True),
+            "default": lambda: search_shard(default, "pdq", query_needles, None, None, None,
+                                            True),
+        }
+
+    searches, shards = {}, {}
     for mix, (item_ids, region_names, codes) in latency_mixes(role_share, needles, items).items():
         full = region_names == "full"
-        default, full_only = shard(item_ids, region_names, codes), \
-            shard(item_ids[full], region_names[full], codes[full])
-        searches[mix] = {
-            "full31": lambda s=full_only: search_shard(s, "pdq", full_needles, 31, None, 0, False),
-            "full_wide": lambda s=full_only: search_shard(s, "pdq", full_needles, None, None,
-                                                          None, True),
-            "default": lambda s=default: search_shard(s, "pdq", needles, None, None, None, True),
-        }
+        shards[mix] = (shard(item_ids, region_names, codes),
+                       shard(item_ids[full], region_names[full], codes[full]))
+        searches[mix] = searches_of(needles, *shards[mix])
         n_rows = len(item_ids)
+    sample_needles = []
+    for path in more_queries:
+        query_needles = query_fingerprints(path, ("pdq",), False, True, True)[0]
+        sample_needles.append(len(query_needles))
+        searches[f"sample{len(sample_needles)}"] = searches_of(query_needles, *shards["random"])
     times = {(mix, name): [] for mix, fns in searches.items() for name in fns}
     for fns in searches.values():
         for fn in fns.values():
@@ -703,15 +751,25 @@ def latency_ratio(role_share: dict, sample_query: str, quick: bool, repeat: int 
     ms = {key: float(np.median(values)) * 1000 for key, values in times.items()}
     out = {"items": items, "rows": n_rows, "needles": len(needles),
            "radius": rg.PDQ_MAX_DISTANCE + rg.PDQ_MARGIN, "load": round(os.getloadavg()[0], 2)}
-    for mix in searches:
+    for mix in ("random", "clustered"):
         prefix = "" if mix == "random" else mix + "_"
         out.update({
             prefix + "full31_ms": ms[mix, "full31"], prefix + "full_wide_ms": ms[mix, "full_wide"],
             prefix + "default_ms": ms[mix, "default"],
             prefix + "ratio_wide": ms[mix, "default"] / ms[mix, "full_wide"],
             prefix + "ratio_31": ms[mix, "default"] / ms[mix, "full31"]})
+    samples = [mix for mix in searches if mix.startswith("sample")]
+    if samples:
+        out.update({
+            "sample_queries": len(samples),
+            "sample_needles": float(np.median(sample_needles)),
+            "sample_default_ms": float(np.median([ms[m, "default"] for m in samples])),
+            "sample_full_wide_ms": float(np.median([ms[m, "full_wide"] for m in samples])),
+            "sample_ratio_wide": float(np.median([ms[m, "default"] / ms[m, "full_wide"]
+                                                  for m in samples])),
+            "sample_ratio_31": float(np.median([ms[m, "default"] / ms[m, "full31"]
+                                                for m in samples]))})
     return out
-
 
 
 if __name__ == "__main__":

@@ -335,6 +335,7 @@ cdef struct HitRows:
     int32_t *dist  # m per hit
     int64_t n
     int64_t cap
+    int64_t dist_cap  # int32 slots of dist (reused with another m: scan_bucket)
     int failed
 
 
@@ -358,14 +359,16 @@ cdef void scan_hits_part(const uint64_t *needles, int m, const int32_t *radii,
                 bit = hm_ctz(byte)
                 byte &= byte - 1
                 row = b0 + 8 * k + bit
-                if out.n == out.cap:
-                    cap = 64 if out.cap == 0 else 2 * out.cap
-                    out.rows = <int64_t *> realloc(out.rows, cap * sizeof(int64_t))
+                if out.n == out.cap or (out.n + 1) * m > out.dist_cap:
+                    cap = out.cap
+                    if out.n == out.cap:
+                        cap = 64 if out.cap == 0 else 2 * out.cap
+                        out.rows = <int64_t *> realloc(out.rows, cap * sizeof(int64_t))
                     out.dist = <int32_t *> realloc(out.dist, cap * m * sizeof(int32_t))
                     if out.rows == NULL or out.dist == NULL:
                         out.failed = 1
                         return
-                    out.cap = cap
+                    out.cap, out.dist_cap = cap, cap * m
                 out.rows[out.n] = row
                 # the row against every needle: rowdist with the row as the query
                 impl.rowdist(db + row * nw, needles, m, nw, out.dist + out.n * m)
@@ -429,6 +432,162 @@ def range_search_hits(needles, radii, database, threads=None):
             free(parts[part].rows)
             free(parts[part].dist)
         free(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# bucketed prefilter: rows sorted into buckets by a short key, only nearby buckets read
+
+cdef struct HitPairs:
+    int64_t *rows
+    int32_t *needles
+    int64_t n
+    int64_t cap
+    int failed
+
+
+cdef int push_pair(HitPairs *out, int64_t row, int32_t needle) noexcept nogil:
+    cdef int64_t cap
+    if out.n == out.cap:
+        cap = 256 if out.cap == 0 else 2 * out.cap
+        out.rows = <int64_t *> realloc(out.rows, cap * sizeof(int64_t))
+        out.needles = <int32_t *> realloc(out.needles, cap * sizeof(int32_t))
+        if out.rows == NULL or out.needles == NULL:
+            out.failed = 1
+            return 1
+        out.cap = cap
+    out.rows[out.n] = row
+    out.needles[out.n] = needle
+    out.n += 1
+    return 0
+
+
+cdef void scan_bucket(const uint64_t *needles, const int32_t *which, int m,
+                      const int32_t *radii, const uint64_t *db, int64_t lo, int64_t hi, int nw,
+                      HitRows *scratch, HitPairs *out) noexcept nogil:
+    """Rows [lo, hi) within ``radii[j]`` of needle j (j < m, numbered ``which[j]``), appended
+    in order to ``out`` as (row, needle number) pairs; ``scratch`` holds the hit rows."""
+    cdef int64_t i
+    cdef int j
+    scratch.n = 0
+    scan_hits_part(needles, m, radii, db, lo, hi, nw, scratch)
+    if scratch.failed:
+        out.failed = 1
+        return
+    for i in range(scratch.n):
+        for j in range(m):
+            if scratch.dist[i * m + j] <= radii[j]:
+                if push_pair(out, scratch.rows[i], which[j]):
+                    return
+
+
+def bucket_range_search(needles, needle_keys, key_masks, offsets, database, int radius):
+    """The (row, needle) pairs of a bucketed ``database`` where the row is within ``radius``
+    of needle j and lies in one of the buckets ``needle_keys[j] ^ mask``, ``mask`` in
+    ``key_masks``: (rows int64, needles int32), by row then needle. Bucket b holds rows
+    ``offsets[b]:offsets[b + 1]`` (rows sorted by key); only the named buckets are read, in
+    ascending order (each once, with every needle that names it), so a prefilter whose key
+    is a few coarse bits reads a small share of the rows nearly sequentially
+    (codeindex.BucketPrefilter).
+
+    needles: (m, nbytes); needle_keys: (m,) ints; key_masks: (k,) ints, each below the
+    bucket count; offsets: (buckets + 1,) int64 ascending from 0 to len(database)."""
+    database = _as_codes(database, "database")
+    arr = np.ascontiguousarray(needles, dtype=np.uint8)
+    if arr.ndim != 2 or arr.shape[1] != database.shape[1]:
+        raise ValueError(f"needles must have shape (m, {database.shape[1]}), "
+                         f"got {np.shape(needles)}")
+    cdef cnp.ndarray keys = np.ascontiguousarray(needle_keys, dtype=np.int64).reshape(-1)
+    cdef cnp.ndarray masks = np.ascontiguousarray(key_masks, dtype=np.int64).reshape(-1)
+    cdef cnp.ndarray off = np.ascontiguousarray(offsets, dtype=np.int64).reshape(-1)
+    cdef int m = arr.shape[0], nw = database.shape[1] // 8
+    cdef int64_t n = database.shape[0], buckets = off.shape[0] - 1
+    if keys.shape[0] != m:
+        raise ValueError(f"{m} needles but {keys.shape[0]} keys")
+    if buckets < 1 or off[0] != 0 or off[buckets] != n:
+        raise ValueError("offsets must ascend from 0 to the number of rows")
+    if m and ((keys < 0).any() or (keys >= buckets).any()):
+        raise ValueError(f"needle keys must lie in [0, {buckets})")
+    if len(masks) and ((masks < 0).any() or (masks >= buckets).any()):
+        raise ValueError(f"key masks must lie in [0, {buckets})")
+    if (buckets & (buckets - 1)) != 0:
+        raise ValueError("the bucket count must be a power of two (keys are bit strings)")
+    empty = np.empty(0, np.int64), np.empty(0, np.int32)
+    if m == 0 or n == 0 or radius < 0 or len(masks) == 0:
+        return empty
+    cdef const int64_t *po = <const int64_t *> cnp.PyArray_DATA(off)
+    cdef int64_t b
+    cdef bint descending = False
+    with nogil:
+        for b in range(buckets):
+            if po[b + 1] < po[b]:
+                descending = True
+                break
+    if descending:
+        raise ValueError("offsets must ascend from 0 to the number of rows")
+    # which needles (32 at a time: bit j of a uint32) name each bucket
+    cdef cnp.ndarray wanted = np.zeros(buckets, dtype=np.uint32)
+    cdef cnp.ndarray subset = np.empty((32, nw), dtype=np.uint64)
+    cdef cnp.ndarray numbers = np.empty(32, dtype=np.int32)
+    cdef cnp.ndarray radii = np.full(32, radius, dtype=np.int32)
+    cdef uint32_t *pw = <uint32_t *> cnp.PyArray_DATA(wanted)
+    cdef uint64_t *ps = <uint64_t *> cnp.PyArray_DATA(subset)
+    cdef int32_t *pnum = <int32_t *> cnp.PyArray_DATA(numbers)
+    cdef const int32_t *pr = <const int32_t *> cnp.PyArray_DATA(radii)
+    cdef const uint64_t *pn = _words(arr)
+    cdef const uint64_t *pd = _words(database)
+    cdef const int64_t *pk = <const int64_t *> cnp.PyArray_DATA(keys)
+    cdef const int64_t *pm = <const int64_t *> cnp.PyArray_DATA(masks)
+    cdef int64_t nmasks = masks.shape[0], t
+    cdef int j, j0, k, count
+    cdef uint32_t bits
+    cdef HitPairs out
+    cdef HitRows scratch
+    memset(&out, 0, sizeof(HitPairs))
+    memset(&scratch, 0, sizeof(HitRows))
+    chunks = []
+    try:
+        for j0 in range(0, m, 32):
+            count = min(32, m - j0)
+            memset(pw, 0, buckets * sizeof(uint32_t))
+            out.n = 0
+            with nogil:
+                for j in range(count):
+                    for t in range(nmasks):
+                        pw[pk[j0 + j] ^ pm[t]] |= (<uint32_t> 1) << j
+                for b in range(buckets):
+                    bits = pw[b]
+                    if bits == 0 or po[b] == po[b + 1]:
+                        continue
+                    k = 0
+                    while bits:
+                        j = hm_ctz(bits)
+                        bits &= bits - 1
+                        memcpy(ps + k * nw, pn + (j0 + j) * nw, nw * sizeof(uint64_t))
+                        pnum[k] = j0 + j
+                        k += 1
+                    scan_bucket(ps, pnum, k, pr, pd, po[b], po[b + 1], nw, &scratch, &out)
+                    if out.failed:
+                        break
+            if out.failed:
+                raise MemoryError("out of memory collecting prefilter hits")
+            rows = np.empty(out.n, dtype=np.int64)
+            which = np.empty(out.n, dtype=np.int32)
+            if out.n:
+                memcpy(<int64_t *> cnp.PyArray_DATA(rows), out.rows, out.n * sizeof(int64_t))
+                memcpy(<int32_t *> cnp.PyArray_DATA(which), out.needles,
+                       out.n * sizeof(int32_t))
+            chunks.append((rows, which))
+        if len(chunks) == 1:  # by row then needle already: buckets in order, each read once
+            return chunks[0]
+        rows = np.concatenate([c[0] for c in chunks])
+        which = np.concatenate([c[1] for c in chunks])
+        order = np.lexsort((which, rows))
+        return rows[order], which[order]
+    finally:
+        free(out.rows)
+        free(out.needles)
+        free(scratch.rows)
+        free(scratch.dist)
 
 
 # --------------------------------------------------------------------------------------------

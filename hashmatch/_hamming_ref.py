@@ -69,6 +69,18 @@ def range_search_hits(needles, radii, database, threads=None):
     return np.nonzero(hit)[0].astype(np.int64), d[hit].astype(np.int32).reshape(-1, len(needles))
 
 
+def bucket_range_search(needles, needle_keys, key_masks, offsets, database, radius):
+    offsets = np.asarray(offsets, dtype=np.int64)
+    bucket_of_row = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    allowed = np.asarray(needle_keys, np.int64)[None, :] ^ np.asarray(key_masks, np.int64)[:, None]
+    d = distance_matrix(database, needles)  # (n, m)
+    hit = np.zeros(d.shape, dtype=bool)
+    for j in range(len(needles)):
+        hit[:, j] = (d[:, j] <= radius) & np.isin(bucket_of_row, allowed[:, j])
+    rows, which = np.nonzero(hit)  # row-major: by row, then needle
+    return rows.astype(np.int64), which.astype(np.int32)
+
+
 def range_search_multi_candidates(needles, database, cand_offsets, cand_rows, radius,
                                   threads=None):
     dmin, arg = _multi_min(needles, database)

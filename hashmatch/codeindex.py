@@ -15,6 +15,7 @@ Approximate FAISS search is opt-in (``approximate="ivf"``) and reports no exactn
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -114,7 +115,7 @@ def auto_threads(work: int) -> int:
 class _Segment:
     """Sealed rows: codes sorted by external id, tombstones, optional MIH tables."""
 
-    __slots__ = ("codes", "ids", "live", "n_dead", "mih")
+    __slots__ = ("codes", "ids", "live", "n_dead", "mih", "buckets")
 
     def __init__(self, codes: np.ndarray, ids: np.ndarray):
         if ids.size > 1 and not np.all(ids[1:] > ids[:-1]):
@@ -125,6 +126,7 @@ class _Segment:
         self.live = np.ones(len(ids), dtype=bool)
         self.n_dead = 0
         self.mih = None  # (starts, widths, offsets, rows, split_parity)
+        self.buckets = None  # (offsets, rows, coarse codes): see BucketPrefilter
 
     def __len__(self):
         return len(self.ids)
@@ -151,7 +153,50 @@ class _Segment:
         total = self.codes.nbytes + self.ids.nbytes + self.live.nbytes
         if self.mih is not None:
             total += self.mih[2].nbytes + self.mih[3].nbytes
+        if self.buckets is not None:
+            total += sum(part.nbytes for part in self.buckets)
         return total
+
+
+class BucketPrefilter:
+    """A coarse 64-bit code kept beside every stored code, for a two-stage search
+    (:meth:`CodeIndex.prefiltered_hits`): a stored code is compared in full only when its
+    coarse code is close to the needle's. Each sealed segment keeps its coarse codes sorted
+    into buckets by a short key (a few of the coarsest bits), so a search reads only the
+    buckets within a few key bits of each needle instead of every row.
+
+    ``coarse_of``: (n, nbytes) uint8 codes -> (n, 8) uint8 coarse codes; ``keys_of``:
+    (n, nbytes) codes -> (n,) integer keys below ``2 ** key_bits`` (key_bits <= 16). For PDQ:
+    ``hashers.pdq.low_frequency_codes`` and ``low_frequency_keys``."""
+
+    def __init__(self, coarse_of, keys_of, key_bits: int):
+        if not 1 <= key_bits <= 16:
+            raise ValueError(f"key_bits must be in 1..16, got {key_bits}")
+        self.coarse_of, self.keys_of, self.key_bits = coarse_of, keys_of, key_bits
+
+    def buckets(self, codes: np.ndarray):
+        """(offsets (2**key_bits + 1,), rows sorted by key, their coarse codes) of a
+        segment's codes."""
+        keys = np.asarray(self.keys_of(codes)).astype(np.uint16)
+        rows = np.argsort(keys, kind="stable")  # a radix sort for 16-bit keys
+        counts = np.bincount(keys, minlength=1 << self.key_bits)
+        offsets = np.zeros(len(counts) + 1, np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        rows = rows.astype(np.int32 if len(rows) < 2**31 else np.int64)
+        return offsets, rows, np.ascontiguousarray(self.coarse_of(codes[rows]))
+
+    def key_masks(self, key_radius: int) -> np.ndarray:
+        return _key_masks(self.key_bits, key_radius)
+
+
+@functools.lru_cache(maxsize=64)
+def _key_masks(key_bits: int, key_radius: int) -> np.ndarray:
+    """Every key_bits-bit mask of at most key_radius ones (the buckets within that radius
+    of a key are key ^ mask)."""
+    masks = np.arange(1 << key_bits, dtype=np.int64)
+    masks = masks[np.bitwise_count(masks) <= key_radius]
+    masks.flags.writeable = False
+    return masks
 
 
 class CodeIndex:
@@ -166,10 +211,13 @@ class CodeIndex:
     also seals every add immediately so that all codes live in MIH tables).
     approximate: None (exact) or "ivf" (FAISS IndexBinaryIVF, opt-in, recall < 1: see
     benchmarks/RESULTS.md); nprobe applies to it.
+    prefilter: a :class:`BucketPrefilter` (exact index only): sealed segments also keep
+    bucketed coarse codes, for :meth:`prefiltered_hits`.
     """
 
     def __init__(self, nbits: int, *, method: str = "auto", approximate: str | None = None,
-                 nprobe: int = 16, design_radius: int | None = None, threads: int | None = None):
+                 nprobe: int = 16, design_radius: int | None = None, threads: int | None = None,
+                 prefilter: BucketPrefilter | None = None):
         if nbits <= 0 or nbits % 64:
             raise ValueError(f"nbits must be a positive multiple of 64, got {nbits}")
         if method not in METHODS:
@@ -189,6 +237,9 @@ class CodeIndex:
         self._buf_live = np.empty(0, dtype=bool)
         self._buf_n = 0
         self._approx = _FaissIVF(nbits, nprobe) if approximate == "ivf" else None
+        if prefilter is not None and approximate is not None:
+            raise ValueError("a prefilter needs the exact index (approximate=None)")
+        self.prefilter = prefilter
 
     # -- size --------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -318,6 +369,8 @@ class CodeIndex:
         seg = _Segment(codes, ids)
         if self.method == "mih" or (self.method == "auto" and len(seg) >= MIH_MIN_ROWS):
             seg.build_mih(self.nbits, self.design_radius, self.threads, self.method == "mih")
+        if self.prefilter is not None:
+            seg.buckets = self.prefilter.buckets(seg.codes)
         return seg
 
     def _merge(self, a: _Segment, b: _Segment) -> _Segment:
@@ -362,88 +415,82 @@ class CodeIndex:
             parts.append(self._search_buffer(needles, radius, threads))
         return _merge_hits(nq, parts, presorted=len(parts) == 1 and not self._buf_n)
 
-    def range_search_hits(self, needles, radii, threads: int | None = None,
-                          locations: bool = False):
+    def range_search_hits(self, needles, radii, threads: int | None = None):
         """Every stored code within ``radii[j]`` of some needle ``j``, with its distance to
-        every needle: (ids int64 (h,), distances int32 (h, m)), ids ascending. With
-        ``locations``, also where each hit lies (a (segments, rows) pair of arrays, valid
-        until the next add or remove): see :meth:`codes_at`.
+        every needle: (ids int64 (h,), distances int32 (h, m)), ids ascending.
 
         needles: (m, nbytes), any m (a query's needles that may meet these codes, one pass);
         radii: one per needle (negative: the needle takes no part). A segment is scanned
         (``_hamming.range_search_hits``) or, when the cost model prefers its MIH tables at
         the largest radius, probed 8 needles at a time and the candidates' distances computed.
         """
-        needles = np.ascontiguousarray(needles, dtype=np.uint8)
-        if needles.ndim != 2 or needles.shape[1] != self.nbytes_per_code:
-            raise ValueError(f"needles must have shape (m, {self.nbytes_per_code})")
-        radii = np.asarray(radii, dtype=np.int64).reshape(-1)
-        if len(radii) != len(needles):
-            raise ValueError(f"{len(needles)} needles but {len(radii)} radii")
+        needles, radii = self._check_needles(needles, radii)
         m = len(needles)
         threads = self.threads if threads is None else threads
-        if self._approx is not None:
-            raise ValueError("range_search_hits needs the exact index (no approximate backend)")
-        parts = []  # (ids, distances, segment number, rows)
+        parts = []  # (ids, distances)
         if m and (radii >= 0).any():
-            for number, seg in enumerate(self._segments):
+            for seg in self._segments:
                 if len(seg) > seg.n_dead:
-                    parts.append(self._hits_segment(seg, needles, radii, threads) + (number,))
+                    parts.append(self._hits_segment(seg, needles, radii, threads))
             if self._buf_n:
                 n = self._buf_n
                 t = auto_threads(m * n) if threads is None else threads
                 rows, dist = _hamming.range_search_hits(needles, radii, self._buf_codes[:n],
                                                         threads=t)
                 keep = self._buf_live[:n][rows]
-                parts.append((self._buf_ids[:n][rows[keep]], dist[keep], rows[keep],
-                              len(self._segments)))
-        if not parts:
-            empty = np.empty(0, np.int64), np.empty((0, m), np.int32)
-            return empty + ((np.empty(0, np.int64), np.empty(0, np.int64)),) \
-                if locations else empty
-        ids = np.concatenate([p[0] for p in parts])
-        dist = np.concatenate([p[1] for p in parts])
-        order = None
-        if ids.size > 1 and not np.all(ids[1:] > ids[:-1]):
-            order = np.argsort(ids, kind="stable")
-            ids, dist = ids[order], dist[order]
-        if not locations:
-            return ids, dist
-        segments = np.concatenate([np.full(len(p[2]), p[3], np.int64) for p in parts])
-        rows = np.concatenate([p[2] for p in parts])
-        if order is not None:
-            segments, rows = segments[order], rows[order]
-        return ids, dist, (segments, rows)
+                parts.append((self._buf_ids[:n][rows[keep]], dist[keep]))
+        return _ascending_hits(parts, m)
 
-    def codes_at(self, locations, ids) -> np.ndarray | None:
-        """The stored codes at ``locations`` (from ``range_search_hits(..., locations=True)``
-        of this index or of one built by the same adds and removes in the same order, so laid
-        out in the same segments: derived codes kept beside these), provided the live rows
-        there hold ``ids``; None when any does not (then use :meth:`codes_of`). A gather by
-        position: no id lookups."""
+    def prefiltered_hits(self, needles, radius: int, coarse_radius: int, key_radius: int):
+        """``range_search_hits`` at one ``radius`` through the prefilter (a
+        :class:`BucketPrefilter` given at construction): only pairs whose coarse codes are
+        within ``coarse_radius`` bits and whose keys within ``key_radius`` bits count; the
+        other pairs' distances are set to ``radius + 1``, so a row's pairs do not depend on
+        which other needles brought it in. Sealed segments are read bucket by bucket (the
+        buckets within ``key_radius`` of each needle's key); the append buffer is scanned.
+        Returns (ids int64 (h,), exact distances int32 (h, m)), ids ascending."""
+        pf = self.prefilter
+        if pf is None:
+            raise ValueError("this index keeps no prefilter codes (prefilter=None)")
+        needles, _ = self._check_needles(needles, np.zeros(len(needles)))
+        m = len(needles)
+        radius = int(radius)
+        coarse_needles = np.ascontiguousarray(pf.coarse_of(needles))
+        needle_keys = np.asarray(pf.keys_of(needles), np.int64)
+        parts = []
+        if not (m and radius >= 0 and coarse_radius >= 0 and key_radius >= 0):
+            return _ascending_hits(parts, m)
+        masks = pf.key_masks(min(key_radius, pf.key_bits))
+        for seg in self._segments:
+            if len(seg) == seg.n_dead:
+                continue
+            offsets, bucket_rows, coarse = seg.buckets
+            at, which = _hamming.bucket_range_search(coarse_needles, needle_keys, masks,
+                                                     offsets, coarse, coarse_radius)
+            parts.append(_exact_pairs(bucket_rows[at], which, seg.codes, seg.ids, seg.live,
+                                      needles, radius))
+        if self._buf_n:
+            n = self._buf_n
+            rows, coarse_d = _hamming.range_search_hits(
+                coarse_needles, np.full(m, coarse_radius, np.int64),
+                np.ascontiguousarray(pf.coarse_of(self._buf_codes[:n])), threads=1)
+            key_d = np.bitwise_count(np.asarray(pf.keys_of(self._buf_codes[rows]), np.int64)
+                                     [:, None] ^ needle_keys[None, :])
+            at, which = np.nonzero((coarse_d <= coarse_radius) & (key_d <= key_radius))
+            parts.append(_exact_pairs(rows[at], which, self._buf_codes, self._buf_ids,
+                                      self._buf_live, needles, radius))
+        return _ascending_hits(parts, m)
+
+    def _check_needles(self, needles, radii):
+        needles = np.ascontiguousarray(needles, dtype=np.uint8)
+        if needles.ndim != 2 or needles.shape[1] != self.nbytes_per_code:
+            raise ValueError(f"needles must have shape (m, {self.nbytes_per_code})")
+        radii = np.asarray(radii, dtype=np.int64).reshape(-1)
+        if len(radii) != len(needles):
+            raise ValueError(f"{len(needles)} needles but {len(radii)} radii")
         if self._approx is not None:
-            return None
-        segments, rows = (np.asarray(a, np.int64) for a in locations)
-        ids = np.asarray(ids, np.int64)
-        numbers = np.unique(segments)
-        out = np.empty((len(rows), self.nbytes_per_code), np.uint8)
-        for number in numbers:
-            if number < len(self._segments):
-                seg = self._segments[number]
-                codes, seg_ids, live = seg.codes, seg.ids, seg.live
-            elif number == len(self._segments):
-                n = self._buf_n
-                codes, seg_ids, live = self._buf_codes[:n], self._buf_ids[:n], self._buf_live[:n]
-            else:
-                return None
-            at = slice(None) if len(numbers) == 1 else segments == number
-            where = rows[at]
-            if len(where) and (where.min() < 0 or where.max() >= len(seg_ids)):
-                return None
-            if not (np.array_equal(seg_ids[where], ids[at]) and live[where].all()):
-                return None
-            out[at] = np.take(codes, where, axis=0)  # ~7x faster than codes[where] here
-        return out
+            raise ValueError("range_search_hits needs the exact index (no approximate backend)")
+        return needles, radii
 
     def _hits_segment(self, seg: _Segment, needles, radii, threads):
         m = len(needles)
@@ -472,7 +519,7 @@ class CodeIndex:
         if live is not None:
             keep = live[hit]
             hit, dist = hit[keep], dist[keep]
-        return seg.ids[hit], dist, hit
+        return seg.ids[hit], dist
 
     def _search_segment(self, seg: _Segment, needles, radius, threads):
         nq, m = needles.shape[:2]
@@ -534,6 +581,39 @@ class CodeIndex:
     def paths(self, radius: int = 31, needles: int = 1) -> list[str]:
         """Which method each segment would use for such a call (diagnostics, benchmarks)."""
         return ["mih" if self._use_mih(s, radius, needles) else "scan" for s in self._segments]
+
+
+def _exact_pairs(rows, which, codes, ids, live, needles, radius):
+    """(ids, distances (h, m)) of the live ``rows`` of a segment (or the buffer) that have
+    some admitted pair (row, needle ``which``) within ``radius``: exact distances for the
+    admitted pairs, ``radius + 1`` for the others. ``rows`` come grouped (equal rows
+    together)."""
+    m = len(needles)
+    keep = live[rows]
+    rows, which = rows[keep], which[keep]
+    if len(rows) == 0:
+        return np.empty(0, np.int64), np.empty((0, m), np.int32)
+    starts = np.r_[True, rows[1:] != rows[:-1]]
+    unique_rows = rows[starts]
+    slot = np.cumsum(starts) - 1
+    stored = np.take(codes, unique_rows, axis=0).view(np.uint64)
+    pair = np.bitwise_count(stored[slot] ^ needles.view(np.uint64)[which]).sum(axis=1)
+    distances = np.full((len(unique_rows), m), radius + 1, np.int32)
+    distances[slot, which] = pair
+    within = (distances <= radius).any(axis=1)
+    return ids[unique_rows[within]], distances[within]
+
+
+def _ascending_hits(parts, m: int):
+    """(ids, distances) of several sources' hits, ids ascending."""
+    if not parts:
+        return np.empty(0, np.int64), np.empty((0, m), np.int32)
+    ids = np.concatenate([p[0] for p in parts])
+    dist = np.concatenate([p[1] for p in parts]).astype(np.int32, copy=False)
+    if ids.size > 1 and not np.all(ids[1:] > ids[:-1]):
+        order = np.argsort(ids, kind="stable")
+        ids, dist = ids[order], dist[order]
+    return ids, dist
 
 
 def _sorted_unique(ids: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from . import decode as decoding
-from .codeindex import CodeIndex
+from .codeindex import BucketPrefilter, CodeIndex
 from .errors import HashFormatError, HashmatchError, ImageError
 from .fingerprint import DEFAULT_BITS, Fingerprint
 from .hashers import check_algorithm, decode_needs, merge_needs
@@ -131,52 +131,57 @@ class AddReport:
 
 
 # The region-aware query (wide radius: 88 by default) reads crop windows (regions.stored_role
-# "crop": 18 of an item's ~21 rows) and regions in two stages: the 64 bits of the 8x8
-# lowest-frequency DCT signs (hashers.pdq.low_frequency_codes) of every stored row against
-# the needles' own, a scan of a quarter of the bytes, then the exact 256-bit distances of the
-# rows that pass. A pair is only considered when its low-frequency distance is <= the role's
-# threshold: an approximation, measured on the benchmark (RESULTS.md, "Query cost at 1M,
-# session 4"): of the crop queries whose true window is within 88 bits, 0.994 also have it
-# within 15 low-frequency bits; on the full suite, recall at <= 1 % false alarm 0.914 ->
-# 0.917, at the default radius 0.910 -> 0.911; the query at 1M items ~30 -> ~14 ms.
+# "crop": 18 of an item's ~21 rows) and regions in two stages (codeindex.BucketPrefilter): the
+# 64 signs of the 8x8 lowest-frequency DCT coefficients (hashers.pdq.low_frequency_codes) of
+# the stored rows against the needles' own, then the exact 256-bit distances of the rows that
+# pass. Each sealed segment keeps those 64-bit codes sorted into 65,536 buckets by the 16
+# signs of the 4x4 lowest coefficients (hashers.pdq.low_frequency_keys), and a crop pass reads
+# only the buckets within PREFILTER_KEY_RADIUS bits of a needle's key (~4 % of the rows of
+# random codes at radius 4): crop windows are most of the stored rows, and scanning every
+# one of their 64-bit codes was most of a query's time. A pair counts only when its
+# low-frequency distance is <= PREFILTER_THRESHOLD and its key distance <= the key radius:
+# approximations, measured on the benchmark (RESULTS.md, "Query cost at 1M, session 4" and
+# "session 5"): of the crop queries whose true window is within 88 bits, 0.994 also have it
+# within 15 low-frequency bits, and of those 0.992 within 4 key bits.
 # Full frames are searched exactly: a prefilter there lost overlay recall (0.923 -> 0.864).
 # Plain-PDQ searches (whole images, query_hashes: radius 31) are exact on every role.
 PREFILTER_THRESHOLD = {"crop": 15, "region": 15}
+PREFILTER_KEY_RADIUS = {"crop": 4, "region": 4}  # 16 would read every bucket
+
+
+def _pdq_prefilter():
+    from .hashers.pdq import low_frequency_codes, low_frequency_keys
+
+    return BucketPrefilter(low_frequency_codes, low_frequency_keys, key_bits=16)
 
 
 class _RoleCodes:
     """One CodeIndex per stored role (full frames, regions, crop windows: see
     :func:`hashmatch.regions.stored_role`), searched per role so a needle scans only the
     rows it may pair with. Ids are fingerprint ids, unique across roles. ``prefilter_roles``
-    (PDQ's crop windows and regions, PREFILTER_THRESHOLD) also keep each row's 64-bit
-    low-frequency code in ``low[role]``, under the same id."""
+    (PDQ's crop windows and regions, PREFILTER_THRESHOLD) also keep each row's bucketed
+    low-frequency code (CodeIndex.prefiltered_hits)."""
 
     def __init__(self, nbits: int, prefilter_roles=()):
         self.nbits = nbits
         self.parts: dict[str, CodeIndex] = {}
         self.prefilter_roles = tuple(prefilter_roles)
-        self.low: dict[str, CodeIndex] = {}
 
     def add(self, codes: np.ndarray, ids: np.ndarray, roles: np.ndarray) -> None:
         for role in np.unique(roles):
             mask = roles == role
             role = str(role)
             if role not in self.parts:
-                # Crop windows (14 of an item's ~16 rows) are only ever met by a wide-radius
-                # scan; MIH tables for them would cost memory (~90 B a row) and build time
+                # Crop windows (18 of an item's ~21 rows) are only ever met by a wide-radius
+                # search; MIH tables for them would cost memory (~90 B a row) and build time
                 # and never be read.
                 method = "scan" if role == "crop" else "auto"
-                self.parts[role] = CodeIndex(self.nbits, method=method)
-                if role in self.prefilter_roles:
-                    self.low[role] = CodeIndex(64, method="scan")
+                prefilter = _pdq_prefilter() if role in self.prefilter_roles else None
+                self.parts[role] = CodeIndex(self.nbits, method=method, prefilter=prefilter)
             self.parts[role].add(np.ascontiguousarray(codes[mask]), ids[mask])
-            if role in self.low:
-                from .hashers.pdq import low_frequency_codes
-
-                self.low[role].add(low_frequency_codes(codes[mask]), ids[mask])
 
     def remove(self, ids) -> None:
-        for part in list(self.parts.values()) + list(self.low.values()):
+        for part in self.parts.values():
             part.remove(ids)
 
     def codes_of(self, ids, roles: np.ndarray) -> np.ndarray | None:
@@ -191,7 +196,7 @@ class _RoleCodes:
 
     @property
     def nbytes(self) -> int:
-        return sum(part.nbytes for part in list(self.parts.values()) + list(self.low.values()))
+        return sum(part.nbytes for part in self.parts.values())
 
 
 class _Shard:
@@ -814,10 +819,10 @@ def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
                            np.int64)
         if part is None or len(members) == 0:
             continue
-        low = shard.codes.low.get(role) if use_regions else None
-        if low is not None and role in PREFILTER_THRESHOLD:
-            ids, distances = _prefiltered_hits(part, low, codes[members], radius,
-                                               PREFILTER_THRESHOLD[role])
+        if use_regions and part.prefilter is not None and role in PREFILTER_THRESHOLD:
+            ids, distances = part.prefiltered_hits(codes[members], radius,
+                                                   PREFILTER_THRESHOLD[role],
+                                                   PREFILTER_KEY_RADIUS[role])
         else:
             ids, distances = part.range_search_hits(codes[members],
                                                     np.full(len(members), radius, np.int64))
@@ -966,41 +971,6 @@ def _best_pairs(shard, rows, members, distances, radius, query_penalty, rank_of,
 
 
 _NO_PAIR = np.iinfo(np.int64).max
-
-
-def _prefiltered_hits(part: CodeIndex, low: CodeIndex, needles: np.ndarray, radius: int,
-                      threshold: int):
-    """``part.range_search_hits`` of ``needles`` at ``radius`` through the low-frequency
-    codes ``low`` (same ids): the rows some needle is within ``threshold`` low-frequency
-    bits and ``radius`` bits of, with their exact distances to every needle; a pair whose
-    low-frequency distance exceeds ``threshold`` is set beyond ``radius`` (not a pair), so a
-    row's pairs do not depend on which other needles passed it."""
-    from .hashers.pdq import low_frequency_codes
-
-    m = len(needles)
-    ids, low_distances, at = low.range_search_hits(low_frequency_codes(needles),
-                                                   np.full(m, threshold, np.int64),
-                                                   locations=True)
-    if len(ids) == 0:
-        return ids, np.empty((0, m), np.int32)
-    # Both indexes get the same adds and removes, so a row lies at the same place in each:
-    # a gather by position (an id lookup in millions of rows costs ~0.5 us a hit).
-    stored = part.codes_at(at, ids)
-    if stored is None:
-        stored = part.codes_of(ids)
-    distances = _pair_distances(needles, stored).astype(np.int32)
-    distances[low_distances > threshold] = radius + 1
-    # Most rows that pass are still far in 256 bits: only hits within the radius go on (the
-    # caller looks each one up among the shard's rows).
-    within = (distances <= radius).any(axis=1)
-    return ids[within], distances[within]
-
-
-def _pair_distances(needles: np.ndarray, stored: np.ndarray) -> np.ndarray:
-    """(n_stored, n_needles) Hamming distances of the hit rows to every needle."""
-    from ._hamming import distance_matrix
-
-    return distance_matrix(stored, needles, threads=1).astype(np.int64)
 
 
 def _duplicate_groups(codes: np.ndarray) -> np.ndarray:

@@ -943,14 +943,18 @@ def search_roles(query_region: str, query_variant: str) -> tuple[str, ...]:
     """The stored roles a query needle is compared with: rotated/flipped full frames meet
     stored full frames only; the whole picture as it stands (full, content, deskewed; not
     mirrored) meets everything, crop windows included (a cropped copy's frame is near a
-    stored window); pictures cut out of a screenshot or post, and mirrored regions, meet full
-    frames and regions, and so do turned-back frames (straightened, turned:N): what they
-    rebuild is the whole frame. Crop windows are most of the stored rows: every needle kept
-    off them is a scan of about two thirds of the index saved."""
+    stored window); pictures cut out of a screenshot or post meet full frames and regions;
+    mirrored cut-outs and turned-back frames (straightened, turned:N: what they rebuild is
+    the whole frame) meet full frames only -- on the benchmark no query was found through
+    their pairs with stored regions alone (RESULTS.md, "Query cost at 1M, session 5"). Crop
+    windows are most of the stored rows, regions the next largest share: every needle kept
+    off them is a pass saved."""
     if query_region == "full" and query_variant != "original":
         return ("full",)
     if query_region in CROP_SEARCHERS and query_variant == "original":
         return ROLES
+    if query_variant != "original" or _is_straightened(query_region):
+        return ("full",)
     return ("full", "region")
 
 

@@ -3,6 +3,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hashmatch import _hamming as fast
 from hashmatch import _hamming_ref as ref
@@ -265,40 +267,67 @@ def test_range_search_hits_equals_brute_force_across_segments_buffer_and_removes
         assert got[0].dtype == np.int64 and got[1].dtype == np.int32
 
 
-def test_codes_at_gathers_the_hits_of_an_index_built_alike(monkeypatch):
-    """Derived codes kept in a second index (the low-frequency prefilter) find their rows'
-    codes by position in the first: right across sealed, merged and compacted segments and
-    the buffer; None (never wrong codes) once the two differ."""
+def _prefilter_brute_force(model, needles, radius, coarse_radius, key_radius):
+    """``prefiltered_hits`` from its definition: every live pair within ``radius`` whose
+    8x8 lowest DCT signs are within ``coarse_radius`` and 4x4 lowest within ``key_radius``
+    (bit 16 i + j of a PDQ code is coefficient (i, j)'s sign); other pairs radius + 1."""
+    ids = np.array(sorted(model.codes), np.int64)
+    stored = np.stack([model.codes[i] for i in ids.tolist()])
+
+    def signs(codes, side):
+        a = np.unpackbits(codes, axis=1)[:, ::-1].reshape(-1, 16, 16)
+        return a[:, :side, :side].reshape(len(a), -1).astype(np.int64)
+
+    def distances(x, y):
+        return np.abs(x[:, None, :] - y[None, :, :]).sum(-1)
+
+    dist = distances(signs(stored, 16), signs(needles, 16))
+    outside = ((distances(signs(stored, 8), signs(needles, 8)) > coarse_radius)
+               | (distances(signs(stored, 4), signs(needles, 4)) > key_radius))
+    dist[outside] = radius + 1
+    hit = (dist <= radius).any(axis=1)
+    return ids[hit], dist[hit].astype(np.int32)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 6), st.sampled_from([40, 88, 128]),
+       st.integers(8, 64), st.integers(0, 16))
+def test_prefiltered_hits_are_the_pairs_the_prefilter_lets_through(seed, m, radius,
+                                                                  coarse_radius, key_radius):
+    """Bucketed coarse codes (crop windows' prefilter) find exactly the pairs their
+    definition admits, with exact distances, across sealed, merged and compacted segments,
+    tombstones and the append buffer."""
     from hashmatch import codeindex
-    from hashmatch.hashers.pdq import low_frequency_codes
+    from hashmatch.index import _pdq_prefilter
 
-    monkeypatch.setattr(codeindex, "BUFFER_ROWS", 300)  # many segments, merges, a buffer
-    rng = np.random.default_rng(11)
-    codes = clustered_codes(2000, rng)
-    ids = rng.choice(10**9, len(codes), replace=False).astype(np.int64)
-    full, low, model = CodeIndex(256, method="scan"), CodeIndex(64, method="scan"), Model()
-    for lo, hi in ((0, 1200), (1200, 1600), (1600, 1750)):
-        for index, stored in ((full, codes), (low, low_frequency_codes(codes))):
-            index.add(stored[lo:hi], ids[lo:hi])
+    mp = pytest.MonkeyPatch()
+    mp.setattr(codeindex, "BUFFER_ROWS", 300)  # many segments, merges, a buffer
+    try:
+        rng = np.random.default_rng(seed)
+        codes = clustered_codes(1800, rng)
+        ids = rng.choice(10**9, len(codes), replace=False).astype(np.int64)
+        index, model = CodeIndex(256, method="scan", prefilter=_pdq_prefilter()), Model()
+        for lo, hi in ((0, 1200), (1200, 1600), (1600, 1750)):
+            index.add(codes[lo:hi], ids[lo:hi])
             index.remove(ids[lo:hi:3][:100])  # tombstones, the 400-row segment compacted
-        model.add(codes[lo:hi], ids[lo:hi])
-        model.remove(ids[lo:hi:3][:100])
-    assert len(full._segments) > 1 and full._buf_n
-    needles = low_frequency_codes(queries_with_planted_neighbours(codes, 6, rng))
-    hit_ids, _, at = low.range_search_hits(needles, np.full(6, 20), locations=True)
-    assert len(hit_ids) > 20 and len(np.unique(at[0])) == 3  # both segments and the buffer
-    got = full.codes_at(at, hit_ids)
-    np.testing.assert_array_equal(got, np.array([model.codes[i] for i in hit_ids.tolist()]))
-    # the same ids added in one go lie elsewhere: not found there, or found right
-    other = CodeIndex(256, method="scan")
-    keep = np.isin(ids, np.array(sorted(model.codes)))
-    other.add(codes[keep][::-1], ids[keep][::-1])
-    elsewhere = other.codes_at(at, hit_ids)
-    assert elsewhere is None or (elsewhere == got).all()
-    full.remove(hit_ids[:1])  # removed from one index only
-    assert full.codes_at(at, hit_ids) is None
+            model.add(codes[lo:hi], ids[lo:hi])
+            model.remove(ids[lo:hi:3][:100])
+        assert len(index._segments) > 1 and index._buf_n
+        needles = queries_with_planted_neighbours(codes, m, rng)
+        got = index.prefiltered_hits(needles, radius, coarse_radius, key_radius)
+        expected = _prefilter_brute_force(model, needles, radius, coarse_radius, key_radius)
+        assert_same(got, expected)
+        if coarse_radius == 64 and key_radius == 16:  # nothing filtered: the exact search
+            assert_same(got, index.range_search_hits(needles, np.full(m, radius)))
+    finally:
+        mp.undo()
 
 
+def test_prefiltered_hits_need_a_prefilter():
+    index = CodeIndex(256)
+    index.add(np.zeros((1, 32), np.uint8), [1])
+    with pytest.raises(ValueError, match="prefilter"):
+        index.prefiltered_hits(np.zeros((1, 32), np.uint8), 10, 15, 4)
 def test_range_search_hits_through_big_mih_segment():
     rng = np.random.default_rng(8)
     codes = random_codes(250_000, 32, rng)

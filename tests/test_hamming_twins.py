@@ -419,3 +419,44 @@ def test_mih_probe_plan_shares_dihedral_keys():
         assert cost <= classic
         cheaper += cost < classic
     assert cheaper >= 4
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([1, 2, 4, 8]), st.integers(0, 300),
+       st.one_of(st.integers(1, 5), st.integers(30, 70)), st.integers(-1, 64), impls,
+       st.sampled_from([8, 32]))
+def test_bucket_range_search(seed, key_bits, n, m, radius, impl, nbytes):
+    """Rows sorted into buckets by key: the kernel reads only the needles' buckets given by
+    the masks, and finds there exactly the rows within the radius (some buckets empty, some
+    named by several needles, more needles than one pass takes)."""
+    fast.set_popcount_impl(impl)
+    rng = np.random.default_rng(seed)
+    buckets = 1 << key_bits
+    counts = rng.multinomial(n, rng.dirichlet(np.full(buckets, 0.3)))
+    offsets = np.r_[0, np.cumsum(counts)].astype(np.int64)
+    database = rng.integers(0, 256, (n, nbytes), dtype=np.uint8)
+    needles = rng.integers(0, 256, (m, nbytes), dtype=np.uint8)
+    if n:
+        needles[0] = database[rng.integers(n)]
+    keys = rng.integers(0, buckets, m)
+    masks = np.unique(rng.integers(0, buckets, rng.integers(0, buckets + 1)))
+    got = fast.bucket_range_search(needles, keys, masks, offsets, database, radius)
+    expected = ref.bucket_range_search(needles, keys, masks, offsets, database, radius)
+    assert_same(got, expected)
+
+
+def test_bucket_range_search_reads_past_a_scan_block_and_rejects_bad_buckets():
+    rng = np.random.default_rng(4)
+    database = rng.integers(0, 256, (10_000, 8), dtype=np.uint8)
+    offsets = np.array([0, 2, 9_999, 10_000], np.int64)
+    with pytest.raises(ValueError, match="power of two"):
+        fast.bucket_range_search(database[:1], [0], [0], offsets, database, 10)
+    offsets = np.array([0, 9_000, 9_000, 10_000], np.int64)[[0, 1, 3]]
+    needles = database[[8_500]]
+    rows, which = fast.bucket_range_search(needles, [0], [0], offsets, database, 64)
+    np.testing.assert_array_equal(rows, np.arange(9_000))  # bucket 0 only, every row
+    assert (which == 0).all()
+    with pytest.raises(ValueError, match="offsets"):
+        fast.bucket_range_search(needles, [0], [0], offsets[::-1], database, 64)
+    with pytest.raises(ValueError, match="keys"):
+        fast.bucket_range_search(needles, [2], [0], offsets, database, 64)

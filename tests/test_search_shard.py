@@ -15,7 +15,7 @@ from hashmatch.index import _duplicate_groups, _Shard, search_shard
 STORED = ["full", "content", "embedded", "crop:l12", "crop:t12", "crop:r12", "crop:b12"]
 QUERY = [("full", v) for v in ("original", "rot90", "rot180", "flipy")] + [
     ("content", "original"), ("content", "flipy"), ("embedded", "original"),
-    ("embedded:1", "flipy"), ("framed:1", "original"), ("deskewed", "original")]
+    ("embedded:1", "flipy"), ("framed:1", "original"), ("deskewed", "original"), ("turned:+2.5", "original")]
 
 
 def _near(code, rng, bits):
@@ -31,18 +31,25 @@ def _low_frequency_bits(codes):
     return a[:, :8, :8].reshape(len(a), 64).astype(np.int64)
 
 
-def _low_distances(stored, needles):
-    return np.abs(_low_frequency_bits(stored)[:, None, :]
-                  - _low_frequency_bits(needles)[None, :, :]).sum(-1)
+def _low_distances(stored, needles, side=8):
+    """Distances over the signs of the side x side lowest DCT coefficients (8: the 64-bit
+    prefilter code, 4: its 16-bit bucket key)."""
+    def bits(codes):
+        return _low_frequency_bits(codes).reshape(-1, 8, 8)[:, :side, :side].reshape(
+            -1, side * side)
+    return np.abs(bits(stored)[:, None, :] - bits(needles)[None, :, :]).sum(-1)
 
 
-def _near_split(code, rng, low_bits, other_bits):
-    """``code`` with ``low_bits`` of its 64 low-frequency bits and ``other_bits`` of the
+def _near_split(code, rng, low_bits, other_bits, key_bits=0):
+    """``code`` with ``key_bits`` of the 16 signs of its 4x4 lowest DCT coefficients (the
+    bucket key), ``low_bits`` of the other 48 of its 8x8 lowest and ``other_bits`` of the
     other 192 flipped."""
     flips = np.zeros((16, 16), bool)
-    low = np.zeros((16, 16), bool)
+    low, key = np.zeros((16, 16), bool), np.zeros((16, 16), bool)
     low[:8, :8] = True
-    flips.flat[rng.choice(np.flatnonzero(low), low_bits, replace=False)] = True
+    key[:4, :4] = True
+    flips.flat[rng.choice(np.flatnonzero(key), key_bits, replace=False)] = True
+    flips.flat[rng.choice(np.flatnonzero(low & ~key), low_bits, replace=False)] = True
     flips.flat[rng.choice(np.flatnonzero(~low), other_bits, replace=False)] = True
     packed = np.packbits(flips.reshape(256)[::-1])  # the inverse of _low_frequency_bits' unpack
     return code ^ packed
@@ -82,10 +89,13 @@ def shards(draw):
 def brute_force(shard, needles, max_distance, margin, min_quality, use_regions,
                 prefilter=None):
     """Item -> best score, from every (needle, live row) pair, then the decision rule.
-    ``prefilter``: role -> threshold (default index.PREFILTER_THRESHOLD): in the region-aware
-    search, a pair with a row of that role counts only when their low-frequency distance is
-    within the threshold; plain-PDQ searches (use_regions False) are exact."""
-    prefilter = hm_index.PREFILTER_THRESHOLD if prefilter is None else prefilter
+    ``prefilter``: role -> (threshold, key radius) (default index.PREFILTER_THRESHOLD and
+    PREFILTER_KEY_RADIUS): in the region-aware search, a pair with a row of that role counts
+    only when their distance over the 8x8 lowest DCT signs is within the threshold and over
+    the 4x4 lowest within the key radius; plain-PDQ searches (use_regions False) are exact."""
+    if prefilter is None:
+        prefilter = {role: (threshold, hm_index.PREFILTER_KEY_RADIUS.get(role, 16))
+                     for role, threshold in hm_index.PREFILTER_THRESHOLD.items()}
     if not use_regions:
         prefilter = {}
     if max_distance is None:
@@ -106,6 +116,7 @@ def brute_force(shard, needles, max_distance, margin, min_quality, use_regions,
     needle_codes = np.stack([fp.bits for fp, _, _ in needles])
     dist = distance_matrix(stored, needle_codes).astype(int)
     low = _low_distances(stored, needle_codes)
+    key = _low_distances(stored, needle_codes, side=4)
     best = {}
     for i, row in enumerate(rows):
         name = shard.names[shard.region_codes[row]]
@@ -113,7 +124,8 @@ def brute_force(shard, needles, max_distance, margin, min_quality, use_regions,
             role = rg.stored_role(name)
             if role not in rg.search_roles(region, variant) or dist[i, k] > radius:
                 continue
-            if role in prefilter and low[i, k] > prefilter[role]:
+            if role in prefilter and (low[i, k] > prefilter[role][0]
+                                      or key[i, k] > prefilter[role][1]):
                 continue
             penalty = max(rg.region_penalty(name), rg.region_penalty(region)) if use_regions else 0
             item = int(shard.item_ids[row])
@@ -163,6 +175,7 @@ def test_a_prefilter_threshold_covering_every_code_is_the_exhaustive_search(
     with the same exact distances."""
     shard, needles = shard_needles
     monkeypatch_module.setattr(hm_index, "PREFILTER_THRESHOLD", {"crop": 64, "region": 64})
+    monkeypatch_module.setattr(hm_index, "PREFILTER_KEY_RADIUS", {"crop": 16, "region": 16})
     try:
         got = search_shard(shard, "pdq", needles, max_distance, None, None, True)
     finally:
@@ -210,16 +223,23 @@ def test_an_item_whose_crop_window_is_the_only_close_row_matches(monkeypatch):
 
 def test_crop_window_match_needs_its_low_frequency_bits_close_too(monkeypatch):
     """A crop window 60 bits from the query is found with that exact distance when 12 of the
-    60 are low-frequency bits (<= PREFILTER_THRESHOLD); one equally far whose coarse
-    structure differs (30 low-frequency bits) is not: the prefilter's approximation. The
-    exhaustive search (a threshold of 64) finds both."""
+    60 are low-frequency bits (<= PREFILTER_THRESHOLD), 3 of them in the 4x4 key (<=
+    PREFILTER_KEY_RADIUS); one equally far whose coarse structure differs (30 low-frequency
+    bits) is not, nor one with only 10 low-frequency bits but 6 of them in the key (its
+    bucket is not read): the prefilter's approximations. The exhaustive search (thresholds
+    covering every bit) finds all three."""
     rng = np.random.default_rng(2)
     query = rng.integers(0, 256, 32, dtype=np.uint8)
-    near_low = _near_split(query, rng, 12, 48)
+    near_low = _near_split(query, rng, 9, 48, key_bits=3)
     far_low = _near_split(query, rng, 30, 30)
-    assert _low_distances(np.stack([near_low, far_low]), query[None])[:, 0].tolist() == [12, 30]
+    far_key = _near_split(query, rng, 4, 50, key_bits=6)
+    stored = np.stack([near_low, far_low, far_key])
+    assert _low_distances(stored, query[None])[:, 0].tolist() == [12, 30, 10]
+    assert _low_distances(stored, query[None], side=4)[:, 0].tolist() == [3, 0, 6]
+    assert hm_index.PREFILTER_THRESHOLD["crop"] == 15
+    assert hm_index.PREFILTER_KEY_RADIUS["crop"] == 4
     needles = [(Fingerprint("pdq", query, 100), "full", "original")]
-    for code, expected in ((near_low, [7]), (far_low, [])):
+    for code, expected in ((near_low, [7]), (far_low, []), (far_key, [])):
         shard = _one_item_shard([("full", _near(query, rng, 125)), ("crop:t12", code)])
         found = search_shard(shard, "pdq", needles, None, None, None, True)
         assert list(found) == expected
@@ -229,6 +249,7 @@ def test_crop_window_match_needs_its_low_frequency_bits_close_too(monkeypatch):
         found = search_shard(shard, "pdq", needles, 88, None, 0, False)
         assert list(found) == [7] and found[7][2] == 60
         monkeypatch.setattr(hm_index, "PREFILTER_THRESHOLD", {"crop": 64})
+        monkeypatch.setattr(hm_index, "PREFILTER_KEY_RADIUS", {"crop": 16})
         found = search_shard(shard, "pdq", needles, None, None, None, True)
         assert list(found) == [7] and found[7][5] == "crop:t12" and found[7][2] == 60
         monkeypatch.undo()
@@ -259,8 +280,7 @@ def test_crop_window_codes_follow_adds_and_removes():
                  np.full(2, 100))
     found = search_shard(shard, "pdq", needles, None, None, None, True)
     assert list(found) == [7] and found[7][2] == 24 and found[7][5] == "crop:l6"
-    low, part = shard.codes.low["crop"], shard.codes.parts["crop"]
-    assert len(low) == len(part) == 41
+    assert len(shard.codes.parts["crop"]) == 41
 
 
 @settings(max_examples=100, deadline=None)

@@ -347,3 +347,13 @@ def low_frequency_codes(codes: np.ndarray) -> np.ndarray:
     (benchmarks/RESULTS.md, "Query cost at 1M, session 4")."""
     codes = np.asarray(codes, np.uint8).reshape(-1, HASH_BYTES)
     return np.ascontiguousarray(codes[:, LOW_FREQUENCY_BYTES])
+
+
+def low_frequency_keys(codes: np.ndarray) -> np.ndarray:
+    """(n,) uint16: the signs of the 4x4 lowest-frequency DCT coefficients (bits 16 i + j,
+    i, j < 4: the low nibbles of bytes 31, 29, 27 and 25), bit 4 i + j of the key. The
+    coarsest part of the low-frequency code: its bucket key (index.PREFILTER_KEY_RADIUS)."""
+    codes = np.asarray(codes, np.uint8).reshape(-1, HASH_BYTES)
+    nibbles = (codes[:, [31, 29, 27, 25]] & 0x0F).astype(np.uint16)
+    return nibbles[:, 0] | nibbles[:, 1] << 4 | nibbles[:, 2] << 8 | nibbles[:, 3] << 12
+
