@@ -123,8 +123,9 @@ def build_shard(item_ids, region_names, codes):
 
 def passing_rows(codes, needles, threshold, key_radius) -> int:
     """Rows some needle's prefilter lets through (low-frequency and key distances)."""
-    low, keys = low_frequency_codes(codes).view("<u8")[:, 0], low_frequency_keys(codes)
-    n_low, n_keys = low_frequency_codes(needles).view("<u8")[:, 0], low_frequency_keys(needles)
+    low, n_low = low_frequency_codes(codes), low_frequency_codes(needles)
+    keys, n_keys = low_frequency_keys(low), low_frequency_keys(n_low)
+    low, n_low = low.view("<u8")[:, 0], n_low.view("<u8")[:, 0]
     ok = np.zeros(len(codes), bool)
     for j in range(len(needles)):
         ok |= ((np.bitwise_count(low ^ n_low[j]) <= threshold)
@@ -136,7 +137,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--configs", default="exact;crop=15/16,region=15;crop=15/4,region=15",
+    parser.add_argument("--configs", default="exact;crop=15/16,region=15/16;crop=15/4,region=15/4",
                         help="';'-separated configurations, each role=threshold[/key radius],"
                              "... or exact")
     parser.add_argument("--query", default=str(SAMPLE_QUERY))

@@ -166,8 +166,8 @@ class BucketPrefilter:
     buckets within a few key bits of each needle instead of every row.
 
     ``coarse_of``: (n, nbytes) uint8 codes -> (n, 8) uint8 coarse codes; ``keys_of``:
-    (n, nbytes) codes -> (n,) integer keys below ``2 ** key_bits`` (key_bits <= 16). For PDQ:
-    ``hashers.pdq.low_frequency_codes`` and ``low_frequency_keys``."""
+    (n, 8) coarse codes -> (n,) integer keys below ``2 ** key_bits`` (key_bits <= 16). For
+    PDQ: ``hashers.pdq.low_frequency_codes`` and ``low_frequency_keys``."""
 
     def __init__(self, coarse_of, keys_of, key_bits: int):
         if not 1 <= key_bits <= 16:
@@ -177,13 +177,14 @@ class BucketPrefilter:
     def buckets(self, codes: np.ndarray):
         """(offsets (2**key_bits + 1,), rows sorted by key, their coarse codes) of a
         segment's codes."""
-        keys = np.asarray(self.keys_of(codes)).astype(np.uint16)
+        coarse = self.coarse_of(codes)
+        keys = np.asarray(self.keys_of(coarse)).astype(np.uint16)
         rows = np.argsort(keys, kind="stable")  # a radix sort for 16-bit keys
         counts = np.bincount(keys, minlength=1 << self.key_bits)
         offsets = np.zeros(len(counts) + 1, np.int64)
         np.cumsum(counts, out=offsets[1:])
         rows = rows.astype(np.int32 if len(rows) < 2**31 else np.int64)
-        return offsets, rows, np.ascontiguousarray(self.coarse_of(codes[rows]))
+        return offsets, rows, np.take(coarse, rows, axis=0)
 
     def key_masks(self, key_radius: int) -> np.ndarray:
         return _key_masks(self.key_bits, key_radius)
@@ -456,28 +457,32 @@ class CodeIndex:
         m = len(needles)
         radius = int(radius)
         coarse_needles = np.ascontiguousarray(pf.coarse_of(needles))
-        needle_keys = np.asarray(pf.keys_of(needles), np.int64)
+        needle_keys = np.asarray(pf.keys_of(coarse_needles), np.int64)
         parts = []
         if not (m and radius >= 0 and coarse_radius >= 0 and key_radius >= 0):
             return _ascending_hits(parts, m)
-        masks = pf.key_masks(min(key_radius, pf.key_bits))
+        # Every bucket within reach (key_radius >= key_bits): one scan of the coarse codes.
+        every_bucket = key_radius >= pf.key_bits
+        masks = None if every_bucket else pf.key_masks(key_radius)
         for seg in self._segments:
             if len(seg) == seg.n_dead:
                 continue
             offsets, bucket_rows, coarse = seg.buckets
-            at, which = _hamming.bucket_range_search(coarse_needles, needle_keys, masks,
-                                                     offsets, coarse, coarse_radius)
+            if every_bucket:
+                at, which = _coarse_pairs(coarse, coarse_needles, coarse_radius)
+            else:
+                at, which = _hamming.bucket_range_search(coarse_needles, needle_keys, masks,
+                                                         offsets, coarse, coarse_radius)
             parts.append(_exact_pairs(bucket_rows[at], which, seg.codes, seg.ids, seg.live,
                                       needles, radius))
         if self._buf_n:
             n = self._buf_n
-            rows, coarse_d = _hamming.range_search_hits(
-                coarse_needles, np.full(m, coarse_radius, np.int64),
-                np.ascontiguousarray(pf.coarse_of(self._buf_codes[:n])), threads=1)
-            key_d = np.bitwise_count(np.asarray(pf.keys_of(self._buf_codes[rows]), np.int64)
-                                     [:, None] ^ needle_keys[None, :])
-            at, which = np.nonzero((coarse_d <= coarse_radius) & (key_d <= key_radius))
-            parts.append(_exact_pairs(rows[at], which, self._buf_codes, self._buf_ids,
+            coarse = np.ascontiguousarray(pf.coarse_of(self._buf_codes[:n]))
+            rows, which = _coarse_pairs(coarse, coarse_needles, coarse_radius)
+            key_d = np.bitwise_count(np.asarray(pf.keys_of(coarse[rows]), np.int64)
+                                     ^ needle_keys[which])
+            rows, which = rows[key_d <= key_radius], which[key_d <= key_radius]
+            parts.append(_exact_pairs(rows, which, self._buf_codes, self._buf_ids,
                                       self._buf_live, needles, radius))
         return _ascending_hits(parts, m)
 
@@ -581,6 +586,16 @@ class CodeIndex:
     def paths(self, radius: int = 31, needles: int = 1) -> list[str]:
         """Which method each segment would use for such a call (diagnostics, benchmarks)."""
         return ["mih" if self._use_mih(s, radius, needles) else "scan" for s in self._segments]
+
+
+def _coarse_pairs(coarse, coarse_needles, coarse_radius):
+    """(rows, needles) of the pairs within ``coarse_radius``: one scan of the coarse codes,
+    by row then needle."""
+    m = len(coarse_needles)
+    rows, distances = _hamming.range_search_hits(
+        coarse_needles, np.full(m, coarse_radius, np.int64), coarse, threads=1)
+    at, which = np.nonzero(distances <= coarse_radius)
+    return rows[at], which
 
 
 def _exact_pairs(rows, which, codes, ids, live, needles, radius):

@@ -296,6 +296,19 @@ def test_low_frequency_codes_are_the_8x8_lowest_dct_signs(seed, n):
                                   signs[:, :8, :8].reshape(n, 64))
 
 
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 20))
+def test_low_frequency_keys_are_the_4x4_lowest_dct_signs(seed, n):
+    # The bucket key of the prefilter: bit 4 i + j is coefficient (i, j)'s sign, i, j < 4.
+    from hashmatch.hashers.pdq import low_frequency_codes, low_frequency_keys
+
+    codes = np.random.default_rng(seed).integers(0, 256, (n, 32), dtype=np.uint8)
+    signs = np.unpackbits(codes, axis=1)[:, ::-1].reshape(n, 16, 16)[:, :4, :4].reshape(n, 16)
+    keys = low_frequency_keys(low_frequency_codes(codes))
+    assert keys.dtype == np.uint16
+    np.testing.assert_array_equal(keys, (signs.astype(np.int64) << np.arange(16)).sum(axis=1))
+
+
 def test_drafted_jpeg_is_blurred_at_the_full_resolution_scale():
     # A JPEG decoded at 1/4 size must hash like the full-size image: the fast path folds the
     # full-resolution blur onto the drafted pixels (windows sized from the true image).

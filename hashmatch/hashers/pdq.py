@@ -349,11 +349,14 @@ def low_frequency_codes(codes: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(codes[:, LOW_FREQUENCY_BYTES])
 
 
-def low_frequency_keys(codes: np.ndarray) -> np.ndarray:
-    """(n,) uint16: the signs of the 4x4 lowest-frequency DCT coefficients (bits 16 i + j,
-    i, j < 4: the low nibbles of bytes 31, 29, 27 and 25), bit 4 i + j of the key. The
-    coarsest part of the low-frequency code: its bucket key (index.PREFILTER_KEY_RADIUS)."""
-    codes = np.asarray(codes, np.uint8).reshape(-1, HASH_BYTES)
-    nibbles = (codes[:, [31, 29, 27, 25]] & 0x0F).astype(np.uint16)
-    return nibbles[:, 0] | nibbles[:, 1] << 4 | nibbles[:, 2] << 8 | nibbles[:, 3] << 12
-
+def low_frequency_keys(low_codes: np.ndarray) -> np.ndarray:
+    """(n,) uint16 from (n, 8) ``low_frequency_codes``: the signs of the 4x4 lowest-frequency
+    DCT coefficients (bits 16 i + j of the PDQ code, i, j < 4: the low nibbles of the low
+    code's bytes 0-3, i.e. of the PDQ code's bytes 31, 29, 27 and 25), bit 4 i + j of the
+    key. The coarsest part of the low-frequency code: its bucket key
+    (index.PREFILTER_KEY_RADIUS)."""
+    low_codes = np.ascontiguousarray(low_codes, np.uint8).reshape(-1, 8)
+    words = low_codes.view("<u4")[:, 0]
+    keys = (words & 0xF) | ((words >> 4) & 0xF0) | ((words >> 8) & 0xF00) \
+        | ((words >> 12) & 0xF000)
+    return keys.astype(np.uint16)
