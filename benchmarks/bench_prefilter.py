@@ -137,7 +137,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--configs", default="exact;crop=15/16,region=15/16;crop=15/4,region=15/4",
+    parser.add_argument("--configs",
+                        default="exact;crop=15/16,region=15/16;crop=15/4,region=15/4",
                         help="';'-separated configurations, each role=threshold[/key radius],"
                              "... or exact")
     parser.add_argument("--query", default=str(SAMPLE_QUERY))
