@@ -903,13 +903,21 @@ class Aligner:
 
     def fingerprint(self, region: str, box: Box, variant: str = "original") -> "Fingerprint":
         """PDQ of ``box`` of the grey copy ``region`` is on, as is or mirrored (``variant``
-        "flipy")."""
+        "flipy"). Remembered: the descents towards a query's several closest stored rows
+        start from the same box and try the same first moves."""
         from .hashers.pdq import MIRROR
 
-        grey = self.greys[self.boxes[region][0]]
-        if variant == "flipy":
-            return _hash_box(grey, box, dihedral=True)[MIRROR]
-        return _hash_box(grey, box)
+        source = self.boxes[region][0]
+        hashed = self.__dict__.setdefault("_hashed", {})
+        key = (source, box, variant)
+        if key not in hashed:
+            grey = self.greys[source]
+            hashed[key] = _hash_box(grey, box, dihedral=True)[MIRROR] \
+                if variant == "flipy" else _hash_box(grey, box)
+        return hashed[key]
+
+    def __getstate__(self):  # the remembered hashes stay in the process that made them
+        return {name: value for name, value in self.__dict__.items() if name != "_hashed"}
 
 
 # --------------------------------------------------------------------------------------------

@@ -262,7 +262,7 @@ def test_box_sides_snap_to_the_border_on_the_full_resolution_pixels():
 def test_alignment_moves_a_query_box_onto_the_stored_window():
     """A copy cut 5 % on the left lies between the stored frame and its 12 % window; moved
     side by side towards the window's code, the query's frame lands on it."""
-    from hashmatch.hashers.pdq import pdq_hash_image
+    from hashmatch.hashers.pdq import MIRROR, pdq_hash_image
 
     picture = photo_like(7, size=(800, 600))
     window = picture.crop((96, 0, 800, 600))  # the stored "crop:l12"
@@ -276,6 +276,18 @@ def test_alignment_moves_a_query_box_onto_the_stored_window():
     scale = query.width / aligner.greys[aligner.boxes["full"][0]].shape[1]
     assert abs(box[0] * scale - 56) <= 0.02 * query.width  # the 56 px the window lacks
     assert aligner.align("full", "flipy", target)[0] > 60  # the mirror image is no match
+    # Remembered box hashes are the boxes' own, as is and mirrored, and stay in this process
+    # (a copy made through __getstate__, as for the worker processes of query_many, has none).
+    import copy
+
+    grey = aligner.greys[aligner.boxes["full"][0]]
+    for variant in ("original", "flipy"):
+        assert aligner.fingerprint("full", box, variant) == (
+            regions._hash_box(grey, box, dihedral=True)[MIRROR] if variant == "flipy"
+            else regions._hash_box(grey, box))
+    handed_over = copy.deepcopy(aligner)
+    assert "_hashed" in vars(aligner) and "_hashed" not in vars(handed_over)
+    assert handed_over.align("full", "original", target) == (aligned, box)
 
 
 def test_turned_back_regions_are_aligned_on_their_own_grey_copy():
