@@ -586,10 +586,12 @@ class Index:
 
         PDQ (the default): the query's full frame in its 8 rotations/flips and its regions
         (content without borders, the picture inside a screenshot/post/meme, as is and
-        mirrored) are searched; an item matches if its best pair is within ``max_distance``
-        (default 64 of 256 with regions, 31 without) and either within 31 bits or at least
-        ``margin`` bits (default 10) closer than any other stored picture. ``margin=0``: every
-        item within ``max_distance``. ``min_quality``: ignore PDQ fingerprints of lower
+        mirrored) are searched; an item matches if its best pair (distance plus a penalty
+        for embedded regions) is within ``max_distance`` (default 76 of 256 with regions,
+        regions.PDQ_MAX_DISTANCE; 31 without) and either within 16 bits
+        (regions.PDQ_CERTAIN) or at least ``margin`` bits (default 12, regions.PDQ_MARGIN)
+        closer than any other stored picture. ``margin=0``: every item within
+        ``max_distance``. ``min_quality``: ignore PDQ fingerprints of lower
         quality (default 50 with regions: flat and near-empty regions match nothing).
         ``regions=False``: whole images only (plain PDQ; default: the index's ``regions``).
         Other algorithms: every item within ``max_distance``.
