@@ -232,10 +232,7 @@ def hashmatch_index_scores(db: list[str], queries: list[Query], workers: int,
                   file=sys.stderr)
         item_of = {o.item_id: i for i, o in enumerate(report.outcomes) if o.item_id is not None}
         rows = index.stats()["in_memory"]["pdq/256"]["fingerprints"]
-        shard = index._shards[("pdq", 256)]
-        live = np.nonzero(shard.live[:shard.n])[0]
-        roles = shard.roles_of(live)
-        role_share = {role: float((roles == role).sum()) / len(db) for role in ("region", "crop")}
+        role_share = role_mix(index, len(db))
         matrices = []
         for options in [{}, {"max_distance": None}] + list(variants):
             options = {"max_distance": max_distance, **options}
@@ -659,6 +656,13 @@ def latency_of_queries(role_share: dict, queries, quick: bool) -> dict:
     return latency
 
 
+def role_mix(index, items: int) -> dict:
+    """Stored region and crop-window rows per item of an Index's PDQ codes."""
+    shard = index._shards[("pdq", 256)]
+    roles = shard.roles_of(np.nonzero(shard.live[:shard.n])[0])
+    return {role: float((roles == role).sum()) / items for role in ("region", "crop")}
+
+
 def print_latency(db, queries, args) -> None:
     """--latency-only: the role mix of an Index of the database, then the latency figures."""
     import tempfile
@@ -666,9 +670,7 @@ def print_latency(db, queries, args) -> None:
     with tempfile.TemporaryDirectory() as tmp, \
             Index.open(os.path.join(tmp, "bench.hmdb"), create=True) as index:
         index.add_files(db, workers=args.workers)
-        shard = index._shards[("pdq", 256)]
-        roles = shard.roles_of(np.nonzero(shard.live[:shard.n])[0])
-    role_share = {role: float((roles == role).sum()) / len(db) for role in ("region", "crop")}
+        role_share = role_mix(index, len(db))
     print(f"role mix per item: {role_share}", flush=True)
     latency_of_queries(role_share, queries, args.quick)
 

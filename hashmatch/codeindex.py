@@ -494,7 +494,8 @@ class CodeIndex:
         if len(radii) != len(needles):
             raise ValueError(f"{len(needles)} needles but {len(radii)} radii")
         if self._approx is not None:
-            raise ValueError("range_search_hits needs the exact index (no approximate backend)")
+            raise ValueError("a search that returns every needle's distance needs the exact "
+                             "index (no approximate backend)")
         return needles, radii
 
     def _hits_segment(self, seg: _Segment, needles, radii, threads):

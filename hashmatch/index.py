@@ -135,10 +135,10 @@ class AddReport:
 # 64 signs of the 8x8 lowest-frequency DCT coefficients (hashers.pdq.low_frequency_codes) of
 # the stored rows against the needles' own, then the exact 256-bit distances of the rows that
 # pass. Each sealed segment keeps those 64-bit codes sorted into 65,536 buckets by the 16
-# signs of the 4x4 lowest coefficients (hashers.pdq.low_frequency_keys), and a crop pass reads
-# only the buckets within PREFILTER_KEY_RADIUS bits of a needle's key (~4 % of the rows of
-# random codes at radius 4): crop windows are most of the stored rows, and scanning every
-# one of their 64-bit codes was most of a query's time. A pair counts only when its
+# signs of the 4x4 lowest coefficients (hashers.pdq.low_frequency_keys), and a crop or region
+# pass reads only the buckets within PREFILTER_KEY_RADIUS bits of a needle's key (~4 % of the
+# rows of random codes at radius 4): crop windows are most of the stored rows, and scanning
+# every one of their 64-bit codes was most of a query's time. A pair counts only when its
 # low-frequency distance is <= PREFILTER_THRESHOLD and its key distance <= the key radius:
 # approximations, measured on the benchmark (RESULTS.md, "Query cost at 1M, session 4" and
 # "session 5"): of the crop queries whose true window is within 88 bits, 0.994 also have it
