@@ -76,9 +76,24 @@ class Match:
     # What max_distance is compared with: distance plus the penalty for pairs that involve a
     # loosely cut region (hashmatch.regions.REGION_PENALTY); equal to distance otherwise.
     score: int | None = None
+    # How strong the match is, decided by the verification stage (hashmatch.verify):
+    # kind "copy" = the same picture (perhaps edited); "template" = a picture made from the
+    # same template with other content (a lead, never a copy; only listed when asked for).
+    kind: str = "copy"
+    # True: the stored picture's own pixels confirmed it; False: the pixels disagree (only
+    # template leads carry False); None: not verified (an item from a hash list, no pixels:
+    # the plain-PDQ rule decided it).
+    verified: bool | None = None
+    # Plain words for an investigator, e.g. "same picture", "same picture, edited",
+    # "same template, different content", "hash-list match (not verified)".
+    verdict: str = ""
+    # The numbers behind the verdict (e.g. share of the picture that agrees, matched tiles).
+    evidence: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        out["evidence"] = dict(self.evidence)
+        return out
 
 
 @dataclass
