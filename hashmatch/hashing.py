@@ -31,6 +31,9 @@ class FileFingerprints:
     # (region name, PDQ fingerprint) of the image's regions besides the full frame (content
     # without borders, embedded picture: hashmatch.regions), when asked for.
     regions: list[tuple[str, Fingerprint]] = field(default_factory=list)
+    # What the verification stage compares candidates with (hashmatch.verify.encode), made
+    # with the regions.
+    verification: bytes | None = None
 
     @property
     def ok(self) -> bool:
@@ -80,8 +83,14 @@ def fingerprint_file(path, algorithms: Sequence[str] = (DEFAULT_ALGORITHM,), exa
         if regions and "pdq" in algorithms:
             from .regions import storage_fingerprints
 
+            from . import verify
+            from .regions import find_boxes
+
             full = result.fingerprints[list(algorithms).index("pdq")]
-            result.regions = storage_fingerprints(decoded.image, full=full)[1:]
+            boxes = find_boxes(decoded.image, framed=False)
+            result.regions = storage_fingerprints(decoded.image, full=full, boxes=boxes)[1:]
+            result.verification = verify.encode(decoded.image, boxes["content"],
+                                                boxes["embedded"])
     except ImageError as exc:
         result.error = exc.reason + (f" ({exc.detail})" if exc.detail else "")
     except Exception as exc:  # noqa: BLE001 - one bad file must never stop a batch

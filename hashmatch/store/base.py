@@ -64,6 +64,9 @@ class ItemRecord:
     source: str | None = None
     meta: dict = field(default_factory=dict)
     fingerprints: Sequence[FingerprintRecord | tuple] = ()
+    # What the verification stage compares a candidate with (hashmatch.verify.encode: a
+    # small grey thumbnail and region boxes, <= 4 KB); None for hash-list entries.
+    verification: bytes | None = None
 
 
 class AddOutcome(NamedTuple):
@@ -178,6 +181,11 @@ class Store(abc.ABC):
         """Context manager: every read inside sees the same consistent state of the store."""
 
     @abc.abstractmethod
+    def get_verification(self, item_ids: Iterable[int]) -> dict[int, bytes]:
+        """Stored verification data of the given items (those that have any): fetched for a
+        query's candidates only, never held in memory with the codes."""
+
+    @abc.abstractmethod
     def get_items(self, item_ids: Iterable[int]) -> dict[int, Item]:
         """Items by id, removed ones included (``item.removed``); unknown ids are absent."""
 
@@ -267,6 +275,11 @@ def prepare_record(record: ItemRecord) -> tuple[ItemRecord, str, str]:
         raise StoreError(f"{where}: meta is not JSON-serialisable ({e})") from None
     labels = list(record.labels)
     fingerprints = [_prepare_fingerprint(where, fp) for fp in record.fingerprints]
+    verification = record.verification
+    if verification is not None:
+        if not isinstance(verification, (bytes, bytearray)) or not 0 < len(verification) <= 16384:
+            raise StoreError(f"{where}: verification data must be 1-16384 bytes or None")
+        verification = bytes(verification)
     normalised = ItemRecord(
         path=record.path,
         sha256=sha256,
@@ -275,6 +288,7 @@ def prepare_record(record: ItemRecord) -> tuple[ItemRecord, str, str]:
         source=record.source,
         meta=record.meta,
         fingerprints=fingerprints,
+        verification=verification,
     )
     return normalised, json.dumps(labels, ensure_ascii=False), meta_json
 

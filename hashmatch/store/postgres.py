@@ -48,7 +48,7 @@ from .base import (AddOutcome, AuditEntry, Change, Codes, Item, Store, StoreErro
 from .sqlite import _actor, _codes_from_rows
 
 SCHEMA = "hashmatch"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the verification table
 _SCHEMA_LOCK_KEY = 0x484D5343  # pg_advisory_xact_lock key for creating/migrating the schema
 _WRITE_ATTEMPTS = 5  # deadlock / serialization-failure retries of one write transaction
 
@@ -110,6 +110,12 @@ MIGRATIONS: dict[int, list[str]] = {
             " FOR EACH STATEMENT EXECUTE FUNCTION hashmatch.refuse_edit()"
             for table in ("audit", "changes")
         ),
+    ],
+    2: [
+        """CREATE TABLE hashmatch.verification (
+            item_id bigint PRIMARY KEY REFERENCES hashmatch.items (id),
+            data bytea NOT NULL CHECK (length(data) <= 16384)
+        )""",
     ],
 }
 assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
@@ -405,13 +411,15 @@ class PostgresStore(Store):
         live = dict(db.execute(
             "SELECT sha256, id FROM hashmatch.items WHERE sha256 = ANY(%s::text[])"
             " AND removed_at IS NULL", (conflicting,)).fetchall()) if conflicting else {}
-        new_ids, fingerprints = [], []
+        new_ids, fingerprints, verification = [], [], []
         for item_id, k in zip(ids, fresh):
             record = prepared[k][0]
             if item_id in inserted:
                 outcomes[k] = AddOutcome("added", item_id)
                 new_ids.append(item_id)
                 fingerprints += [(item_id, *fp) for fp in record.fingerprints]
+                if record.verification is not None:
+                    verification.append((item_id, record.verification))
             elif record.sha256 in live:
                 outcomes[k] = AddOutcome("duplicate", live[record.sha256])
             else:  # the conflicting item was removed meanwhile by another writer: start over
@@ -427,6 +435,11 @@ class PostgresStore(Store):
                 " %s::text[], %s::bytea[], %s::int[]) WITH ORDINALITY"
                 " AS t(item_id, algorithm, nbits, region, variant, code, quality, n) ORDER BY t.n",
                 tuple(map(list, zip(*fingerprints))))
+        if verification:
+            db.execute(
+                "INSERT INTO hashmatch.verification (item_id, data)"
+                " SELECT t.item_id, t.data FROM unnest(%s::bigint[], %s::bytea[])"
+                " AS t(item_id, data)", tuple(map(list, zip(*verification))))
         self._append_changes(db, new_ids, "add", now)
         added = len(new_ids)
         summary = {"added": added, "duplicates": len(outcomes) - added, **(detail or {})}
@@ -469,6 +482,16 @@ class PostgresStore(Store):
         self._write(lambda db: _append_audit(db, None, action, detail or {}))
 
     # -- reads --------------------------------------------------------------------------
+    def get_verification(self, item_ids) -> dict[int, bytes]:
+        wanted = _ids(item_ids)
+        if not wanted:
+            return {}
+        with self._read(single=True) as db:
+            rows = db.execute(
+                "SELECT item_id, data FROM hashmatch.verification"
+                " WHERE item_id = ANY(%s::bigint[])", (wanted,)).fetchall()
+        return {int(item_id): bytes(data) for item_id, data in rows}
+
     def get_items(self, item_ids) -> dict[int, Item]:
         wanted = _ids(item_ids)
         if not wanted:
@@ -678,9 +701,14 @@ def _migrate(conn, path: str) -> None:
             else:
                 conn.execute("UPDATE hashmatch.meta SET value = %s WHERE key = 'schema_version'",
                              (str(target),))
-            action = "create" if target == 1 else "migrate"
+        # One audit row: "create" for a new store (at the current version), "migrate" for an
+        # upgrade of an older one.
+        if version < SCHEMA_VERSION:
+            action = "create" if version == 0 else "migrate"
+            detail = {"schema_version": SCHEMA_VERSION} if version == 0 else \
+                {"from": version, "to": SCHEMA_VERSION}
             with conn.cursor() as cur:
-                _append_audit(cur, None, action, {"schema_version": target})
+                _append_audit(cur, None, action, detail)
         conn.execute("COMMIT")
     except BaseException:
         if not conn.broken and conn.info.transaction_status != 0:

@@ -41,7 +41,7 @@ from .base import (
     stats_summary,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the verification table
 APPLICATION_ID = 0x484D4442  # 'HMDB' in the SQLite header, so `file` can tell what this is
 
 _SCHEMA = [
@@ -70,6 +70,10 @@ _SCHEMA = [
     )""",
     "CREATE INDEX fingerprints_algorithm ON fingerprints (algorithm, nbits)",
     "CREATE INDEX fingerprints_item ON fingerprints (item_id)",
+    """CREATE TABLE verification (
+        item_id INTEGER PRIMARY KEY REFERENCES items (id),
+        data BLOB NOT NULL CHECK (length(data) <= 16384)
+    )""",
     """CREATE TABLE changes (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         item_id INTEGER NOT NULL REFERENCES items (id),
@@ -248,6 +252,9 @@ class SQLiteStore(Store):
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [(item_id, *fp) for fp in record.fingerprints],
                 )
+                if record.verification is not None:
+                    db.execute("INSERT INTO verification (item_id, data) VALUES (?, ?)",
+                               (item_id, record.verification))
                 db.execute(
                     "INSERT INTO changes (item_id, op, at) VALUES (?, 'add', ?)", (item_id, now)
                 )
@@ -285,6 +292,15 @@ class SQLiteStore(Store):
             _append_audit(db, _utc_now(), action, detail or {})
 
     # -- reads --------------------------------------------------------------------------
+    def get_verification(self, item_ids) -> dict[int, bytes]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT item_id, data FROM verification"
+                " WHERE item_id IN (SELECT value FROM json_each(?))",
+                (_id_list(item_ids),),
+            ).fetchall()
+        return {int(item_id): data for item_id, data in rows if isinstance(data, bytes)}
+
     def get_items(self, item_ids) -> dict[int, Item]:
         with self._read() as db:
             rows = db.execute(
@@ -472,9 +488,37 @@ def _prepare_database(conn: sqlite3.Connection, path: str, create: bool) -> str:
             f"{path}: schema version {version} is newer than this hashmatch supports "
             f"({SCHEMA_VERSION}); upgrade hashmatch to open it"
         )
-    if version < SCHEMA_VERSION:  # no older versions exist yet; migrations go here
+    if version < 1:
         raise StoreError(f"{path}: schema version {version} is unknown")
+    if version < SCHEMA_VERSION:
+        _migrate(conn, path, version)
     return meta["store_uuid"]
+
+
+_VERIFICATION_TABLE = next(s for s in _SCHEMA if s.startswith("CREATE TABLE verification"))
+
+
+def _migrate(conn: sqlite3.Connection, path: str, version: int) -> None:
+    """Version 1 -> 2: the verification table (empty: items indexed before it keep the
+    plain-PDQ rule until they are indexed again)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current = int(dict(conn.execute("SELECT key, value FROM meta"))["schema_version"])
+        if current == 1:
+            conn.execute(_VERIFICATION_TABLE)
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                         (str(SCHEMA_VERSION),))
+            _append_audit(conn, _utc_now(), "migrate", {"from": 1, "to": SCHEMA_VERSION})
+        conn.execute("COMMIT")
+    except sqlite3.OperationalError as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise StoreError(f"{path}: schema version {version} needs an upgrade to "
+                         f"{SCHEMA_VERSION}, which failed ({exc}); open it once writable") from None
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 # Triggers and views run SQL on our reads and writes: a database file from outside may carry
