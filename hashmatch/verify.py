@@ -229,13 +229,16 @@ TILE_AGREE_NCC = 0.55
 # closest stored items: benchmarks/bench_precision.py, RESULTS.md "Precision"):
 # - the query has the stored picture's fine detail: at least SAME_KEYPOINTS of its keypoints
 #   (an unrelated photo or receipt: <= 0.25; a copy: 0.9 typically);
-# - and its pixels agree: SAME_AGREE of the compared tiles; or, when something covers part
+# - and its pixels agree: SAME_AGREE of the compared tiles, and SAME_AGREE_KEYPOINTS of its
+#   keypoints; or, when something covers part
 #   of it (a caption, a sticker, a banner), OCCLUDED_AGREE of them with everything but the
 #   largest disagreeing area agreeing (OCCLUDED_REST) and its keypoints there too
 #   (OCCLUDED_KEYPOINTS). A card of the same design with another photo and name agrees
 #   around the photo too, but not in its names and numbers: its keypoints there fail.
 SAME_KEYPOINTS = 0.30
 SAME_AGREE = 0.90
+SAME_AGREE_KEYPOINTS = 0.60  # ... with this share of its keypoints (an ID card of the same
+                             # design with another photo and name: 0.4-0.72)
 OCCLUDED_AGREE = 0.60
 OCCLUDED_REST = 0.90
 OCCLUDED_KEYPOINTS = 0.85
@@ -503,24 +506,27 @@ def _keypoint_agreement(turned: np.ndarray, factor: int, reg: "_Registration", p
     if not visible.any():
         return 0.0, 0.0, 0
     # The query at the stored keypoints' scale, resampled as the stored picture was (the
-    # descriptors are sensitive to the resampling); cut to where the stored picture lies
-    # only when the whole would be large (a phone screenshot around a small picture).
+    # descriptors are sensitive to the resampling: the whole query is resized, then cut),
+    # then cut to where the stored picture lies, so that the query's keypoints are spent
+    # there and not on a caption bar or a page around it.
     per_keypoint_px = max(kx * w, ky * h) / KEYPOINT_SIDE  # query px per stored-keypoint px
     ratio = 1.0 / per_keypoint_px
-    x0, y0, x1, y1 = 0, 0, gw, gh
-    if gw * gh * ratio * ratio > 4 * KEYPOINT_SIDE * KEYPOINT_SIDE:
-        margin = 0.05 * KEYPOINT_SIDE * per_keypoint_px
-        x0, x1 = int(max(0, px[visible].min() - margin)), int(min(gw, px[visible].max() + margin))
-        y0, y1 = int(max(0, py[visible].min() - margin)), int(min(gh, py[visible].max() + margin))
-    size = (max(16, round((x1 - x0) * ratio)), max(16, round((y1 - y0) * ratio)))
-    if x1 - x0 < 16 or y1 - y0 < 16 or size[0] * size[1] > 6 * KEYPOINT_SIDE * KEYPOINT_SIDE:
+    whole = (max(16, round(gw * ratio)), max(16, round(gh * ratio)))
+    if whole[0] * whole[1] > 16 * KEYPOINT_SIDE * KEYPOINT_SIDE:
         return 0.0, 0.0, 0
-    crop = _reduce_to(Image.fromarray(np.ascontiguousarray(turned[y0:y1, x0:x1])), *size)
-    qxy, qdesc, _ = _orb(np.asarray(crop), QUERY_KEYPOINTS)
+    resized = np.asarray(_reduce_to(Image.fromarray(np.ascontiguousarray(turned)), *whole))
+    sx, sy = whole[0] / gw, whole[1] / gh
+    margin = 0.05 * KEYPOINT_SIDE
+    x0 = int(max(0, px[visible].min() * sx - margin))
+    x1 = int(min(whole[0], px[visible].max() * sx + margin))
+    y0 = int(max(0, py[visible].min() * sy - margin))
+    y1 = int(min(whole[1], py[visible].max() * sy + margin))
+    if x1 - x0 < 16 or y1 - y0 < 16:
+        return 0.0, 0.0, 0
+    qxy, qdesc, _ = _orb(resized[y0:y1, x0:x1], QUERY_KEYPOINTS)
     if len(qxy) == 0:
         return 0.0, 0.0, int(visible.sum())
-    sx, sy = size[0] / (x1 - x0), size[1] / (y1 - y0)
-    at = np.stack([(px - x0) * sx, (py - y0) * sy], axis=1)
+    at = np.stack([px * sx - x0, py * sy - y0], axis=1)
     reach = KEYPOINT_REACH * KEYPOINT_SIDE
     near = ((at[:, None, :] - qxy[None, :, :]) ** 2).sum(axis=2) <= reach * reach
     which, other = np.nonzero(near)
@@ -592,7 +598,7 @@ def verify_pair(query_grey: np.ndarray, query_box: Box, query_variant: str,
                 "keypoints_agree_outside_largest_difference": round(kp_outside, 3)}
     if kp_visible and kp_all < SAME_KEYPOINTS:
         return Verdict("different", evidence)
-    if cover >= MIN_COVER and (raw >= SAME_AGREE or (
+    if cover >= MIN_COVER and ((raw >= SAME_AGREE and kp_all >= SAME_AGREE_KEYPOINTS) or (
             raw >= OCCLUDED_AGREE and set_aside >= OCCLUDED_REST
             and kp_outside >= OCCLUDED_KEYPOINTS)):
         return Verdict("copy", evidence)
