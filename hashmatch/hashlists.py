@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Iterable, Iterator, TextIO
 
 from .fingerprint import ALGORITHMS, DEFAULT_BITS
+from .formats import csv_safe_row, csv_unguard_cell
 
 FORMATS = ("te", "csv", "jsonl")
 MAX_LINE_BYTES = 64 * 1024
@@ -234,7 +235,8 @@ def _parse_csv(lines, algorithm) -> Iterator[tuple[int, HashEntry | _BadLine]]:
         if len(row) > len(header):
             yield number, _BadLine(f"{len(row)} fields but the header has {len(header)}")
             continue
-        record = {name: cell for name, cell in zip(header, row) if cell != ""}
+        # Our CSV export quotes formula-like cells (formats.csv_safe_cell): undo exactly that.
+        record = {name: csv_unguard_cell(cell) for name, cell in zip(header, row) if cell != ""}
         try:
             yield number, _record_entry(number, record, algorithm, text_fields=True)
         except _BadLine as exc:
@@ -583,14 +585,16 @@ def _write_jsonl(rows, out: TextIO) -> int:
 
 
 def _write_csv(rows, out: TextIO) -> int:
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    # "\r\n" (RFC 4180): the csv module quotes a cell holding any line-terminator character,
+    # so only this terminator makes it quote a path or label with a bare CR in it.
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\r\n")
     writer.writeheader()
     count = 0
     for row in rows:
         cells = dict(row)
         cells["labels"] = _labels_cell(row["labels"])
         cells["meta"] = json.dumps(row["meta"], ensure_ascii=False) if row["meta"] else ""
-        writer.writerow({k: "" if v is None else v for k, v in cells.items()})
+        writer.writerow(csv_safe_row({k: "" if v is None else v for k, v in cells.items()}))
         count += 1
     return count
 
