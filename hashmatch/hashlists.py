@@ -22,12 +22,18 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Iterator, TextIO
 
+from .errors import HashFormatError
 from .fingerprint import ALGORITHMS, DEFAULT_BITS
 from .formats import csv_safe_row, csv_unguard_cell
 
 FORMATS = ("te", "csv", "jsonl")
 MAX_LINE_BYTES = 64 * 1024
 MAX_QUALITY = 100
+# JSON from outside (labels, meta, whole JSONL records) may nest this deep and hold integers
+# of 64 bits at most: deeper input raised RecursionError, larger integers OverflowError in
+# the store, and other tools reading our exports (jsonb, JavaScript) cannot hold them.
+MAX_JSON_DEPTH = 32
+MAX_JSON_INT = 2 ** 63 - 1
 CSV_COLUMNS = ["item", "algorithm", "hash", "quality", "region", "variant", "labels", "source",
                "path", "sha256", "size", "meta"]
 _HEX = re.compile(r"[0-9a-fA-F]+")
@@ -248,14 +254,15 @@ def _parse_jsonl(lines, algorithm) -> Iterator[tuple[int, HashEntry | _BadLine]]
         if line is None or not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except ValueError as exc:
-            yield number, _BadLine(f"not valid JSON ({exc.msg} at column {exc.colno})")
+            record = _loads(line)
+        except _BadLine as exc:
+            yield number, exc
             continue
         if not isinstance(record, dict):
             yield number, _BadLine("a JSON object is expected on each line")
             continue
         try:
+            _check_json(record, "", MAX_JSON_DEPTH + 1)  # the record itself is one level
             yield number, _record_entry(number, record, algorithm, text_fields=False)
         except _BadLine as exc:
             yield number, exc
@@ -340,16 +347,19 @@ def _check_labels(labels) -> list[str]:
         labels = [labels]
     if not isinstance(labels, (list, tuple)) or not all(isinstance(x, str) for x in labels):
         raise _BadLine("labels must be a list of strings")
-    return [x for x in labels if x]
+    return [_text(x, "label") for x in labels if x]
 
 
 def _labels_from_cell(cell) -> list[str]:
     cell = str(cell).strip()
     if cell.startswith("["):
         try:
-            return _check_labels(json.loads(cell))
-        except ValueError:
+            value = _loads(cell, "labels")
+        except _BadLine as exc:
+            if "nested" in str(exc):
+                raise
             raise _BadLine("labels: not a valid JSON list") from None
+        return _check_labels(value)
     return [part for part in cell.split(";") if part]
 
 
@@ -357,10 +367,11 @@ def _json_object_cell(cell) -> dict:
     if isinstance(cell, dict):
         return cell
     try:
-        value = json.loads(cell)
-    except ValueError:
+        return _loads(cell, "meta")
+    except _BadLine as exc:
+        if "nested" in str(exc):
+            raise
         raise _BadLine("meta must be a JSON object, e.g. {\"case\": \"A-17\"}") from None
-    return value
 
 
 def _check_meta(meta) -> dict:
@@ -368,11 +379,55 @@ def _check_meta(meta) -> dict:
         return {}
     if not isinstance(meta, dict):
         raise _BadLine("meta must be a JSON object")
-    try:
-        json.dumps(meta, allow_nan=False)
-    except ValueError:
-        raise _BadLine("meta contains NaN or infinity") from None
+    _check_json(meta, "meta", MAX_JSON_DEPTH)
     return meta
+
+
+def _loads(text: str, what: str = ""):
+    """json.loads with its failures as line problems (deep nesting, 5000-digit numbers)."""
+    prefix = f"{what}: " if what else ""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise _BadLine(f"{prefix}JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except json.JSONDecodeError as exc:
+        raise _BadLine(f"{prefix}not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise _BadLine(f"{prefix}not valid JSON ({str(exc)[:80]})") from None
+
+
+def _check_json(value, where: str, max_depth: int) -> None:
+    """Raise _BadLine unless ``value`` is plain JSON within the limits: containers nested at
+    most ``max_depth`` deep, integers of 64 bits, finite numbers, text without lone
+    surrogates, object keys that are text. Iterative: no recursion to exhaust."""
+    stack = [(value, 0, where)]
+    while stack:
+        item, depth, path = stack.pop()
+        label = path or "value"
+        if isinstance(item, (dict, list, tuple)):
+            if depth + 1 > max_depth:
+                raise _BadLine(f"{label}: JSON nested deeper than {max_depth} levels")
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if not isinstance(key, str):
+                        raise _BadLine(f"{label}: object keys must be text")
+                    _text(key, f"{label} key")
+                    stack.append((child, depth + 1, f"{path}.{key}"[:60] if path else key[:60]))
+            else:
+                stack.extend((child, depth + 1, f"{label}[{n}]") for n, child in enumerate(item))
+        elif isinstance(item, bool) or item is None:
+            continue
+        elif isinstance(item, int):
+            if not -MAX_JSON_INT - 1 <= item <= MAX_JSON_INT:
+                raise _BadLine(f"{label}: integer too large (at most 64 bits, "
+                               f"{len(str(abs(item)))} digits given)")
+        elif isinstance(item, float):
+            if item != item or item in (float("inf"), float("-inf")):
+                raise _BadLine(f"{label}: contains NaN or infinity")
+        elif isinstance(item, str):
+            _text(item, label)
+        else:
+            raise _BadLine(f"{label}: {type(item).__name__} is not a JSON value")
 
 
 def _check_sha256(value) -> str | None:
@@ -393,17 +448,41 @@ def _check_size(value) -> int | None:
         raise _BadLine(f"size must be a whole number of bytes, got {str(value)[:40]!r}") from None
     if isinstance(value, bool) or size < 0:
         raise _BadLine("size must be a non-negative whole number")
+    if size > MAX_JSON_INT:
+        raise _BadLine(f"size {str(size)[:40]} is too large (at most {MAX_JSON_INT} bytes)")
     return size
 
 
 def _text(value, what: str) -> str:
     if not isinstance(value, str):
         raise _BadLine(f"{what} must be text, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from a JSON "\udc80" escape
+        raise _BadLine(f"{what}: not valid Unicode text (lone surrogate "
+                       f"{value[exc.start]!r} at character {exc.start + 1})") from None
     return value
 
 
 def _optional_text(value, what: str) -> str | None:
     return None if value is None else _text(value, what)
+
+
+def validate_item_fields(algorithm: str = "pdq", quality=None, labels=(), source=None,
+                         meta=None) -> tuple[int | None, list[str], str | None, dict]:
+    """The checks import applies to a line's quality, labels, source and meta, for callers
+    that store hashes another way (:meth:`hashmatch.Index.add_hashes`): returns them
+    normalised as ``(quality, labels, source, meta)`` or raises HashFormatError.
+
+    ``labels``: a list of strings (one string is one label); ``meta``: a JSON object (None
+    = {}); quality 0-100 or None.
+    """
+    try:
+        return (_check_quality(quality, _check_algorithm(algorithm)),
+                _check_labels([] if labels is None else labels),
+                _optional_text(source, "source"), _check_meta(meta))
+    except _BadLine as exc:
+        raise HashFormatError(str(exc)) from None
 
 
 # -- whole-list checks ----------------------------------------------------------------------
@@ -626,4 +705,4 @@ def format_problems(problems: list[ListProblem], limit: int = 50) -> str:
 
 __all__ = ["FORMATS", "HashEntry", "ImportReport", "ListProblem", "ParsedList",
            "detect_format", "export_hash_list", "format_problems", "import_hash_list",
-           "iter_export_rows", "parse_hash_list", "read_hash_list"]
+           "iter_export_rows", "parse_hash_list", "read_hash_list", "validate_item_fields"]
