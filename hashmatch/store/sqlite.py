@@ -37,6 +37,10 @@ from .base import (
     Item,
     Store,
     StoreError,
+    check_kind,
+    checked_item,
+    codes_from_rows,
+    load_json,
     prepare_record,
     stats_summary,
 )
@@ -292,7 +296,8 @@ class SQLiteStore(Store):
                 " FROM items WHERE id IN (SELECT value FROM json_each(?))",
                 (_id_list(item_ids),),
             ).fetchall()
-        return {row[0]: _item(row) for row in rows}
+        items = (_item(row, self.path) for row in rows)
+        return {item.id: item for item in items}
 
     def find_by_sha256(self, sha256: str) -> Item | None:
         with self._read() as db:
@@ -301,7 +306,7 @@ class SQLiteStore(Store):
                 " FROM items WHERE sha256 = ? AND removed_at IS NULL",
                 (sha256.lower(),),
             ).fetchone()
-        return None if row is None else _item(row)
+        return None if row is None else _item(row, self.path)
 
     def load_codes(self, algorithm: str, nbits: int, item_ids=None) -> Codes:
         with self._read() as db:
@@ -312,7 +317,7 @@ class SQLiteStore(Store):
                 rows = db.execute(
                     _LOAD_CODES_OF_ITEMS, (_id_list(item_ids), algorithm, nbits)
                 ).fetchall()
-        return _codes_from_rows(algorithm, nbits, seq, rows)
+        return _codes_from_rows(algorithm, nbits, seq, rows, self.path)
 
     def load_codes_for_items(self, item_ids) -> dict[tuple[str, int], Codes]:
         wanted = _id_list(item_ids)
@@ -324,6 +329,7 @@ class SQLiteStore(Store):
             ).fetchall()
             result = {}
             for algorithm, nbits in keys:
+                check_kind(self.path, algorithm, nbits)
                 codes = self.load_codes(algorithm, nbits, json.loads(wanted))
                 if len(codes):
                     result[(algorithm, nbits)] = codes
@@ -335,6 +341,8 @@ class SQLiteStore(Store):
                 "SELECT DISTINCT f.algorithm, f.nbits FROM fingerprints f"
                 " JOIN items i ON i.id = f.item_id WHERE i.removed_at IS NULL ORDER BY 1, 2"
             ).fetchall()
+        for algorithm, nbits in rows:
+            check_kind(self.path, algorithm, nbits)
         return [(algorithm, nbits) for algorithm, nbits in rows]
 
     def count_items(self) -> int:
@@ -360,7 +368,7 @@ class SQLiteStore(Store):
                 (int(limit),),
             ).fetchall()
         return [
-            AuditEntry(i, at, actor, action, json.loads(detail))
+            AuditEntry(i, at, actor, action, load_json(self.path, f"audit row {i}", "detail", detail))
             for i, at, actor, action, detail in rows
         ]
 
@@ -467,6 +475,8 @@ def _prepare_database(conn: sqlite3.Connection, path: str, create: bool) -> str:
             f"{path}: not a hashmatch database (schema version {meta['schema_version']!r})"
         ) from None
     _check_schema_objects(conn, path)
+    _check_columns(conn, path)
+    _check_sequences(conn, path)
     if version > SCHEMA_VERSION:
         raise StoreError(
             f"{path}: schema version {version} is newer than this hashmatch supports "
@@ -493,6 +503,43 @@ def _check_schema_objects(conn: sqlite3.Connection, path: str) -> None:
             raise StoreError(
                 f"{path}: refusing a database with a {kind} hashmatch did not create ({name!r})"
             )
+
+
+# The columns every read and write uses, by table: a file from outside must have at least
+# these. Other tables and extra columns are left alone (later schema versions add some).
+_REQUIRED_COLUMNS = {
+    "meta": ("key", "value"),
+    "items": ("id", "path", "sha256", "size", "added_at", "labels", "source", "meta",
+              "removed_at"),
+    "fingerprints": ("id", "item_id", "algorithm", "nbits", "region", "variant", "code",
+                     "quality"),
+    "changes": ("seq", "item_id", "op", "at"),
+    "audit": ("id", "at", "actor", "action", "detail"),
+}
+# An AUTOINCREMENT counter this close to 2**63 - 1 cannot hand out more ids: every later
+# add would fail as "database or disk is full". Only a crafted file gets there.
+_SEQUENCE_LIMIT = 2 ** 63 - 2 ** 32
+
+
+def _check_columns(conn: sqlite3.Connection, path: str) -> None:
+    for table, required in _REQUIRED_COLUMNS.items():
+        # PRAGMA takes no parameters; the table names are our constants, not input.
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if not have:
+            raise StoreError(f"{path}: not a complete hashmatch database (no {table} table)")
+        missing = [column for column in required if column not in have]
+        if missing:
+            raise StoreError(f"{path}: table {table} has no column {', '.join(missing)} "
+                             "(a crafted or damaged database)")
+
+
+def _check_sequences(conn: sqlite3.Connection, path: str) -> None:
+    if "sqlite_sequence" not in _table_names(conn):
+        return
+    for name, seq in conn.execute("SELECT name, seq FROM sqlite_sequence"):
+        if not isinstance(seq, int) or not 0 <= seq < _SEQUENCE_LIMIT:
+            raise StoreError(f"{path}: the {name} numbering is at {seq!r}, at the 64-bit limit "
+                             "(nothing more could be added; a crafted or damaged database)")
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:
@@ -534,45 +581,15 @@ def _last_seq(db: sqlite3.Connection) -> int:
     return db.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
 
 
-def _item(row) -> Item:
+def _item(row, where: str = "store") -> Item:
     item_id, path, sha256, size, added_at, labels, source, meta, removed_at = row
-    return Item(
-        item_id,
-        path,
-        sha256,
-        size,
-        added_at,
-        json.loads(labels),
-        source,
-        json.loads(meta),
-        removed_at,
-    )
+    return checked_item(where, item_id, path, sha256, size, added_at,
+                        load_json(where, item_id, "labels", labels), source,
+                        load_json(where, item_id, "meta", meta), removed_at)
 
 
-def _codes_from_rows(algorithm: str, nbits: int, seq: int, rows: list) -> Codes:
-    """Turn (item_id, fingerprint_id, region, variant, quality, code) rows into arrays."""
-    n = len(rows)
-    # One pass per column: far faster than zip(*rows) on a million tuples.
-    item_ids, fingerprint_ids, regions, variants, qualities, codes = (
-        [row[k] for row in rows] for k in range(6)
-    )
-    return Codes(
-        algorithm=algorithm,
-        nbits=nbits,
-        seq=seq,
-        item_ids=np.array(item_ids, dtype=np.int64),
-        fingerprint_ids=np.array(fingerprint_ids, dtype=np.int64),
-        codes=np.frombuffer(b"".join(codes), dtype=np.uint8).reshape(n, nbits // 8),
-        regions=_shared_strings(regions),
-        variants=_shared_strings(variants),
-        qualities=np.array(qualities, dtype=np.int16),
-    )
-
-
-def _shared_strings(values: list) -> np.ndarray:
-    """An object array of ``values`` in which equal strings are one object (saves memory:
-    SQLite hands back a new str per row, and regions/variants have a handful of values)."""
-    canonical: dict = {}
-    array = np.empty(len(values), dtype=object)
-    array[:] = [canonical.setdefault(value, value) for value in values]
-    return array
+def _codes_from_rows(algorithm: str, nbits: int, seq: int, rows: list,
+                     where: str = "store") -> Codes:
+    """Turn (item_id, fingerprint_id, region, variant, quality, code) rows into arrays,
+    checking every value (base.codes_from_rows)."""
+    return codes_from_rows(where, algorithm, nbits, seq, rows)
