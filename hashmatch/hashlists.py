@@ -9,18 +9,24 @@ Formats
   object) and ``item`` (rows with the same item value are one item with several fingerprints).
 - ``jsonl``: one JSON object a line with the same keys (``labels`` a list, ``meta`` an object).
 
-Validation reads the whole file first and reports every problem with its line number: wrong
+Validation reads the whole file and reports every problem with its line number: wrong
 length, non-hex, unknown algorithm, bad quality, a line repeated, text that is not UTF-8, NUL
-bytes, lines over 64 KiB. Import is one store transaction: all valid entries or nothing.
+bytes, lines over 64 KiB, JSON nested over 32 levels or integers over 64 bits. Import is one
+store transaction: all valid entries or nothing. Given a path, import streams the file
+(batches written inside that transaction, rolled back if any problem turns up), so a list of
+millions of lines needs memory for 16-byte digests of its lines, not for the lines.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
+import itertools
 import json
 import os
 import re
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Iterator, TextIO
+from typing import Callable, Iterable, Iterator, TextIO
 
 from .errors import HashFormatError
 from .fingerprint import ALGORITHMS, DEFAULT_BITS
@@ -101,27 +107,26 @@ def read_hash_list(path, fmt: str = "auto", algorithm: str = "pdq") -> ParsedLis
     """Parse and validate a hash list file. Never raises for bad content: see ``problems``.
 
     ``algorithm`` is used for lines that do not name theirs (bare hex, ``hash,quality``).
+    Holds every entry in memory: to store a long list, give its path to
+    :func:`import_hash_list`, which streams it.
     """
     path = os.fspath(path)
     with open(path, "rb") as handle:
-        data = handle.read()
-    return parse_hash_list(data, path, fmt, algorithm)
+        return _parse_all(handle, path, fmt, algorithm)
 
 
 def parse_hash_list(data: bytes, name: str = "<list>", fmt: str = "auto",
                     algorithm: str = "pdq") -> ParsedList:
     """Like :func:`read_hash_list`, from the file's bytes (``name`` is used in messages)."""
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {algorithm!r}; "
-                         f"expected one of {', '.join(ALGORITHMS)}")
+    return _parse_all(io.BytesIO(data), name, fmt, algorithm)
+
+
+def _parse_all(handle, name: str, fmt: str, algorithm: str) -> ParsedList:
     problems: list[ListProblem] = []
-    lines = _decoded_lines(data, name, problems)
-    fmt = detect_format(name, lines) if fmt == "auto" else fmt
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown hash-list format {fmt!r}; expected auto or one of {FORMATS}")
-    parse = {"te": _parse_te, "csv": _parse_csv, "jsonl": _parse_jsonl}[fmt]
+    counter = [0]
+    fmt, numbered = _parse_stream(handle, name, fmt, algorithm, problems, counter)
     entries = []
-    for number, parsed in parse(lines, algorithm):
+    for number, parsed in numbered:
         if isinstance(parsed, _BadLine):
             problems.append(ListProblem(name, number, str(parsed)))
         else:
@@ -129,29 +134,71 @@ def parse_hash_list(data: bytes, name: str = "<list>", fmt: str = "auto",
     entries = _drop_duplicates(entries, name, problems)
     entries = _check_items(entries, name, problems)
     problems.sort(key=lambda p: p.line)
-    return ParsedList(name, fmt, entries, problems, len(lines))
+    return ParsedList(name, fmt, entries, problems, counter[0])
 
 
-def _decoded_lines(data: bytes, name: str, problems: list) -> list[str | None]:
+def _parse_stream(handle, name: str, fmt: str, algorithm: str, problems: list, counter: list):
+    """(format, iterator of (line number, HashEntry or _BadLine)) reading ``handle`` a line at
+    a time; encoding problems go to ``problems``, ``counter[0]`` counts the lines read."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {algorithm!r}; "
+                         f"expected one of {', '.join(ALGORITHMS)}")
+    if fmt != "auto" and fmt not in FORMATS:
+        raise ValueError(f"unknown hash-list format {fmt!r}; expected auto or one of {FORMATS}")
+    lines = _decoded_lines(handle, name, problems, counter)
+    head: list[str | None] = []
+    if fmt == "auto":  # the first non-empty line decides (see detect_format)
+        for line in lines:
+            head.append(line)
+            if line and line.strip():
+                break
+        fmt = detect_format(name, head)
+    parse = {"te": _parse_te, "csv": _parse_csv, "jsonl": _parse_jsonl}[fmt]
+    return fmt, parse(itertools.chain(head, lines), algorithm)
+
+
+def _raw_lines(handle) -> Iterator[bytes | int]:
+    """The file's lines without their newline, each read with a bounded buffer: a line over
+    MAX_LINE_BYTES is skipped to its end and given as its length (an int) instead."""
+    while True:
+        raw = handle.readline(MAX_LINE_BYTES + 2)
+        if not raw:
+            return
+        if raw.endswith(b"\n"):
+            yield raw[:-1]
+            continue
+        if len(raw) <= MAX_LINE_BYTES + 1:  # the last line, without a newline
+            yield raw
+            return
+        length = len(raw)
+        while raw and not raw.endswith(b"\n"):
+            raw = handle.readline(1 << 20)
+            length += len(raw)
+        yield length - (1 if raw.endswith(b"\n") else 0)
+
+
+def _decoded_lines(handle, name: str, problems: list, counter: list) -> Iterator[str | None]:
     """The file's lines as text; None (with a problem recorded) where a line is unreadable."""
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        problems.append(ListProblem(name, 1, "the file is UTF-16 text: save it as UTF-8"))
-        return []
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    raw_lines = data.split(b"\n")
-    if raw_lines and raw_lines[-1] == b"":
-        raw_lines.pop()
-    lines: list[str | None] = []
-    for number, raw in enumerate(raw_lines, start=1):
-        raw = raw[:-1] if raw.endswith(b"\r") else raw
-        problem = _encoding_problem(raw)
+    for number, raw in enumerate(_raw_lines(handle), start=1):
+        counter[0] = number
+        if number == 1 and isinstance(raw, bytes):
+            if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+                problems.append(ListProblem(name, 1, "the file is UTF-16 text: save it as UTF-8"))
+                counter[0] = 0
+                return
+            if raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+        if isinstance(raw, int):
+            problem = (f"line too long ({raw} bytes; at most {MAX_LINE_BYTES}): "
+                       "not a hash list?")
+        else:
+            raw = raw[:-1] if raw.endswith(b"\r") else raw
+            problem = _encoding_problem(raw)
         if problem:
             problems.append(ListProblem(name, number, problem))
-            lines.append(None)
+            yield None
         else:
-            lines.append(raw.decode("utf-8"))
-    return lines
+            yield raw.decode("utf-8")
 
 
 def _encoding_problem(raw: bytes) -> str | None:
@@ -215,7 +262,7 @@ def _algorithm_for_bare_hash(hex_text: str, algorithm: str) -> str:
 
 
 def _parse_csv(lines, algorithm) -> Iterator[tuple[int, HashEntry | _BadLine]]:
-    readable = [line if line is not None else "" for line in lines]
+    readable = (line if line is not None else "" for line in lines)
     reader = csv.reader(readable)
     header = None
     last_line = 0
@@ -528,37 +575,152 @@ class ImportReport:
     lines: int = 0
 
 
+PROGRESS_EVERY = 10_000  # lines between two progress calls of a streamed import
+
+
+class _Abort(Exception):
+    """Raised inside a streamed import's record iterator: roll the transaction back."""
+
+
 def import_hash_list(index, path_or_parsed, fmt: str = "auto", algorithm: str = "pdq",
                      labels: Iterable[str] = (), source: str | None = None,
-                     skip_invalid: bool = False) -> ImportReport:
-    """Validate the whole list, then store its valid entries in one transaction.
+                     skip_invalid: bool = False,
+                     progress: Callable[[int], None] | None = None) -> ImportReport:
+    """Validate the whole list and store its valid entries in one transaction: all or
+    nothing, as always.
 
-    ``path_or_parsed``: the list's path, or what :func:`read_hash_list` returned for it.
-    With problems and not ``skip_invalid``, nothing is stored. ``labels`` are added to every
-    item; ``source`` is used for entries that do not name their own. An entry identical to a
-    stored item (same hash, path and source; or same file SHA-256) is not stored twice.
+    ``path_or_parsed``: the list's path (streamed: read, checked and written a batch at a
+    time inside that one transaction, so memory stays bounded on lists of millions of
+    lines), or what :func:`read_hash_list` returned for it (every entry already in memory).
+    With problems and not ``skip_invalid``, nothing is stored (the transaction is rolled
+    back; the whole file is still read so that every problem is reported). ``labels`` are
+    added to every item; ``source`` is used for entries that do not name their own. An entry
+    identical to a stored item (same hash, path and source; or same file SHA-256) is not
+    stored twice. ``progress(lines)``: called with the number of lines read so far, every
+    PROGRESS_EVERY lines and at the end (streamed import only).
+
+    Streamed, the rows of one ``item`` must be next to each other (as every export writes
+    them); a row of an item met again after other rows is reported as a problem.
     """
-    parsed = path_or_parsed if isinstance(path_or_parsed, ParsedList) else \
-        read_hash_list(path_or_parsed, fmt, algorithm)
+    if not isinstance(path_or_parsed, ParsedList):
+        return _import_stream(index, os.fspath(path_or_parsed), fmt, algorithm, list(labels),
+                              source, skip_invalid, progress)
+    parsed = path_or_parsed
     report = ImportReport(parsed.path, parsed.format, parsed.problems, imported=False,
                           lines=parsed.lines)
     if parsed.problems and not skip_invalid:
         return report
     entries = [_with_defaults(e, list(labels), source) for e in parsed.entries]
     groups = _group_items(entries)
-    stored = _stored_hash_only_entries(index, groups)
-    fresh = [g for g in groups if _hash_only_key(g[0]) not in stored]
+    stored = _StoredHashOnly(index)
+    fresh = [g for g in groups if not stored.has(g[0])]
     report.already_present = len(groups) - len(fresh)
-    records = [_item_record(group) for group in fresh]
-    outcomes = index.add_item_records(records, detail={"list": os.path.basename(parsed.path),
-                                                       "format": parsed.format,
-                                                       "source": source})
+    _store_records(index, report, (_item_record(group) for group in fresh), source)
+    return report
+
+
+def _store_records(index, report: ImportReport, records, source) -> None:
+    """Write ``records`` (an iterable) in one streamed transaction; fill in the report."""
+    sizes: list[int] = []
+
+    def counted():
+        for record in records:
+            sizes.append(len(record.fingerprints))
+            yield record
+
+    outcomes = index.store.add_items_streaming(
+        counted(), action="import",
+        detail={"list": os.path.basename(report.path), "format": report.format,
+                "source": source})
+    index.sync()  # what Index.add_item_records does after writing
     report.added = [o.item_id for o in outcomes if o.status == "added"]
     report.already_present += sum(1 for o in outcomes if o.status != "added")
-    report.fingerprints = sum(len(r.fingerprints) for r, o in zip(records, outcomes)
-                              if o.status == "added")
+    report.fingerprints = sum(n for n, o in zip(sizes, outcomes) if o.status == "added")
     report.imported = True
+
+
+def _digest(value: tuple) -> bytes:
+    """16 bytes standing for a tuple of plain values (far smaller than the tuple)."""
+    return hashlib.blake2b(repr(value).encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _import_stream(index, path: str, fmt: str, algorithm: str, labels: list[str],
+                   source: str | None, skip_invalid: bool, progress) -> ImportReport:
+    problems: list[ListProblem] = []
+    report = ImportReport(path, fmt, problems, imported=False)
+    counter = [0]
+    stored = _StoredHashOnly(index)
+
+    def bad(number: int, message: str) -> None:
+        problems.append(ListProblem(path, number, message))
+
+    def records():
+        seen: dict[bytes, int] = {}  # identity digest -> first line
+        items: dict[str, tuple[int, bytes]] = {}  # item key -> (first line, fields digest)
+        group: list[HashEntry] = []
+        reported = 0
+        with open(path, "rb") as handle:
+            report.format, numbered = _parse_stream(handle, path, fmt, algorithm, problems,
+                                                    counter)
+            for number, parsed in numbered:
+                if progress is not None and counter[0] - reported >= PROGRESS_EVERY:
+                    reported = counter[0]
+                    progress(reported)
+                if isinstance(parsed, _BadLine):
+                    bad(number, str(parsed))
+                    continue
+                key = _digest(parsed.identity())
+                if key in seen:
+                    bad(number, f"duplicate of line {seen[key]}")
+                    continue
+                seen[key] = number
+                same_group = group and parsed.item is not None and parsed.item == group[0].item
+                if parsed.item is not None:
+                    fields = _digest(parsed.item_fields())
+                    first = items.setdefault(parsed.item, (number, fields))
+                    if first[1] != fields:
+                        bad(number, f"item {parsed.item[:40]!r}: labels, source, path, sha256, "
+                                    f"size or meta differ from line {first[0]}")
+                        continue
+                    if first[0] != number and not same_group:
+                        bad(number, f"item {parsed.item[:40]!r}: its rows must be next to each "
+                                    f"other (the first is line {first[0]})")
+                        continue
+                if same_group:
+                    group.append(parsed)
+                    continue
+                if group:
+                    yield from _fresh_record(group, labels, source, stored, report,
+                                             problems, skip_invalid)
+                group = [parsed]
+            if group:
+                yield from _fresh_record(group, labels, source, stored, report, problems,
+                                         skip_invalid)
+        if progress is not None:
+            progress(counter[0])
+        if problems and not skip_invalid:
+            raise _Abort
+
+    try:
+        _store_records(index, report, records(), source)
+    except _Abort:
+        report.added, report.fingerprints, report.already_present = [], 0, 0
+        report.imported = False
+    report.lines = counter[0]
+    problems.sort(key=lambda p: p.line)
     return report
+
+
+def _fresh_record(group, labels, source, stored, report, problems, skip_invalid):
+    """The record of one item's rows, unless it is stored already (or the list has failed
+    and nothing will be committed: then records are no longer built)."""
+    if problems and not skip_invalid:
+        return
+    group = [_with_defaults(e, labels, source) for e in group]
+    if stored.has(group[0]):
+        report.already_present += 1
+        return
+    yield _item_record(group)
 
 
 def _with_defaults(entry: HashEntry, labels: list[str], source: str | None) -> HashEntry:
@@ -591,24 +753,39 @@ def _hash_only_key(entry: HashEntry) -> tuple | None:
     return (entry.algorithm, entry.hash, entry.path, entry.source)
 
 
-def _stored_hash_only_entries(index, groups) -> set:
-    """(algorithm, hash, path, source) of stored items that some list entry repeats."""
-    wanted: dict[str, set] = {}
-    for group in groups:
-        if group[0].sha256 is None:
-            wanted.setdefault(group[0].algorithm, set()).add(group[0].hash)
-    stored_kinds = {a for a, _ in index.store.algorithms()}
-    found = set()
-    for algorithm, hashes in wanted.items():
-        if algorithm not in stored_kinds:
-            continue
-        rows = index.fingerprint_rows(algorithm)
-        hits = [(int(item), code.tobytes().hex()) for item, code in zip(rows.item_ids, rows.codes)
-                if code.tobytes().hex() in hashes]
-        items = index.store.get_items({item for item, _ in hits}) if hits else {}
-        found.update((algorithm, hex_text, items[item].path, items[item].source)
-                     for item, hex_text in hits if items[item].sha256 is None)
-    return found
+class _StoredHashOnly:
+    """Which list entries repeat a stored hash-list item (same algorithm, hash, path and
+    source), read from the store once per algorithm, as 16-byte digests."""
+
+    def __init__(self, index):
+        self._index = index
+        self._kinds = None
+        self._keys: dict[str, set] = {}
+
+    def has(self, entry: HashEntry) -> bool:
+        key = _hash_only_key(entry)
+        if key is None:
+            return False
+        if self._kinds is None:
+            self._kinds = {a for a, _ in self._index.store.algorithms()}
+        if entry.algorithm not in self._kinds:
+            return False
+        if entry.algorithm not in self._keys:
+            self._keys[entry.algorithm] = self._load(entry.algorithm)
+        return _digest(key) in self._keys[entry.algorithm]
+
+    def _load(self, algorithm: str) -> set:
+        rows = self._index.fingerprint_rows(algorithm)
+        found = set()
+        for start in range(0, len(rows.item_ids), 10_000):
+            ids = rows.item_ids[start:start + 10_000]
+            items = self._index.store.get_items({int(i) for i in ids})
+            for item_id, code in zip(ids, rows.codes[start:start + 10_000]):
+                item = items.get(int(item_id))
+                if item is not None and item.sha256 is None:
+                    found.add(_digest((algorithm, code.tobytes().hex(), item.path,
+                                       item.source)))
+        return found
 
 
 # -- export -----------------------------------------------------------------------------------

@@ -164,6 +164,17 @@ class Store(abc.ABC):
         is written.
         """
 
+    def add_items_streaming(
+        self, records: Iterable[ItemRecord], *, action: str = "add", detail: dict | None = None,
+        batch: int = 10_000,
+    ) -> list[AddOutcome]:
+        """As :meth:`add_items` -- one transaction, all or nothing -- for a long iterable
+        (a hash list of millions of lines): backends that can consume it ``batch`` records
+        at a time, validating each batch as it comes, do, so the records never all sit in
+        memory; an invalid record or an exception raised by the iterable rolls everything
+        back. This default materialises the records and calls :meth:`add_items`."""
+        return self.add_items(list(records), action=action, detail=detail)
+
     @abc.abstractmethod
     def remove_items(self, item_ids: Iterable[int], *, detail: dict | None = None) -> int:
         """Tombstone live items (unknown or already removed ids are ignored); returns how many."""

@@ -17,6 +17,7 @@ Every statement is parameterised; id lists travel as one JSON array parameter (`
 from __future__ import annotations
 
 import getpass
+import itertools
 import json
 import os
 import socket
@@ -232,34 +233,57 @@ class SQLiteStore(Store):
         now = _utc_now()
         outcomes = []
         with self._write() as db:
-            for record, labels_json, meta_json in prepared:
-                if record.sha256 is not None:
-                    row = db.execute(
-                        "SELECT id FROM items WHERE sha256 = ? AND removed_at IS NULL",
-                        (record.sha256,),
-                    ).fetchone()
-                    if row is not None:
-                        outcomes.append(AddOutcome("duplicate", row[0]))
-                        continue
-                item = (record.path, record.sha256, record.size, now, labels_json, record.source)
-                item_id = db.execute(
-                    "INSERT INTO items (path, sha256, size, added_at, labels, source, meta)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (*item, meta_json),
-                ).lastrowid
-                db.executemany(
-                    "INSERT INTO fingerprints (item_id, algorithm, nbits, region, variant, code, quality)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(item_id, *fp) for fp in record.fingerprints],
-                )
-                db.execute(
-                    "INSERT INTO changes (item_id, op, at) VALUES (?, 'add', ?)", (item_id, now)
-                )
-                outcomes.append(AddOutcome("added", item_id))
+            self._insert_prepared(db, prepared, now, outcomes)
             added = sum(o.status == "added" for o in outcomes)
             summary = {"added": added, "duplicates": len(outcomes) - added, **(detail or {})}
             _append_audit(db, now, action, summary)
         return outcomes
+
+    def add_items_streaming(self, records, *, action="add", detail=None,
+                            batch=10_000) -> list[AddOutcome]:
+        """One transaction, ``batch`` records validated and inserted at a time (see Store)."""
+        now = _utc_now()
+        outcomes: list[AddOutcome] = []
+        iterator = iter(records)
+        with self._write() as db:
+            while True:
+                chunk = [prepare_record(r) for r in itertools.islice(iterator, batch)]
+                if not chunk:
+                    break
+                self._insert_prepared(db, chunk, now, outcomes)
+            if not outcomes:
+                return []  # nothing written: the transaction commits empty
+            added = sum(o.status == "added" for o in outcomes)
+            summary = {"added": added, "duplicates": len(outcomes) - added, **(detail or {})}
+            _append_audit(db, now, action, summary)
+        return outcomes
+
+    @staticmethod
+    def _insert_prepared(db, prepared, now: str, outcomes: list) -> None:
+        for record, labels_json, meta_json in prepared:
+            if record.sha256 is not None:
+                row = db.execute(
+                    "SELECT id FROM items WHERE sha256 = ? AND removed_at IS NULL",
+                    (record.sha256,),
+                ).fetchone()
+                if row is not None:
+                    outcomes.append(AddOutcome("duplicate", row[0]))
+                    continue
+            item = (record.path, record.sha256, record.size, now, labels_json, record.source)
+            item_id = db.execute(
+                "INSERT INTO items (path, sha256, size, added_at, labels, source, meta)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (*item, meta_json),
+            ).lastrowid
+            db.executemany(
+                "INSERT INTO fingerprints (item_id, algorithm, nbits, region, variant, code, quality)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(item_id, *fp) for fp in record.fingerprints],
+            )
+            db.execute(
+                "INSERT INTO changes (item_id, op, at) VALUES (?, 'add', ?)", (item_id, now)
+            )
+            outcomes.append(AddOutcome("added", item_id))
 
     def remove_items(self, item_ids, *, detail=None) -> int:
         requested = sorted({int(i) for i in item_ids})
