@@ -33,6 +33,14 @@ from .fingerprint import ALGORITHMS, DEFAULT_BITS
 from .formats import csv_safe_row, csv_unguard_cell
 
 FORMATS = ("te", "csv", "jsonl")
+# Export only, named after what reads them (both import back as ``te``):
+# - ``pytx``: ``pdq <hex>`` lines, what a python-threatexchange ``local_file`` collaboration
+#   reads (it splits each line at the first space into signal type and signal, so nothing
+#   may follow the hash: no quality, no path);
+# - ``hex``: bare lower-case hex lines, what ``threatexchange match -H photo -`` reads from
+#   standard input, and a ``local_file`` collaboration configured with ``signal_type``.
+EXPORT_FORMATS = FORMATS + ("pytx", "hex")
+PYTX_SIGNAL_TYPES = {"pdq": "pdq"}  # our algorithm -> python-threatexchange SignalType name
 MAX_LINE_BYTES = 64 * 1024
 MAX_QUALITY = 100
 # JSON from outside (labels, meta, whole JSONL records) may nest this deep and hold integers
@@ -821,15 +829,47 @@ def export_hash_list(index, out: TextIO, fmt: str = "jsonl", algorithm: str = "p
     ``jsonl`` and ``csv`` carry everything, region fingerprints included (import of the
     export reproduces the items, their regions and metadata); ``te`` writes
     ``hash,quality,path`` lines of ``algorithm``'s full-frame hashes only, one per image, as
-    other PDQ systems expect.
+    the PDQ reference tools print them; ``pytx`` (``pdq <hex>``) and ``hex`` (bare hex) the
+    same hashes as python-threatexchange reads them (see EXPORT_FORMATS).
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown hash-list format {fmt!r}; expected one of {FORMATS}")
-    rows = iter_export_rows(index, [algorithm] if fmt == "te" else None)
-    if fmt == "te":
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown hash-list format {fmt!r}; expected one of {EXPORT_FORMATS}")
+    if fmt == "pytx" and algorithm not in PYTX_SIGNAL_TYPES:
+        raise ValueError(f"python-threatexchange has no signal type for {algorithm}: export "
+                         "--format hex (bare hashes) or jsonl instead")
+    one_kind = fmt in ("te", "pytx", "hex")
+    rows = iter_export_rows(index, [algorithm] if one_kind else None)
+    if one_kind:
         rows = (row for row in rows if row["region"] == "full" and row["variant"] == "original")
-    writer = {"te": _write_te, "csv": _write_csv, "jsonl": _write_jsonl}[fmt]
+    writer = {"te": _write_te, "csv": _write_csv, "jsonl": _write_jsonl, "pytx": _write_pytx,
+              "hex": _write_hex}[fmt]
     return writer(rows, out)
+
+
+def pytx_line(fingerprint) -> str:
+    """One fingerprint as python-threatexchange's signal text, ``pdq <hex>``: what a
+    ``local_file`` collaboration reads (``hashmatch hash`` can print these)."""
+    name = PYTX_SIGNAL_TYPES.get(fingerprint.algorithm)
+    if name is None:
+        raise ValueError(f"python-threatexchange has no signal type for "
+                         f"{fingerprint.algorithm}")
+    return f"{name} {fingerprint.hex()}"
+
+
+def _write_pytx(rows, out: TextIO) -> int:
+    count = 0
+    for row in rows:
+        out.write(f"{PYTX_SIGNAL_TYPES[row['algorithm']]} {row['hash']}\n")
+        count += 1
+    return count
+
+
+def _write_hex(rows, out: TextIO) -> int:
+    count = 0
+    for row in rows:
+        out.write(row["hash"] + "\n")
+        count += 1
+    return count
 
 
 def _write_jsonl(rows, out: TextIO) -> int:
@@ -880,6 +920,7 @@ def format_problems(problems: list[ListProblem], limit: int = 50) -> str:
     return "\n".join(shown)
 
 
-__all__ = ["FORMATS", "HashEntry", "ImportReport", "ListProblem", "ParsedList",
+__all__ = ["EXPORT_FORMATS", "FORMATS", "HashEntry", "ImportReport", "ListProblem", "ParsedList",
            "detect_format", "export_hash_list", "format_problems", "import_hash_list",
-           "iter_export_rows", "parse_hash_list", "read_hash_list", "validate_item_fields"]
+           "iter_export_rows", "parse_hash_list", "pytx_line", "read_hash_list",
+           "validate_item_fields"]
