@@ -50,6 +50,13 @@ MAX_JSON_DEPTH = 32
 MAX_JSON_INT = 2 ** 63 - 1
 CSV_COLUMNS = ["item", "algorithm", "hash", "quality", "region", "variant", "labels", "source",
                "path", "sha256", "size", "meta"]
+# CSV header names from other tools (case-insensitive) -> our column; any other column is
+# kept in the entry's meta under its own name.
+CSV_ALIASES = {**{name: name for name in CSV_COLUMNS}, "pdq": "hash", "signal": "hash",
+               "filepath": "path", "file": "path", "label": "labels"}
+_VPDQ_LINE = re.compile(r"\d+,[0-9a-fA-F]{64},\d+,\d+(\.\d*)?")
+VPDQ_MESSAGE = ("this looks like a vPDQ video hash list (frame_number,hash,quality,timestamp "
+                "lines); hashmatch matches images, not videos")
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _FORMAT_BY_EXTENSION = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
@@ -104,6 +111,9 @@ class ParsedList:
     entries: list[HashEntry]
     problems: list[ListProblem]
     lines: int = 0
+    # CSV: each header name as written -> the column it was read as ("path", "hash", ...,
+    # or "meta.NAME" for a column kept in meta). Empty for te and jsonl.
+    columns: dict = field(default_factory=dict)
 
 
 class _BadLine(ValueError):
@@ -132,7 +142,8 @@ def parse_hash_list(data: bytes, name: str = "<list>", fmt: str = "auto",
 def _parse_all(handle, name: str, fmt: str, algorithm: str) -> ParsedList:
     problems: list[ListProblem] = []
     counter = [0]
-    fmt, numbered = _parse_stream(handle, name, fmt, algorithm, problems, counter)
+    columns: dict = {}
+    fmt, numbered = _parse_stream(handle, name, fmt, algorithm, problems, counter, columns)
     entries = []
     for number, parsed in numbered:
         if isinstance(parsed, _BadLine):
@@ -142,10 +153,11 @@ def _parse_all(handle, name: str, fmt: str, algorithm: str) -> ParsedList:
     entries = _drop_duplicates(entries, name, problems)
     entries = _check_items(entries, name, problems)
     problems.sort(key=lambda p: p.line)
-    return ParsedList(name, fmt, entries, problems, counter[0])
+    return ParsedList(name, fmt, entries, problems, counter[0], columns)
 
 
-def _parse_stream(handle, name: str, fmt: str, algorithm: str, problems: list, counter: list):
+def _parse_stream(handle, name: str, fmt: str, algorithm: str, problems: list, counter: list,
+                  columns: dict | None = None):
     """(format, iterator of (line number, HashEntry or _BadLine)) reading ``handle`` a line at
     a time; encoding problems go to ``problems``, ``counter[0]`` counts the lines read."""
     if algorithm not in ALGORITHMS:
@@ -161,8 +173,10 @@ def _parse_stream(handle, name: str, fmt: str, algorithm: str, problems: list, c
             if line and line.strip():
                 break
         fmt = detect_format(name, head)
-    parse = {"te": _parse_te, "csv": _parse_csv, "jsonl": _parse_jsonl}[fmt]
-    return fmt, parse(itertools.chain(head, lines), algorithm)
+    lines = itertools.chain(head, lines)
+    if fmt == "csv":
+        return fmt, _parse_csv(lines, algorithm, {} if columns is None else columns)
+    return fmt, {"te": _parse_te, "jsonl": _parse_jsonl}[fmt](lines, algorithm)
 
 
 def _raw_lines(handle) -> Iterator[bytes | int]:
@@ -230,16 +244,22 @@ def detect_format(name: str, lines: list[str | None]) -> str:
     first = next((line.strip() for line in lines if line and line.strip()), "")
     if first.startswith("{"):
         return "jsonl"
-    if "," in first and "hash" in [c.strip().lower() for c in first.split(",")]:
+    if "," in first and any(CSV_ALIASES.get(c.strip().lower()) == "hash"
+                            for c in first.split(",")):
         return "csv"
     return "te"
 
 
 # -- the three formats ----------------------------------------------------------------------
 def _parse_te(lines, algorithm) -> Iterator[tuple[int, HashEntry | _BadLine]]:
+    first = True
     for number, line in enumerate(lines, start=1):
         if line is None or not line.strip() or line.lstrip().startswith("#"):
             continue
+        if first and _VPDQ_LINE.fullmatch(line.strip()):
+            yield number, _BadLine(VPDQ_MESSAGE)  # once, not "wrong length" on every frame
+            return
+        first = False
         try:
             yield number, _te_entry(number, line.strip(), algorithm)
         except _BadLine as exc:
@@ -269,7 +289,22 @@ def _algorithm_for_bare_hash(hex_text: str, algorithm: str) -> str:
     return algorithm
 
 
-def _parse_csv(lines, algorithm) -> Iterator[tuple[int, HashEntry | _BadLine]]:
+def _csv_header(row: list[str], columns: dict) -> list[str]:
+    """Each header cell -> the column it is read as (CSV_ALIASES, else "meta.NAME");
+    records the mapping in ``columns``."""
+    targets = []
+    for cell in row:
+        name = cell.strip()
+        target = CSV_ALIASES.get(name.lower())
+        if target is None or target in targets:
+            target = f"meta.{name}"
+        targets.append(target)
+        columns[name] = target
+    return targets
+
+
+def _parse_csv(lines, algorithm, columns=None) -> Iterator[tuple[int, HashEntry | _BadLine]]:
+    columns = {} if columns is None else columns
     readable = (line if line is not None else "" for line in lines)
     reader = csv.reader(readable)
     header = None
@@ -287,19 +322,30 @@ def _parse_csv(lines, algorithm) -> Iterator[tuple[int, HashEntry | _BadLine]]:
         if not row or not any(cell.strip() for cell in row):
             continue
         if header is None:
-            header = [cell.strip().lower() for cell in row]
+            if "frame_number" in [cell.strip().lower() for cell in row]:
+                yield number, _BadLine(VPDQ_MESSAGE)
+                return
+            header = _csv_header(row, columns)
             if "hash" not in header:
                 yield number, _BadLine("CSV header has no 'hash' column (expected e.g. "
-                                       "'hash,algorithm,quality,labels,source')")
+                                       "'hash,algorithm,quality,labels,source'; 'pdq' and "
+                                       "'signal' are read as hash too)")
                 return
             continue
         if len(row) > len(header):
             yield number, _BadLine(f"{len(row)} fields but the header has {len(header)}")
             continue
         # Our CSV export quotes formula-like cells (formats.csv_safe_cell): undo exactly that.
-        record = {name: csv_unguard_cell(cell) for name, cell in zip(header, row) if cell != ""}
+        record, extra = {}, {}
+        for name, cell in zip(header, row):
+            if cell != "":
+                if name.startswith("meta."):
+                    extra[name[5:]] = csv_unguard_cell(cell)
+                else:
+                    record[name] = csv_unguard_cell(cell)
         try:
-            yield number, _record_entry(number, record, algorithm, text_fields=True)
+            yield number, _record_entry(number, record, algorithm, text_fields=True,
+                                        extra_meta=extra)
         except _BadLine as exc:
             yield number, exc
 
@@ -323,8 +369,8 @@ def _parse_jsonl(lines, algorithm) -> Iterator[tuple[int, HashEntry | _BadLine]]
             yield number, exc
 
 
-def _record_entry(number: int, record: dict, default_algorithm: str, text_fields: bool
-                  ) -> HashEntry:
+def _record_entry(number: int, record: dict, default_algorithm: str, text_fields: bool,
+                  extra_meta: dict | None = None) -> HashEntry:
     """A CSV row or JSON object -> HashEntry. CSV cells are text (labels ';'-separated or a JSON
     list, meta a JSON object); JSON values are typed."""
     if "hash" not in record:
@@ -337,6 +383,8 @@ def _record_entry(number: int, record: dict, default_algorithm: str, text_fields
     labels = _labels_from_cell(labels) if text_fields else labels
     meta = record.get("meta", {})
     meta = _json_object_cell(meta) if text_fields else meta
+    if extra_meta:  # CSV columns hashmatch has no place for; a meta column's keys win
+        meta = {**extra_meta, **meta} if isinstance(meta, dict) else meta
     return _entry(number, algorithm, hex_text, record.get("quality"),
                   labels=labels, source=record.get("source"), path=record.get("path"),
                   sha256=record.get("sha256"), size=record.get("size"), meta=meta,
@@ -581,6 +629,9 @@ class ImportReport:
     already_present: int = 0
     fingerprints: int = 0
     lines: int = 0
+    # CSV: header name as written -> column read ("hash", "path", "meta.colour", ...), so
+    # the CLI can show how another tool's columns were understood. Empty for te and jsonl.
+    columns: dict = field(default_factory=dict)
 
 
 PROGRESS_EVERY = 10_000  # lines between two progress calls of a streamed import
@@ -615,7 +666,7 @@ def import_hash_list(index, path_or_parsed, fmt: str = "auto", algorithm: str = 
                               source, skip_invalid, progress)
     parsed = path_or_parsed
     report = ImportReport(parsed.path, parsed.format, parsed.problems, imported=False,
-                          lines=parsed.lines)
+                          lines=parsed.lines, columns=dict(parsed.columns))
     if parsed.problems and not skip_invalid:
         return report
     entries = [_with_defaults(e, list(labels), source) for e in parsed.entries]
@@ -669,7 +720,7 @@ def _import_stream(index, path: str, fmt: str, algorithm: str, labels: list[str]
         reported = 0
         with open(path, "rb") as handle:
             report.format, numbered = _parse_stream(handle, path, fmt, algorithm, problems,
-                                                    counter)
+                                                    counter, report.columns)
             for number, parsed in numbered:
                 if progress is not None and counter[0] - reported >= PROGRESS_EVERY:
                     reported = counter[0]
