@@ -333,15 +333,23 @@ class SQLiteStore(Store):
         return None if row is None else _item(row, self.path)
 
     def load_codes(self, algorithm: str, nbits: int, item_ids=None) -> Codes:
+        check_kind(self.path, algorithm, nbits)
         with self._read() as db:
             seq = _last_seq(db)
             if item_ids is None:
-                rows = db.execute(_LOAD_CODES, (algorithm, nbits)).fetchall()
+                cursor = db.execute(_LOAD_CODES, (algorithm, nbits))
             else:
-                rows = db.execute(
-                    _LOAD_CODES_OF_ITEMS, (_id_list(item_ids), algorithm, nbits)
-                ).fetchall()
-        return _codes_from_rows(algorithm, nbits, seq, rows, self.path)
+                cursor = db.execute(_LOAD_CODES_OF_ITEMS, (_id_list(item_ids), algorithm, nbits))
+            # In chunks: a million rows as Python tuples cost ~330 bytes each, their arrays 66.
+            parts = []
+            while True:
+                rows = cursor.fetchmany(_FETCH_ROWS)
+                if not rows and parts:
+                    break
+                parts.append(_codes_from_rows(algorithm, nbits, seq, rows, self.path))
+                if len(rows) < _FETCH_ROWS:
+                    break
+        return parts[0] if len(parts) == 1 else _concatenate_codes(parts)
 
     def load_codes_for_items(self, item_ids) -> dict[tuple[str, int], Codes]:
         wanted = _id_list(item_ids)
@@ -610,6 +618,22 @@ def _item(row, where: str = "store") -> Item:
     return checked_item(where, item_id, path, sha256, size, added_at,
                         load_json(where, item_id, "labels", labels), source,
                         load_json(where, item_id, "meta", meta), removed_at)
+
+
+_FETCH_ROWS = 100_000
+
+
+def _concatenate_codes(parts: list) -> Codes:
+    first = parts[0]
+    return Codes(
+        algorithm=first.algorithm, nbits=first.nbits, seq=first.seq,
+        item_ids=np.concatenate([p.item_ids for p in parts]),
+        fingerprint_ids=np.concatenate([p.fingerprint_ids for p in parts]),
+        codes=np.concatenate([p.codes for p in parts]),
+        regions=np.concatenate([p.regions for p in parts]),
+        variants=np.concatenate([p.variants for p in parts]),
+        qualities=np.concatenate([p.qualities for p in parts]),
+    )
 
 
 def _codes_from_rows(algorithm: str, nbits: int, seq: int, rows: list,
