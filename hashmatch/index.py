@@ -595,7 +595,8 @@ class Index:
         records = []
         for fp, quality, item_meta in zip(fingerprints, qualities, metas):
             quality, item_labels, item_source, item_meta = validate_item_fields(
-                algorithm, quality, labels, source, item_meta)
+                algorithm, fp.quality if quality is None else quality, labels, source,
+                item_meta)
             records.append(ItemRecord(
                 path=None, sha256=None, size=None, labels=item_labels, source=item_source,
                 meta=dict(item_meta),
