@@ -548,13 +548,17 @@ def import_command(hash_list, db, fmt, labels, source, algorithm, skip_invalid):
 
 @main.command("export")
 @_db_option
-@click.option("-f", "--format", "fmt", type=click.Choice(("te", "csv", "jsonl")),
+@click.option("-f", "--format", "fmt",
+              type=click.Choice(("te", "csv", "jsonl", "pytx", "hex")),
               default="jsonl", show_default=True,
               help="jsonl and csv keep everything (labels, source, paths, SHA-256, metadata), "
                    "so importing the export gives back the same items; te writes only "
-                   "'hash,quality,path' lines of one algorithm, for tools that expect them.")
+                   "'hash,quality,path' lines of one algorithm, for tools that expect them; "
+                   "pytx writes 'pdq <hex>' lines (a python-threatexchange local_file "
+                   "collaboration), hex bare hashes ('threatexchange match -H photo -').")
 @click.option("-a", "--algorithm", type=click.Choice(ALGORITHMS), default="pdq",
-              show_default=True, help="With --format te: which fingerprints to write.")
+              show_default=True, help="With --format te, pytx or hex: which fingerprints to "
+                                      "write.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write to this file instead of the screen (standard output).")
 def export_command(db, fmt, algorithm, output):
@@ -565,8 +569,12 @@ def export_command(db, fmt, algorithm, output):
       hashmatch export --output our_list.jsonl        # everything, for another hashmatch
       hashmatch export --format csv --output list.csv  # opens in a spreadsheet
       hashmatch export --format te > pdq_hashes.txt    # hash,quality,path lines
+      hashmatch export --format pytx > ours.txt       # python-threatexchange local_file
     """
-    from .hashlists import export_hash_list
+    from .hashlists import PYTX_SIGNAL_TYPES, export_hash_list
+
+    if fmt == "pytx" and algorithm not in PYTX_SIGNAL_TYPES:
+        _fail(f"python-threatexchange has no signal type for {algorithm}: use --format hex")
     from .report import OutputPathError, check_output_path, write_atomically
 
     index = _open_index(db, create=False)

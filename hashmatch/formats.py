@@ -62,6 +62,43 @@ CSV_COLUMNS = ["query", "query_sha256", "distance", "score", "algorithm", "item_
                "stored_region", "query_quality", "stored_quality"]
 
 
+# OWASP CSV injection: a spreadsheet runs a cell starting with one of these as a formula.
+CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+CSV_GUARD = "'"
+
+
+def csv_safe_cell(value):
+    """``value`` as written to any CSV hashmatch produces: text that a spreadsheet would run
+    as a formula (it starts with = + - @ TAB or CR) gets a single quote in front, as OWASP
+    recommends. Numbers are not text and pass unchanged (a distance of -1 stays -1).
+
+    Text that already starts with a quote followed by one of those characters or by another
+    quote is guarded too, so :func:`csv_unguard_cell` (hash-list import) can remove exactly
+    the quotes this added: importing our own export gives back the text unchanged.
+    """
+    if not isinstance(value, str) or not value:
+        return value
+    if value.startswith(CSV_FORMULA_STARTS) or (
+            value[0] == CSV_GUARD and value[1:2] and
+            (value[1] == CSV_GUARD or value[1:].startswith(CSV_FORMULA_STARTS))):
+        return CSV_GUARD + value
+    return value
+
+
+def csv_unguard_cell(cell: str) -> str:
+    """Undo :func:`csv_safe_cell` on a cell read back from CSV: a leading quote before
+    = + - @ TAB CR or another quote is removed (once)."""
+    if len(cell) > 1 and cell[0] == CSV_GUARD and (
+            cell[1] == CSV_GUARD or cell[1:].startswith(CSV_FORMULA_STARTS)):
+        return cell[1:]
+    return cell
+
+
+def csv_safe_row(row: dict) -> dict:
+    """Every cell of ``row`` through :func:`csv_safe_cell`."""
+    return {key: csv_safe_cell(value) for key, value in row.items()}
+
+
 def match_row(result, match) -> dict:
     return {
         "query": result.path, "query_sha256": result.sha256, "distance": match.distance,
@@ -93,7 +130,7 @@ def write_query_results(results: Iterable, fmt: str, out: TextIO) -> None:
         writer.writeheader()
         for result in results:
             for match in result.matches:
-                writer.writerow(match_row(result, match))
+                writer.writerow(csv_safe_row(match_row(result, match)))
     else:
         _write_table(list(results), out)
 

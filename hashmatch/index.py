@@ -572,18 +572,40 @@ class Index:
         """Store hashes without images (hash lists from partners). Returns item ids.
 
         ``hashes``: hex strings, Fingerprints, or a uint8 array (n, nbits/8) of packed codes.
+        ``qualities`` and a list ``meta``: one per hash. Validated as ``hashmatch import``
+        validates a list line (hashlists.validate_item_fields): quality 0-100, labels a
+        list of strings (one string is one label), meta a JSON object; anything else raises
+        HashFormatError and nothing is stored.
         """
+        from .hashlists import validate_item_fields
         from .store import ItemRecord
 
-        fingerprints = _as_fingerprints(hashes, algorithm, qualities)
-        metas = meta if isinstance(meta, (list, tuple)) else [meta] * len(fingerprints)
-        records = [
-            ItemRecord(path=None, sha256=None, size=None, labels=list(labels or []), source=source,
-                       meta=dict(m or {}),
-                       fingerprints=[(fp.algorithm, fp.nbits, FULL_REGION, "original",
-                                      fp.bits.tobytes(), fp.quality)])
-            for fp, m in zip(fingerprints, metas)
-        ]
+        fingerprints = _as_fingerprints(hashes, algorithm, None)
+        n = len(fingerprints)
+        if qualities is not None:
+            qualities = list(qualities)
+            if len(qualities) != n:
+                raise HashFormatError(f"{len(qualities)} qualities for {n} hashes: give one "
+                                      "per hash (None where unknown)")
+        else:
+            qualities = [fp.quality for fp in fingerprints]
+        if isinstance(meta, (list, tuple)):
+            if len(meta) != n:
+                raise HashFormatError(f"{len(meta)} meta objects for {n} hashes: give one per "
+                                      "hash, or one dict for all")
+            metas = list(meta)
+        else:
+            metas = [meta] * n
+        records = []
+        for fp, quality, item_meta in zip(fingerprints, qualities, metas):
+            quality, item_labels, item_source, item_meta = validate_item_fields(
+                algorithm, fp.quality if quality is None else quality, labels, source,
+                item_meta)
+            records.append(ItemRecord(
+                path=None, sha256=None, size=None, labels=item_labels, source=item_source,
+                meta=dict(item_meta),
+                fingerprints=[(fp.algorithm, fp.nbits, FULL_REGION, "original",
+                               fp.bits.tobytes(), quality)]))
         stored = self.store.add_items(
             records, action="import", detail={"algorithm": algorithm, "source": source}
         ) if records else []

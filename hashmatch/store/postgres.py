@@ -43,8 +43,8 @@ from datetime import datetime, timezone
 from typing import Iterable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .base import (AddOutcome, AuditEntry, Change, Codes, Item, Store, StoreError, prepare_record,
-                   stats_summary)
+from .base import (AddOutcome, AuditEntry, Change, Codes, Item, Store, StoreError, check_kind,
+                   checked_item, prepare_record, stats_summary)
 from .sqlite import _actor, _codes_from_rows
 
 SCHEMA = "hashmatch"
@@ -500,7 +500,8 @@ class PostgresStore(Store):
             rows = db.execute(
                 f"SELECT {_ITEM_COLUMNS} FROM hashmatch.items WHERE id = ANY(%s::bigint[])",
                 (wanted,)).fetchall()
-        return {row[0]: _item(row) for row in rows}
+        items = (_item(row, self.path) for row in rows)
+        return {item.id: item for item in items}
 
     def find_by_sha256(self, sha256: str) -> Item | None:
         if "\x00" in sha256:
@@ -509,7 +510,7 @@ class PostgresStore(Store):
             row = db.execute(
                 f"SELECT {_ITEM_COLUMNS} FROM hashmatch.items"
                 " WHERE sha256 = %s AND removed_at IS NULL", (sha256.lower(),)).fetchone()
-        return None if row is None else _item(row)
+        return None if row is None else _item(row, self.path)
 
     def load_codes(self, algorithm: str, nbits: int, item_ids=None) -> Codes:
         with self._read() as db:
@@ -519,7 +520,7 @@ class PostgresStore(Store):
             else:
                 rows = _fetch_codes(db, _LOAD_CODES_OF_ITEMS,
                                     (_ids(item_ids), algorithm, int(nbits)))
-        return _codes_from_rows(algorithm, int(nbits), seq, rows)
+        return _codes_from_rows(algorithm, int(nbits), seq, rows, self.path)
 
     def load_codes_for_items(self, item_ids) -> dict[tuple[str, int], Codes]:
         wanted = _ids(item_ids)
@@ -542,6 +543,8 @@ class PostgresStore(Store):
                 "SELECT DISTINCT f.algorithm, f.nbits FROM hashmatch.fingerprints f"
                 " JOIN hashmatch.items i ON i.id = f.item_id WHERE i.removed_at IS NULL"
                 " ORDER BY 1, 2").fetchall()
+        for algorithm, nbits in rows:  # a row written around hashmatch must not size arrays
+            check_kind(self.path, algorithm, nbits)
         return [(algorithm, nbits) for algorithm, nbits in rows]
 
     def count_items(self) -> int:
@@ -736,10 +739,12 @@ def _fetch_codes(db, query: str, params) -> list:
     return rows
 
 
-def _item(row) -> Item:
+def _item(row, where: str = "store") -> Item:
     item_id, path, sha256, size, added_at, labels, source, meta, removed_at = row
-    return Item(item_id, path, sha256, size, _iso(added_at), labels, source, meta,
-                _iso(removed_at))
+    # jsonb arrives decoded; its shape is checked like SQLite's text (a row written with
+    # plain SQL could hold an object for labels).
+    return checked_item(where, item_id, path, sha256, size, _iso(added_at), labels, source,
+                        meta, _iso(removed_at))
 
 
 def _message(error) -> str:
