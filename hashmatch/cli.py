@@ -62,6 +62,11 @@ class _Group(click.Group):
         except OSError as exc:  # disk full or read-only output, unreadable input ...
             where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
             _fail(safe(f"{where}{exc.strerror or exc}"))
+        except Exception as exc:  # noqa: BLE001 - a bug still ends as one line and exit 2
+            if os.environ.get("HASHMATCH_DEBUG"):
+                raise
+            _fail(safe(f"internal error ({type(exc).__name__}: {exc}); run again with "
+                       "HASHMATCH_DEBUG=1 for the details, and please report it"))
 
 
 def _quiet_pillow() -> None:

@@ -124,3 +124,11 @@ def csv_field(text: str) -> str:
     if any(c in text for c in ',"') or text != text.strip():
         return '"' + text.replace('"', '""') + '"'
     return text
+
+
+def from_storable(text: str) -> str:
+    """The file name :func:`storable` came from (``\\xNN`` of bytes >= 0x80 back to the
+    surrogates ``os.fsencode`` turns into those bytes), to open the file again."""
+    import re
+
+    return re.sub(r"\\x([89a-f][0-9a-f])", lambda m: chr(0xDC00 + int(m.group(1), 16)), text)

@@ -105,8 +105,10 @@ def test_hostile_strings_are_text_in_a_real_browser(case, tmp_path):
     assert "pwned" not in re.search(r"<title>(.*?)</title>", dom).group(1)
     assert "<h1>injected</h1>" not in dom and dom.count("<h1>") == 1
     tags = img_tags(dom)
-    # 3 query thumbnails + each match shows query and stored image side by side (2 matches)
-    assert len(tags) == 3 + 2 * 2
+    # each query image once (3), each known image once (2), each with its larger view
+    assert sum('alt="image checked"' in t for t in tags) == 3
+    assert sum('alt="known image"' in t for t in tags) == 2
+    assert len(tags) == 2 * (3 + 2)
     assert all(re.search(r'src="data:image/jpeg;base64,[A-Za-z0-9+/=]+"', t) for t in tags)
     assert not any("onerror" in t or "onmouseover" in t for t in tags)
     assert not re.search(r"<[a-z]+[^>]*\sonmouseover=", dom)
@@ -179,7 +181,7 @@ def test_hash_list_entry_never_shows_a_file_that_happens_to_sit_at_its_path(tmp_
         document, thumbnails = build_query_report(index, [str(query)], workers=1)
     [match] = document["queries"][0]["matches"]
     assert match["path"] == str(decoy) and "hash-list entry" in match["stored_file"]["error"]
-    assert list(thumbnails) == [str(query)]
+    assert sorted(thumbnails) == sorted([str(query), f"large:{query}"])  # no decoy pixels
 
 
 def test_an_aligned_match_is_described_in_words():
