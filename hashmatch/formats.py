@@ -154,12 +154,12 @@ def write_table(result, out: TextIO, columns: int = 100) -> None:
     widths = [max(width(r[i]) for r in [head] + rows) for i in range(len(head))]
     path_col = len(head) - 2
     indent, gap = 2, 2
-    widths[-1] = min(widths[-1], 20)
+    widths[-1] = min(widths[-1], 16)
     if with_verdict:
         widths[2] = min(widths[2], 32)
     fixed = indent + sum(w for i, w in enumerate(widths) if i != path_col) + gap * (len(head) - 1)
     widths[path_col] = max(16, min(widths[path_col], columns - fixed))
-    detail_at = indent + sum(widths[:path_col]) + gap * path_col
+    detail_at = indent + widths[0] + gap + widths[1] + gap  # under VERDICT / MATCHED IMAGE
     for number, row in enumerate([head] + rows):
         cells = []
         for i, (cell, w) in enumerate(zip(row, widths)):
