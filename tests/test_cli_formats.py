@@ -182,3 +182,10 @@ def test_readme_hash_files_snippet_runs_as_a_plain_script(tmp_path):
                             timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "hashed 12 of 12" and "bootstrapping" not in result.stderr
+
+
+def test_every_command_has_plain_help():
+    for command in ("hash", "index", "query", "info", "remove", "list", "label", "dedup",
+                    "report", "import", "export"):
+        result = run_cli(command, "--help")
+        assert result.returncode == 0 and "Usage:" in result.stdout, (command, result.stderr)
