@@ -315,6 +315,7 @@ text-align:left;vertical-align:top}th{background:#eee}
 .thumb{max-width:200px;max-height:200px;display:block}
 .large{max-width:100%;display:block;margin-top:6px;border:1px solid #ccc}
 details{margin:4px 0}summary{cursor:pointer;color:#1a4f8b}
+.card:has(details[open]){max-width:840px}
 .nothumb{width:200px;height:60px;background:#eee;color:#555;display:flex;align-items:center;
 justify-content:center;font-size:12px;text-align:center}
 .err{color:#a00}.verdict{font-weight:600;font-size:16px;margin:4px 0}
@@ -326,8 +327,10 @@ justify-content:center;font-size:12px;text-align:center}
 def render_html(document: dict, thumbnails: dict[str, str], json_sha256: str,
                 json_name: str) -> str:
     header = document["report"]
+    summary = ""
     if "queries" in document:
         title = "Evidence report"
+        summary = _summary_html(document["queries"])  # first: what an investigator reads
         body = _queries_html(document["queries"], thumbnails, header["sanitized"])
     else:
         title, body = "Near-duplicate groups", _clusters_html(document, thumbnails)
@@ -337,6 +340,8 @@ def render_html(document: dict, thumbnails: dict[str, str], json_sha256: str,
         "<meta name=\"referrer\" content=\"no-referrer\">",
         f"<title>hashmatch {esc(title.lower())}</title><style>{_STYLE}</style></head><body>",
         f"<h1>hashmatch {esc(title.lower())}</h1>",
+        summary,
+        "<h2>About this report</h2>" if summary else "",
         _header_html(header, json_sha256, json_name),
         body,
         "</body></html>\n",
@@ -438,7 +443,7 @@ def _summary_html(queries: list[dict]) -> str:
 
 
 def _queries_html(queries: list[dict], thumbnails: dict, sanitized: bool) -> str:
-    parts = [_summary_html(queries)]
+    parts = []
     note = "sanitized report: no images" if sanitized else "no image"
     for number, query in enumerate(queries, start=1):
         facts = query["file"]
