@@ -411,6 +411,7 @@ def index_command(paths, db, recursive, all_files, labels, source, algorithms, m
     index = _open_index(db, create=True, algorithms=algorithms or ("pdq",))
     index.regions = not whole_images
     saved = _Saved()
+    stats: dict = {}
     try:
         with index, contextlib.ExitStack() as stack:
             client = None
@@ -421,7 +422,7 @@ def index_command(paths, db, recursive, all_files, labels, source, algorithms, m
                     client = stack.enter_context(connect(dask_address))
                 except HashmatchError as exc:
                     _fail(safe(str(exc)))
-            stats = _file_stats(files)
+            stats.update(_file_stats(files))
             unchanged = _unchanged_files(index, files, stats)
             saved.unchanged = len(unchanged)
             if unchanged and (labels or source):
@@ -439,10 +440,12 @@ def index_command(paths, db, recursive, all_files, labels, source, algorithms, m
                                          on_commit=on_commit) if todo else None
             total = len(index)
     except KeyboardInterrupt:
-        _interrupted(f"{saved.words()}; run the same command again to continue")
+        _interrupted(f"{_saved_words(db, files, stats, saved)}; run the same command again "
+                     "to continue")
     except HashmatchError as exc:
         _say(f"hashmatch: {safe(str(exc))}", err=True)
-        _fail(f"stopped: {saved.words()} before the error (they stay saved)")
+        _fail(f"stopped: {_saved_words(db, files, stats, saved)} before the error (they stay "
+              "saved)")
     outcomes = report.outcomes if report else []
     for outcome in outcomes:
         if outcome.status == "failed":
@@ -474,6 +477,27 @@ class _Saved:
         total = self.added + self.already + self.unchanged
         return (f"{total:,} images saved ({self.added:,} new, "
                 f"{self.already + self.unchanged:,} already in the database)")
+
+
+def _saved_words(db, files, stats, saved) -> str:
+    """What an interrupted or failed index run left in the database, asked of the database
+    itself: the interruption may fall between a batch's commit and its report. The files
+    found there also get their modification times recorded, so the next run skips them."""
+    from .store import open_store
+    from .text import storable as _storable
+
+    try:
+        with open_store(_db_path(db)) as store:  # the store only: no codes loaded
+            by_path = {_storable(stats[f][0]): f for f in files if f in stats}
+            stored = store.find_by_paths(list(by_path))
+            times = {item.id: stats[by_path[path]][2] for path, item in stored.items()
+                     if item.size == stats[by_path[path]][1]
+                     and item.meta.get("mtime_ns") != stats[by_path[path]][2]}
+            store.set_file_times(times)
+        count = max(len(stored), saved.added + saved.already + saved.unchanged)
+        return f"{count:,} images saved"
+    except BaseException:  # noqa: BLE001 - a second Ctrl-C, or the store is what failed
+        return saved.words()
 
 
 def _file_stats(files) -> dict:
