@@ -110,3 +110,29 @@ def test_a_store_error_after_opening_is_one_line_and_exit_2(tmp_path):
         assert result.stderr.startswith("hashmatch: "), result.stderr
     result = run_cli("index", "--db", db, PHOTOS[1])
     assert "0 images saved" in result.stderr or "no such column" in result.stderr
+
+
+def test_disk_full_in_the_middle_of_index_reports_what_was_committed(tmp_path):
+    # The store fails on its second batch, as SQLite does when the disk fills up.
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import hashmatch.store.sqlite as s\n"
+        "from hashmatch.store.base import StoreError\n"
+        "_add, _calls = s.SQLiteStore.add_items, []\n"
+        "def add_items(self, records, **kw):\n"
+        "    _calls.append(1)\n"
+        "    if len(_calls) == 2:\n"
+        "        raise StoreError(f'{self.path}: database or disk is full')\n"
+        "    return _add(self, records, **kw)\n"
+        "s.SQLiteStore.add_items = add_items\n")
+    db = tmp_path / "case.hmdb"
+    files = sorted((CORPUS / "photos").glob("*.jpg"))[:100]
+    result = run_cli("index", "--db", db, "--workers", "1", *files,
+                     env={"PYTHONPATH": str(hook)})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert "database or disk is full" in result.stderr
+    assert "stopped: 64 images saved before the error (they stay saved)" in result.stderr
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM items").fetchone()[0] == 64
