@@ -14,6 +14,7 @@ from .errors import ImageError
 from .fingerprint import Fingerprint
 from .hashers import DEFAULT_ALGORITHM, compute, decode_needs, merge_needs
 from .parallel import ordered_map
+from .text import storable
 
 
 @dataclass
@@ -71,7 +72,11 @@ def fingerprint_file(path, algorithms: Sequence[str] = (DEFAULT_ALGORITHM,), exa
     ``regions``: also PDQ-hash the image's regions (:func:`hashmatch.regions.storage_fingerprints`)
     when PDQ is among the algorithms."""
     name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else decoding.describe(path)
-    result = FileFingerprints(path=name)
+    if isinstance(name, bytes):
+        name = os.fsdecode(name)
+    # A name that is not valid UTF-8 (its odd bytes are surrogates after os.fsdecode) is
+    # reported and stored with those bytes as \xNN: stores and JSON want text (text.storable).
+    result = FileFingerprints(path=storable(name))
     try:
         needs = merge_needs([decode_needs(a, exact) for a in algorithms])
         decoded = decoding.decode(path, mode=needs.mode, draft_min_side=needs.draft_min_side,

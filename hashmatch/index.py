@@ -88,7 +88,7 @@ class Match:
     # the plain-PDQ rule decided it).
     verified: bool | None = None
     # Plain words for an investigator, e.g. "same picture", "same picture, edited",
-    # "same template, different content", "hash-list match (not verified)".
+    # "same template, not a copy", "whole-image hash match (not verified: ...)".
     verdict: str = ""
     # The numbers behind the verdict (e.g. share of the picture that agrees, matched tiles).
     evidence: dict = field(default_factory=dict)
@@ -661,28 +661,48 @@ class Index:
                    margin: int | None = None, regions: bool | None = None,
                    templates: bool = False) -> list[QueryResult]:
         """Query many files (as :meth:`query`); hashing runs in worker processes. Per-file
-        errors are returned."""
+        errors are returned. ``list(iter_query_many(...))``."""
+        return list(self.iter_query_many(sources, max_distance=max_distance, top_k=top_k,
+                                         exact=exact, dihedral=dihedral,
+                                         min_quality=min_quality, workers=workers,
+                                         progress=progress, margin=margin, regions=regions,
+                                         templates=templates))
+
+    def iter_query_many(self, sources: Iterable, max_distance: int | None = None,
+                        top_k: int | None = None, exact: bool = False, dihedral: bool = True,
+                        min_quality: int | None = None, workers: int | None = None,
+                        progress: Callable[[int], None] | None = None,
+                        margin: int | None = None, regions: bool | None = None,
+                        templates: bool = False):
+        """Like :meth:`query_many`, but yields each QueryResult (in input order) as soon as
+        it is answered, so a caller can print or save results while the rest are hashed."""
         from .parallel import ordered_map
 
         sources = [os.fspath(s) if isinstance(s, os.PathLike) else s for s in sources]
         self._maybe_sync()  # the whole batch is answered from one state of the store
         use_regions = self._use_regions(regions)
         job = _QueryFingerprintJob(self._query_algorithms(), exact, dihedral, use_regions)
-        results = []
         for done, (name, fingerprints, sha256, aligner, error) in enumerate(
                 ordered_map(job, sources, workers=workers), start=1):
             if error:
-                results.append(QueryResult(name, error=error))
+                result = QueryResult(name, error=error)
             else:
-                matches = self._search(fingerprints, max_distance, top_k, min_quality, margin,
-                                       use_regions, aligner, templates)
-                results.append(QueryResult(name, matches, sha256=sha256,
-                                           fingerprints=[fp for fp, region, variant in fingerprints
-                                                         if region == FULL_REGION
-                                                         and variant == "original"]))
+                try:
+                    matches = self._search(fingerprints, max_distance, top_k, min_quality,
+                                           margin, use_regions, aligner, templates)
+                except HashmatchError:
+                    raise  # the store failed: every later query would too
+                except Exception as exc:  # noqa: BLE001 - one bad query must not cost the batch
+                    yield_error = f"internal error ({type(exc).__name__}: {exc})"
+                    result = QueryResult(name, error=yield_error, sha256=sha256)
+                else:
+                    result = QueryResult(name, matches, sha256=sha256,
+                                         fingerprints=[fp for fp, region, variant in fingerprints
+                                                       if region == FULL_REGION
+                                                       and variant == "original"])
             if progress:
                 progress(done)
-        return results
+            yield result
 
     def query_hashes(self, hashes, algorithm: str = "pdq", max_distance: int | None = None,
                      top_k: int | None = None, dihedral: bool = False) -> list[list[Match]]:

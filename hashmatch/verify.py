@@ -612,14 +612,13 @@ def verify_pair(query_grey: np.ndarray, query_box: Box, query_variant: str,
 
 PLAIN_WORDS = "whole-image hash match (not verified: no pixels stored for this item)"
 PLAIN_RULE = "plain PDQ: whole image, any rotation or flip, distance <= 31"
-TEMPLATE_WORDS = "same template, different content (not a copy)"
+TEMPLATE_WORDS = "same template, not a copy"
 
 
 def copy_words(distance: int, query_variant: str, query_region: str, stored_region: str) -> str:
-    """"same picture" or "same picture, edited: ..." in words."""
-    from .formats import describe_how
-
+    """"same picture", or "same picture, edited" when it was turned, framed, cut or changed
+    (the outputs say how beside it: hashmatch.formats.describe_how)."""
     if distance <= 8 and query_variant == "original" and query_region == "full" \
             and stored_region == "full":
         return "same picture"
-    return "same picture, edited: " + describe_how(query_variant, query_region, stored_region)
+    return "same picture, edited"

@@ -5,7 +5,9 @@ and an unrelated picture, do not."""
 from __future__ import annotations
 
 import io
+import json
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -207,3 +209,21 @@ def test_verification_data_is_kept_in_the_store_and_fetched_for_candidates(tmp_p
         stored = index.store.get_verification(ids + [999])
         assert sorted(stored) == sorted(ids)
         assert all(len(blob) <= verify.BUDGET_BYTES for blob in stored.values())
+
+
+def test_cli_says_how_strong_a_match_is_and_lists_template_leads_only_when_asked(tmp_path):
+    from conftest import run_cli
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    db = tmp_path / "demo.hmdb"
+    assert run_cli("index", "--db", db, "-r", examples / "known").returncode == 0
+    copy = run_cli("query", "--db", db, examples / "reposts" / "id-card-resized.jpg")
+    assert copy.returncode == 0 and "same picture" in copy.stdout, copy.stdout
+    sibling = examples / "reposts" / "other-id-card.jpg"  # same design, other name and photo
+    plain = run_cli("query", "--db", db, sibling)
+    assert plain.returncode == 1 and "no match" in plain.stdout, plain.stdout
+    leads = run_cli("query", "--db", db, "--templates", "--json", sibling)
+    assert leads.returncode == 1  # a lead is not a match
+    (record,) = [json.loads(line) for line in leads.stdout.splitlines()]
+    assert [(m["kind"], m["verified"]) for m in record["matches"]] == [("template", False)]
+    assert record["matches"][0]["verdict"] == "same template, not a copy"

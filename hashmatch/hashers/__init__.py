@@ -37,9 +37,8 @@ def decode_needs(algorithm: str, exact: bool) -> DecodeNeeds:
         from .grid import GRID_SIDE
 
         return DecodeNeeds("L", GRID_SIDE * 2)
-    grid = {"phash": 32, "dhash": 9, "ahash": 8}[algorithm]
-    return DecodeNeeds("L", max(grid * imagehash_compat.FAST_OVERSAMPLING,
-                                imagehash_compat.FAST_MIN_SIDE))
+    # phash/dhash/ahash: one draft size for the three (drift measured in imagehash_compat).
+    return DecodeNeeds("L", imagehash_compat.FAST_MIN_SIDE)
 
 
 def merge_needs(needs: list[DecodeNeeds]) -> DecodeNeeds:

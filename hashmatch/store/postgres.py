@@ -609,6 +609,84 @@ class PostgresStore(Store):
         return problems
 
 
+    # -- curation (labels, sources, file times; appended: CLI 'label', 'list', re-index) ----
+    def relabel_items(self, item_ids, add=(), remove=(), source=None, *,
+                      action: str = "label", detail: dict | None = None) -> dict[int, Item]:
+        """As :meth:`SQLiteStore.relabel_items`: labels/sources of live items, audited."""
+        from ..curation import check_labels, relabelled
+
+        add, remove = check_labels("relabel", add), check_labels("relabel", remove)
+        for value in [*add, *remove, source]:
+            _check_text("relabel", "label or source", value)
+        _check_text("audit", "action", action)
+        requested = _ids(item_ids)
+
+        def body(db):
+            rows = db.execute(
+                "SELECT id, labels, source, meta FROM hashmatch.items"
+                " WHERE id = ANY(%s::bigint[]) AND removed_at IS NULL ORDER BY id FOR UPDATE",
+                (requested,)).fetchall()
+            changed = []
+            for item_id, labels, old_source, meta in rows:
+                labels, new_source, meta, differs = relabelled(labels, old_source, meta, add,
+                                                               remove, source)
+                if differs:
+                    db.execute(
+                        "UPDATE hashmatch.items SET labels = %s::json, source = %s,"
+                        " meta = %s::json WHERE id = %s",
+                        (json.dumps(labels, ensure_ascii=False), new_source,
+                         json.dumps(meta, ensure_ascii=False), item_id))
+                    changed.append(item_id)
+            if changed:
+                _append_audit(db, None, action, {
+                    "items": changed, "add_labels": add, "remove_labels": remove,
+                    "source": source, **(detail or {})})
+            return [row[0] for row in rows]
+
+        live = self._write(body) if requested else []
+        return self.get_items(live)
+
+    def set_file_times(self, times: dict) -> None:
+        """As :meth:`SQLiteStore.set_file_times`: ``meta.mtime_ns`` per file item."""
+        if not times:
+            return
+
+        def body(db):
+            for item_id, mtime_ns in times.items():
+                row = db.execute("SELECT meta FROM hashmatch.items WHERE id = %s FOR UPDATE",
+                                 (int(item_id),)).fetchone()
+                if row is None:
+                    continue
+                meta = dict(row[0])
+                meta["mtime_ns"] = int(mtime_ns)
+                db.execute("UPDATE hashmatch.items SET meta = %s::json WHERE id = %s",
+                           (json.dumps(meta, ensure_ascii=False), int(item_id)))
+
+        self._write(body)
+
+    def find_by_paths(self, paths) -> dict[str, Item]:
+        """Live file items by path (the newest one where several share a path)."""
+        wanted = sorted({p for p in paths if p is not None and "\x00" not in p})
+        if not wanted:
+            return {}
+        with self._read(single=True) as db:
+            rows = db.execute(
+                f"SELECT {_ITEM_COLUMNS} FROM hashmatch.items WHERE path = ANY(%s::text[])"
+                " AND removed_at IS NULL ORDER BY id", (wanted,)).fetchall()
+        return {row[1]: _item(row) for row in rows}
+
+    def list_items(self, labels=(), source: str | None = None) -> list[Item]:
+        """As :meth:`SQLiteStore.list_items`."""
+        labels = list(labels or ())
+        with self._read(single=True) as db:
+            rows = db.execute(f"SELECT {_ITEM_COLUMNS} FROM hashmatch.items"
+                              " WHERE removed_at IS NULL ORDER BY id").fetchall()
+        items = [_item(row) for row in rows]
+        return [item for item in items
+                if all(label in item.labels for label in labels)
+                and (source is None or item.source == source
+                     or source in (item.meta.get("sources") or []))]
+
 # Each query counts violations of one invariant the write paths maintain. Foreign keys are
 # checked explicitly too: they can be bypassed (session_replication_role = replica).
 _INVARIANTS = [

@@ -471,6 +471,80 @@ class SQLiteStore(Store):
         return problems
 
 
+    # -- curation (labels, sources, file times; appended: CLI 'label', 'list', re-index) ----
+    def relabel_items(self, item_ids, add=(), remove=(), source=None, *,
+                      action: str = "label", detail: dict | None = None) -> dict[int, Item]:
+        """Add/remove labels and add a source on live items (see
+        :func:`hashmatch.curation.relabelled`), in one transaction with one audit row
+        (``action``: which items changed, what was asked). Returns the live items asked for,
+        as they are now; unknown or removed ids are absent."""
+        from ..curation import check_labels, relabelled
+
+        add, remove = check_labels("relabel", add), check_labels("relabel", remove)
+        requested = sorted({int(i) for i in item_ids})
+        now = _utc_now()
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT id, labels, source, meta FROM items WHERE id IN"
+                " (SELECT value FROM json_each(?)) AND removed_at IS NULL ORDER BY id",
+                (json.dumps(requested),)).fetchall()
+            changed = []
+            for item_id, labels, old_source, meta in rows:
+                labels, new_source, meta, differs = relabelled(
+                    json.loads(labels), old_source, json.loads(meta), add, remove, source)
+                if differs:
+                    db.execute("UPDATE items SET labels = ?, source = ?, meta = ? WHERE id = ?",
+                               (json.dumps(labels, ensure_ascii=False), new_source,
+                                json.dumps(meta, ensure_ascii=False), item_id))
+                    changed.append(item_id)
+            if changed:
+                _append_audit(db, now, action, {
+                    "items": changed, "add_labels": add, "remove_labels": remove,
+                    "source": source, **(detail or {})})
+        return {k: v for k, v in self.get_items([r[0] for r in rows]).items()}
+
+    def set_file_times(self, times: dict) -> None:
+        """Record each file item's modification time (``{item_id: st_mtime_ns}``) in its meta
+        (``mtime_ns``), so a re-index can skip files that did not change."""
+        if not times:
+            return
+        with self._write() as db:
+            for item_id, mtime_ns in times.items():
+                row = db.execute("SELECT meta FROM items WHERE id = ?", (int(item_id),)).fetchone()
+                if row is None:
+                    continue
+                meta = json.loads(row[0])
+                meta["mtime_ns"] = int(mtime_ns)
+                db.execute("UPDATE items SET meta = ? WHERE id = ?",
+                           (json.dumps(meta, ensure_ascii=False), int(item_id)))
+
+    def find_by_paths(self, paths) -> dict[str, Item]:
+        """Live file items by path (the newest one where several share a path)."""
+        wanted = sorted({p for p in paths if p is not None})
+        if not wanted:
+            return {}
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT id, path, sha256, size, added_at, labels, source, meta, removed_at"
+                " FROM items WHERE path IN (SELECT value FROM json_each(?))"
+                " AND removed_at IS NULL ORDER BY id",
+                (json.dumps(wanted, ensure_ascii=False),)).fetchall()
+        return {row[1]: _item(row) for row in rows}
+
+    def list_items(self, labels=(), source: str | None = None) -> list[Item]:
+        """Live items, oldest first; with ``labels`` only items carrying every one of them,
+        with ``source`` only items of that source (their first or a further one)."""
+        labels = list(labels or ())
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT id, path, sha256, size, added_at, labels, source, meta, removed_at"
+                " FROM items WHERE removed_at IS NULL ORDER BY id").fetchall()
+        items = [_item(row) for row in rows]
+        return [item for item in items
+                if all(label in item.labels for label in labels)
+                and (source is None or item.source == source
+                     or source in (item.meta.get("sources") or []))]
+
 # Each query counts violations of one invariant the write paths maintain.
 _INVARIANTS = [
     (
