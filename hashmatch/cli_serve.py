@@ -89,6 +89,12 @@ def serve(db, host, port, workers, sync_interval, max_upload_mb, max_pixels, req
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     click.echo(f"hashmatch serve: {len(_tokens_or_none(location))} token(s); listening on "
                f"http://{host}:{port} with {workers} worker(s)", err=True)
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again: end
+    # with status 0 then (a stop asked for is not a failure).
+    import signal
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: sys.exit(0))
     try:
         uvicorn.run("hashmatch.serve.app:app_from_env", factory=True, host=host, port=port,
                     workers=workers, access_log=access_log, log_level=log_level,

@@ -198,6 +198,7 @@ def create_app(db: str | None = None, *, config: ServeConfig | None = None,
             yield
         finally:
             await asyncio.get_running_loop().run_in_executor(None, service.stop)
+            log.info("index closed")
 
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={ApiError: _api_error, HTTPException: _http_error,

@@ -133,8 +133,11 @@ class Service:
         """The full robust query (``Index.query``) of uploaded bytes."""
         index = self.require_index()
         self.check_image(data)
-        with self.lock:
-            return index.query(data, **options)
+        try:
+            with self.lock:
+                return index.query(data, **options)
+        except ImageError as exc:
+            raise image_error(exc) from None
 
     async def lookup_async(self, fingerprints, max_distance: int, dihedral: bool = False):
         """:meth:`lookup_codes` from the event loop: inline when the index is free (a
@@ -319,8 +322,7 @@ class Service:
             return decoding.decode(data, mode="RGB", max_pixels=self.config.max_pixels,
                                    max_bytes=self.config.max_upload_bytes)
         except ImageError as exc:
-            status = 413 if exc.reason == "too large" else 400
-            raise ApiError(status, f"cannot read the image: {exc.reason}") from None
+            raise image_error(exc) from None
 
     def hma_pdq(self, data: bytes) -> tuple[Fingerprint, object]:
         """PDQ as HMA computes it: exact (bit-identical to pdqhash.compute) on the full
@@ -330,6 +332,12 @@ class Service:
 
         decoded = self.decode_upload(data)
         return compute(decoded.image, "pdq", exact=True), decoded
+
+
+def image_error(exc: ImageError) -> ApiError:
+    """An unreadable upload as a 4xx (the reason only: the detail can quote the bytes)."""
+    return ApiError(413 if exc.reason == "too large" else 400,
+                    f"cannot read the image: {exc.reason}")
 
 
 def parse_pdq(value, what: str = "signal") -> Fingerprint:

@@ -176,7 +176,10 @@ async def delete_item(request: Request):
 
 async def stats(request: Request):
     service = service_of(request)
+    import os
+
     return JSONResponse({"ready": service.ready, "store_ok": service.store_ok,
+                         "worker_pid": os.getpid(),
                          "in_memory_fingerprints": service.in_memory_sizes(),
                          "last_sync_utc_seconds": service.last_sync_ok,
                          "banks": sorted(service.settings.banks) if service.settings else []})
