@@ -98,7 +98,8 @@ def _strength_bar(score) -> str:
     return f"<div class=\"bar\"><span style=\"width:{width}%\"></span></div>"
 
 
-def _match_card(match: dict, stored_thumb: str | None, stored_facts: dict) -> str:
+def _match_card(match: dict, stored_thumb: str | None, stored_facts: dict,
+                query_thumb: str) -> str:
     from ..formats import describe_how
 
     how = describe_how(match["query_variant"], match["query_region"], match["stored_region"])
@@ -116,9 +117,12 @@ def _match_card(match: dict, stored_thumb: str | None, stored_facts: dict) -> st
                     for k, v in rows)
     image = (f"<img class=\"thumb\" src=\"{esc(stored_thumb)}\" alt=\"stored match\">"
              if stored_thumb else "<div class=\"nothumb\">no stored image</div>")
-    return (f"<div class=\"card\"><b>known item {esc(match['item_id'])}</b> "
-            f"<span class=\"verdict\">{esc(match.get('verdict') or '')}</span>"
-            f"{_strength_bar(match.get('score'))}{image}<table>{cells}</table></div>")
+    verdict = match.get("verdict") or match.get("kind") or ""
+    return ("<div class=\"pair\"><div class=\"card\"><b>uploaded image</b>"
+            f"<img class=\"thumb\" src=\"{esc(query_thumb)}\" alt=\"query\"></div>"
+            f"<div class=\"card\"><b>known item {esc(match['item_id'])}</b>{image}</div>"
+            f"<div class=\"card\"><span class=\"verdict\">{esc(verdict)}</span>"
+            f"{_strength_bar(match.get('score'))}<table>{cells}</table></div></div>")
 
 
 async def lookup(request: Request):
@@ -139,12 +143,13 @@ async def lookup(request: Request):
         m = match.to_dict()
         facts, thumb = await blocking(file_facts, m["path"], True, m["sha256"]) \
             if m["path"] else ({"error": "hash-list entry: no image kept"}, None)
-        cards.append(_match_card(m, thumb, facts))
+        cards.append(_match_card(m, thumb, facts, query_thumb))
     summary = (f"<p>{len(matches)} match{'es' if len(matches) != 1 else ''}, best first.</p>"
                if matches else "<p>No match: this image is not a copy of a known one.</p>")
-    body = (_nav(name) + _UPLOAD + "<h2>Query</h2><div class=\"pair\"><div class=\"card\">"
-            f"<b>uploaded image</b><img class=\"thumb\" src=\"{esc(query_thumb)}\" alt=\"query\">"
-            f"</div></div><h2>Matches</h2>{summary}<div class=\"pair\">{''.join(cards)}</div>")
+    no_match = "" if matches else (
+        "<div class=\"pair\"><div class=\"card\"><b>uploaded image</b>"
+        f"<img class=\"thumb\" src=\"{esc(query_thumb)}\" alt=\"query\"></div></div>")
+    body = (_nav(name) + _UPLOAD + f"<h2>Matches</h2>{summary}{no_match}{''.join(cards)}")
     return _page("hashmatch: lookup", body)
 
 
