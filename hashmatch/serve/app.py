@@ -47,6 +47,8 @@ class Guard:
         self.service = service
         self.routes = routes
         self._route_cache: dict[tuple[str, str], str] = {}
+        # Which worker answered (operations, and the multi-worker tests).
+        self.headers = SECURITY_HEADERS + [(b"x-hashmatch-worker", str(os.getpid()).encode())]
 
     def _route_of(self, scope) -> str:
         key = (scope["method"], scope["path"])
@@ -97,7 +99,7 @@ class Guard:
                 state["status"] = message["status"]
                 state["started"] = True
                 message = {**message, "headers": list(message.get("headers", []))
-                           + SECURITY_HEADERS}
+                           + self.headers}
             await send(message)
 
         try:
