@@ -126,3 +126,21 @@ def test_serve_starts_answers_and_stops_cleanly(tmp_path):
         assert status.status_code == 200 and status.json()["pdq"]["present"] is True
         proc = server.proc
     assert proc.returncode == 0, server.log()
+
+
+def test_request_timeout_answers_503(tmp_path):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    db = tmp_path / "slow.hmdb"
+    token = make_token(db, "m", "match")
+    noise = np.random.default_rng(1).integers(0, 256, (3000, 4000, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="JPEG", quality=80)  # ~12 Mpx, < 20 MB
+    with ServeProcess(db, 1, tmp_path / "serve.log", "--request-timeout", "0.1") as server:
+        r = httpx.post(server.url + "/v1/query", files={"file": ("big.png", buffer.getvalue())},
+                       headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        assert r.status_code == 503 and r.json() == {"message": "request timed out"}
+        assert httpx.get(server.url + "/healthz").status_code == 200
