@@ -221,6 +221,22 @@ def multipart(photo: bytes) -> bytes:
 
 
 # -- phases ----------------------------------------------------------------------------------
+def sequential_ms(url: str, path: str, body: bytes, token: str, n: int = 30) -> float:
+    """Median latency of one request at a time (no queueing): next to the in-process
+    hashing cost, it shows what the service adds to hashing."""
+    import httpx
+
+    timings = []
+    with httpx.Client(base_url=url, timeout=60, headers={
+            "Authorization": f"Bearer {token}",
+            "content-type": "multipart/form-data; boundary=hmbench"}) as c:
+        for _ in range(n):
+            t = time.perf_counter()
+            c.post(path, content=body).raise_for_status()
+            timings.append(time.perf_counter() - t)
+    return 1000 * float(np.median(timings))
+
+
 def build_store(url: str, size: int, seed: int) -> np.ndarray:
     import hashmatch as hm
 
@@ -389,7 +405,8 @@ def main() -> None:
             results["raw_lookup"] = raw
             log(f"raw lookups: {raw}")
         if "image" not in args.skip:
-            photo_path = sorted(PHOTO_DIR.glob("*.jpg"))[17]
+            by_size = sorted(PHOTO_DIR.glob("*.jpg"), key=lambda p: (p.stat().st_size, p.name))
+            photo_path = by_size[len(by_size) // 2]  # the corpus's median-size photo
             photo = photo_path.read_bytes()
             body_path = WORK / "serve_body.bin"
             body_path.write_bytes(multipart(photo))
@@ -420,6 +437,7 @@ def main() -> None:
                 else:
                     out = run_python_load(server.url, [path], match, args.seconds, 4, body)
                 out.pop("raw", None)
+                out["sequential_median_ms"] = sequential_ms(server.url, path, body, match)
                 results["image"][path] = out
                 log(f"image {path}: {out}")
         if "latency" not in args.skip:
