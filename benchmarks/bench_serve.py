@@ -221,6 +221,71 @@ def multipart(photo: bytes) -> bytes:
 
 
 # -- phases ----------------------------------------------------------------------------------
+# The peer: a Flask app answering /m/raw_lookup as HMA's matcher does (python-threatexchange's
+# PDQIndex over the same hashes, one index per gunicorn worker, radius 31), served by
+# gunicorn as HMA's Dockerfile does (sync workers). Our own few lines, not HMA's code: it
+# needs `pip install threatexchange flask gunicorn` in the interpreter given by --peer-python.
+PEER_APP = """
+import os
+from flask import Flask, abort, request
+from threatexchange.signal_type.pdq.pdq_index import PDQIndex
+
+with open(os.environ["PEER_HASHES"]) as f:
+    index = PDQIndex.build((line.strip(), k + 1) for k, line in enumerate(f) if line.strip())
+app = Flask(__name__)
+
+@app.get("/m/raw_lookup")
+def raw_lookup():
+    if request.args.get("signal_type") != "pdq":
+        abort(400)
+    return {"matches": [m.metadata for m in index.query(request.args.get("signal", ""))]}
+
+@app.get("/status")
+def status():
+    return "I-AM-ALIVE"
+"""
+
+
+def run_peer(python: str, codes: np.ndarray, hash_file: Path, workers: int, seconds: float,
+             connections: int) -> dict:
+    import httpx
+
+    stored = WORK / "peer_hashes.txt"
+    stored.write_text("\n".join(hexes(codes)) + "\n")
+    (WORK / "hma_peer_app.py").write_text(PEER_APP)
+    port = free_port()
+    env = {**os.environ, "PEER_HASHES": str(stored), "PYTHONPATH": str(WORK)}
+    log_file = open(WORK / "peer.log", "wb")
+    started = time.monotonic()
+    proc = subprocess.Popen([python, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
+                             "--workers", str(workers), "--timeout", "600", "hma_peer_app:app"],
+                            env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        ready = set()
+        while True:  # every worker builds its index before it can answer
+            time.sleep(1)
+            if proc.poll() is not None:
+                raise SystemExit((WORK / "peer.log").read_text()[-2000:])
+            try:
+                for _ in range(8):
+                    httpx.get(f"http://127.0.0.1:{port}/status", timeout=1,
+                              headers={"Connection": "close"}).raise_for_status()
+                break
+            except httpx.HTTPError:
+                continue
+        start_s = time.monotonic() - started
+        script = WRK_RAW % {"hashes": hash_file, "token": "none"}
+        out = run_wrk(f"http://127.0.0.1:{port}", script, seconds, connections)
+        out.pop("raw", None)
+        out["start_s"] = start_s
+        return out
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+        log_file.close()
+
+
 def sequential_ms(url: str, path: str, body: bytes, token: str, n: int = 30) -> float:
     """Median latency of one request at a time (no queueing): next to the in-process
     hashing cost, it shows what the service adds to hashing."""
@@ -365,6 +430,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--skip", nargs="*", default=[], choices=["raw", "image", "latency",
                                                                   "faults"])
+    parser.add_argument("--peer-python", default=None,
+                        help="interpreter with threatexchange, flask and gunicorn installed: "
+                             "also measure HMA's way (Flask + PDQIndex) on the same hashes")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     from pg_server import PgServer
@@ -443,6 +511,16 @@ def main() -> None:
         if "latency" not in args.skip:
             results["add_to_matchable"] = add_to_matchable(server, curate, match, 30)
             log(f"add -> matchable: {results['add_to_matchable']}")
+        if args.peer_python:
+            if server is not None:
+                server.stop()  # the peer gets the machine to itself, as the service did
+                server = None
+            results["peer_flask_pdqindex"] = run_peer(args.peer_python, codes, hash_file,
+                                                      args.workers, args.seconds,
+                                                      args.connections)
+            log(f"peer (Flask + PDQIndex, gunicorn): {results['peer_flask_pdqindex']}")
+            server = Server(url, args.workers, WORK / "serve_bench.log")
+            server.start()
         if "faults" not in args.skip:
             results["faults"] = fault_run(server, pg, curate, match, values, url)
             log(f"faults: {results['faults']}")

@@ -77,6 +77,10 @@ def serve(db, host, port, workers, sync_interval, max_upload_mb, max_pixels, req
         _fail("the service needs its extra: pip install 'hashmatch[serve]'")
     location = _db(db)
     _open_store(location, create=True).close()  # fail now, with the reason, not in a worker
+    # Metrics of every worker in one /metrics: prometheus_client's multiprocess mode, which
+    # must be set before hashmatch.serve.metrics is first imported.
+    metrics_dir = tempfile.mkdtemp(prefix="hashmatch-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     from .serve.app import ENV_PREFIX
 
     env = {"DB": location, "SYNC_INTERVAL": sync_interval,
@@ -84,9 +88,6 @@ def serve(db, host, port, workers, sync_interval, max_upload_mb, max_pixels, req
            "REQUEST_TIMEOUT": request_timeout, "CREATE": "1"}
     for key, value in env.items():
         os.environ[ENV_PREFIX + key] = str(value)
-    # Metrics of every worker in one /metrics: prometheus_client's multiprocess mode.
-    metrics_dir = tempfile.mkdtemp(prefix="hashmatch-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     click.echo(f"hashmatch serve: {len(_tokens_or_none(location))} token(s); listening on "
                f"http://{host}:{port} with {workers} worker(s)", err=True)
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again: end
