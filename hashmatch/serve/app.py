@@ -201,6 +201,7 @@ def create_app(db: str | None = None, *, config: ServeConfig | None = None,
             yield
         finally:
             await asyncio.get_running_loop().run_in_executor(None, service.stop)
+            metrics.mark_dead(os.getpid())  # this worker's gauges leave /metrics with it
             log.info("index closed")
 
     app = Starlette(routes=routes, lifespan=lifespan,
