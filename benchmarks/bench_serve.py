@@ -430,6 +430,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--skip", nargs="*", default=[], choices=["raw", "image", "latency",
                                                                   "faults"])
+    parser.add_argument("--raw-connections", type=int, nargs="*", default=None,
+                        help="run the raw-lookup phase once per connection count")
     parser.add_argument("--peer-python", default=None,
                         help="interpreter with threatexchange, flask and gunicorn installed: "
                              "also measure HMA's way (Flask + PDQIndex) on the same hashes")
@@ -462,16 +464,20 @@ def main() -> None:
         lookup_hash_file(codes, hash_file, seed=2)
         values = hash_file.read_text().split()
         if "raw" not in args.skip:
-            if shutil.which("wrk"):
-                raw = run_wrk(server.url, WRK_RAW % {"hashes": hash_file, "token": match},
-                              args.seconds, args.connections)
-            else:
-                raw = run_python_load(server.url, [f"/m/raw_lookup?signal_type=pdq&signal={v}"
-                                                   for v in values[:500]], match, args.seconds,
-                                      args.connections)
-            raw.pop("raw", None)
-            results["raw_lookup"] = raw
-            log(f"raw lookups: {raw}")
+            for connections in args.raw_connections or [args.connections]:
+                if shutil.which("wrk"):
+                    raw = run_wrk(server.url, WRK_RAW % {"hashes": hash_file, "token": match},
+                                  args.seconds, connections)
+                else:
+                    raw = run_python_load(server.url,
+                                          [f"/m/raw_lookup?signal_type=pdq&signal={v}"
+                                           for v in values[:500]], match, args.seconds,
+                                          connections)
+                raw.pop("raw", None)
+                raw["connections"] = connections
+                results.setdefault("raw_lookup_by_connections", []).append(raw)
+                results["raw_lookup"] = raw
+                log(f"raw lookups, {connections} connections: {raw}")
         if "image" not in args.skip:
             by_size = sorted(PHOTO_DIR.glob("*.jpg"), key=lambda p: (p.stat().st_size, p.name))
             photo_path = by_size[len(by_size) // 2]  # the corpus's median-size photo
