@@ -1108,3 +1108,8 @@ def export_command(db, fmt, algorithm, output):
             count = export_hash_list(index, buffer, fmt, algorithm)
             write_atomically(target, buffer.getvalue().encode("utf-8"))
     click.echo(f"exported {count} hashes" + (f" to {output}" if output else ""), err=True)
+
+
+from .cli_serve import register as _register_serve  # noqa: E402 - hashmatch serve, token
+
+_register_serve(main)

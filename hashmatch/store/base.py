@@ -245,6 +245,28 @@ class Store(abc.ABC):
     def integrity_check(self) -> list[str]:
         """Problems found (storage-level and invariants); an empty list means healthy."""
 
+    # -- small key/value settings (hashmatch serve: banks, API tokens) -----------------------
+    # Kept in the store's meta table, so they need no schema change. Keys of the store's own
+    # (RESERVED_META_KEYS) can be neither set nor deleted. With ``action``, one audit row
+    # (``action``, ``detail``) is written in the same transaction as the change.
+    @abc.abstractmethod
+    def get_meta_value(self, key: str) -> str | None:
+        """The value stored under ``key``, or None."""
+
+    @abc.abstractmethod
+    def set_meta_value(self, key: str, value: str, *, action: str | None = None,
+                       detail: dict | None = None) -> None:
+        """Store ``value`` under ``key`` (replacing any), durably."""
+
+    @abc.abstractmethod
+    def delete_meta_value(self, key: str, *, action: str | None = None,
+                          detail: dict | None = None) -> bool:
+        """Delete ``key``; True if it existed."""
+
+    @abc.abstractmethod
+    def list_meta_prefix(self, prefix: str) -> dict[str, str]:
+        """Every key starting with ``prefix`` (and its value), in key order."""
+
 
 # -- shared by the backends ---------------------------------------------------------------
 _HEX = frozenset("0123456789abcdef")
@@ -488,3 +510,16 @@ def load_json(where: str, item_id, name: str, text):
     except ValueError as e:
         raise StoreError(f"{where}: item {item_id}: {name} is not valid JSON ({e}) "
                          "(a crafted or damaged store)") from None
+
+RESERVED_META_KEYS = frozenset({"format", "schema_version", "store_uuid", "created_at"})
+
+
+def check_meta_key(key, value=None) -> str:
+    """A settings key (and value) fit for the meta table, else StoreError."""
+    if not isinstance(key, str) or not key or "\x00" in key or len(key) > 1000:
+        raise StoreError("a meta key must be a non-empty string of at most 1000 characters")
+    if key in RESERVED_META_KEYS:
+        raise StoreError(f"meta key {key!r} belongs to the store itself")
+    if value is not None and (not isinstance(value, str) or "\x00" in value):
+        raise StoreError("a meta value must be a string without NUL characters")
+    return key

@@ -687,6 +687,49 @@ class PostgresStore(Store):
                 and (source is None or item.source == source
                      or source in (item.meta.get("sources") or []))]
 
+    # -- key/value settings (see Store.get_meta_value) ------------------------------------
+    def get_meta_value(self, key: str) -> str | None:
+        if not isinstance(key, str) or "\x00" in key:
+            return None
+        with self._read(single=True) as db:
+            row = db.execute("SELECT value FROM hashmatch.meta WHERE key = %s", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta_value(self, key: str, value: str, *, action=None, detail=None) -> None:
+        from .base import check_meta_key
+
+        check_meta_key(key, value)
+
+        def body(db):
+            db.execute("INSERT INTO hashmatch.meta (key, value) VALUES (%s, %s)"
+                       " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", (key, value))
+            if action:
+                _append_audit(db, None, action, detail or {})
+
+        self._write(body)
+
+    def delete_meta_value(self, key: str, *, action=None, detail=None) -> bool:
+        from .base import check_meta_key
+
+        check_meta_key(key)
+
+        def body(db):
+            existed = db.execute("DELETE FROM hashmatch.meta WHERE key = %s", (key,)).rowcount > 0
+            if action:
+                _append_audit(db, None, action, {**(detail or {}), "existed": existed})
+            return existed
+
+        return self._write(body)
+
+    def list_meta_prefix(self, prefix: str) -> dict[str, str]:
+        if "\x00" in prefix:
+            return {}
+        with self._read(single=True) as db:
+            rows = db.execute(
+                "SELECT key, value FROM hashmatch.meta WHERE left(key, length(%s)) = %s"
+                " ORDER BY key", (prefix, prefix)).fetchall()
+        return dict(rows)
+
 # Each query counts violations of one invariant the write paths maintain. Foreign keys are
 # checked explicitly too: they can be bypassed (session_replication_role = replica).
 _INVARIANTS = [

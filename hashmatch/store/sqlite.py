@@ -545,6 +545,38 @@ class SQLiteStore(Store):
                 and (source is None or item.source == source
                      or source in (item.meta.get("sources") or []))]
 
+    # -- key/value settings (see Store.get_meta_value) ------------------------------------
+    def get_meta_value(self, key: str) -> str | None:
+        with self._read() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta_value(self, key: str, value: str, *, action=None, detail=None) -> None:
+        from .base import check_meta_key
+
+        check_meta_key(key, value)
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+            if action:
+                _append_audit(db, _utc_now(), action, detail or {})
+
+    def delete_meta_value(self, key: str, *, action=None, detail=None) -> bool:
+        from .base import check_meta_key
+
+        check_meta_key(key)
+        with self._write() as db:
+            existed = db.execute("DELETE FROM meta WHERE key = ?", (key,)).rowcount > 0
+            if action:
+                _append_audit(db, _utc_now(), action, {**(detail or {}), "existed": existed})
+        return existed
+
+    def list_meta_prefix(self, prefix: str) -> dict[str, str]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT key, value FROM meta WHERE substr(key, 1, length(?)) = ? ORDER BY key",
+                (prefix, prefix)).fetchall()
+        return dict(rows)
+
 # Each query counts violations of one invariant the write paths maintain.
 _INVARIANTS = [
     (
