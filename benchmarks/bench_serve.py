@@ -24,7 +24,6 @@ Results: JSON on stdout and in benchmarks/_work/serve_results.json.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import random
@@ -262,7 +261,6 @@ def run_peer(python: str, codes: np.ndarray, hash_file: Path, workers: int, seco
                             env=env, stdout=log_file, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
-        ready = set()
         while True:  # every worker builds its index before it can answer
             time.sleep(1)
             if proc.poll() is not None:

@@ -861,8 +861,9 @@ def dedup_command(paths, db, max_distance, algorithm, recursive, all_files, as_j
 
     \b
     Give folders or files (hashmatch dedup ./screenshots --recursive), or nothing (or --db
-    alone) to group the images already in the database (the default one, as for query). Each group lists its best-quality image first (the
-    representative), then the others with their distance to it (0 = same picture).
+    alone) to group the images already in the database (the default one, as for query).
+    Each group lists its best-quality image first (the representative), then the others
+    with their distance to it (0 = same picture).
 
     Exit code 0 if any group was found, 1 if every image is unique, 2 on error (unreadable
     files are listed; the others are still grouped).

@@ -129,7 +129,8 @@ def _orb(grey: np.ndarray, count: int):
     """ORB keypoints (x, y) and descriptors of a grey array."""
     import cv2
 
-    orb = cv2.ORB_create(nfeatures=count, fastThreshold=12, edgeThreshold=15, patchSize=31)
+    orb = cv2.ORB_create(nfeatures=count, fastThreshold=12, edgeThreshold=15,  # type: ignore[attr-defined]
+                         patchSize=31)
     found, desc = orb.detectAndCompute(np.ascontiguousarray(grey, np.uint8), None)
     if desc is None or not found:
         return np.zeros((0, 2)), np.zeros((0, 32), np.uint8), np.zeros(0)
@@ -465,8 +466,9 @@ def _tile_agreement(q: np.ndarray, s: np.ndarray, valid: np.ndarray):
     return out, np.where(textured, np.clip(ncc, -1, 1), np.nan)
 
 
-def _largest_blob(mask: np.ndarray) -> int:
-    """Size of the largest 4-connected group of True cells (the tile grids are small)."""
+def _largest_blob(mask: np.ndarray) -> tuple[int, np.ndarray]:
+    """Size of the largest 4-connected group of True cells (the tile grids are small), and
+    its cells."""
     from scipy import ndimage
 
     labels, n = ndimage.label(mask)

@@ -3,7 +3,6 @@ and importing our own CSV export gives back the text exactly."""
 import csv
 import io
 
-import pytest
 
 import hashmatch as hm
 from hashmatch.formats import csv_safe_cell, write_query_results

@@ -14,7 +14,7 @@ from PIL import Image, ImageOps
 import hashmatch as hm
 from hashmatch.store import open_store
 
-from conftest import CORPUS, REPO
+from conftest import CORPUS
 from test_serve_server import ServeProcess, make_token
 
 PHOTOS = sorted((CORPUS / "photos").glob("*.jpg"))

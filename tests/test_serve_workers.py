@@ -7,7 +7,6 @@ import random
 import time
 
 import httpx
-import pytest
 
 from test_serve_server import ServeProcess, make_token
 

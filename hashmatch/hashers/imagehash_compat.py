@@ -89,7 +89,8 @@ def _fast_phash_low(image: Image.Image, hash_size: int, side: int) -> np.ndarray
     return rows @ pixels @ rows.T
 
 
-def phash(image: Image.Image, hash_size: int = 8, highfreq_factor: int = 4, *, exact: bool = True) -> Fingerprint:
+def phash(image: Image.Image, hash_size: int = 8, highfreq_factor: int = 4, *,
+          exact: bool = True) -> Fingerprint:
     """imagehash.phash: DCT of a 32x32 grey image, low 8x8 frequencies above their median."""
     _check_hash_size(hash_size)
     side = hash_size * highfreq_factor

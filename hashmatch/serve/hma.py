@@ -10,7 +10,6 @@ Where hashmatch differs, on purpose:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 
@@ -18,12 +17,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from starlette.routing import Route
 
-from ..store import ItemRecord
 from .errors import ApiError, not_found
 from .http import (banks_param, blocking, flag, json_body, requires, required_param,
                    service_of, upload)
 from .service import HMA_PDQ_RADIUS, HMA_QUALITY_THRESHOLD, parse_pdq
-from .settings import bank_label, banks_of, valid_bank_name
+from .settings import banks_of, valid_bank_name
 
 SIGNAL_TYPES = ("pdq",)
 URL_DISABLED = ("URL fetching is disabled in hashmatch serve (no outbound requests): "

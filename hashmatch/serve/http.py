@@ -111,7 +111,8 @@ async def json_body(request: Request, kind=dict):
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "the request body is not valid JSON") from None
     if not isinstance(data, kind):
-        raise ApiError(400, f"the request body must be a JSON {kind.__name__.replace('dict', 'object').replace('list', 'array')}")
+        expected = {"dict": "object", "list": "array"}.get(kind.__name__, kind.__name__)
+        raise ApiError(400, f"the request body must be a JSON {expected}")
     return data
 
 
