@@ -52,9 +52,6 @@ DEFAULT_MAX_DECODE_BYTES = 512 * 1024 * 1024
 MAX_DECODE_ENV = "HASHMATCH_MAX_DECODE_MB"
 
 ORIENTATION_TAG = 0x0112
-# image.info key: (width, height) the image had before a JPEG draft shrank it, in the final
-# orientation. Only set on drafted images.
-FULL_SIZE_KEY = "hashmatch.full_size"
 
 # Pillow must never silently decode half an image: a truncated file is an error, not a hash.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -76,6 +73,11 @@ class Decoded:
     original_size: tuple[int, int]  # (width, height) as stored, before draft/EXIF
     sha256: str | None  # of the file bytes; None for in-memory images
     file_size: int | None
+    # (width, height) the picture has at full resolution, in ``image``'s orientation, when
+    # ``image`` is a DCT-domain downscale of it (None otherwise): hashers that filter at the
+    # full resolution's scale (fast PDQ) take it as an argument. Not in ``image.info``:
+    # Pillow copies info onto crops, whose full size it is not.
+    full_size: tuple[int, int] | None = None
 
 
 def describe(source) -> str:
@@ -165,7 +167,7 @@ def decode(
 
     ``max_decode_bytes``: memory the decode may take (default :func:`max_decode_budget`). A
     JPEG that needs more is DCT-downscaled (1/2, 1/4, 1/8) until it fits -- then even exact
-    mode hashes the smaller picture, and ``image.info[FULL_SIZE_KEY]`` says so; any other
+    mode hashes the smaller picture, and ``Decoded.full_size`` says so; any other
     file that needs more is refused (ImageError "too large") before its pixels are decoded.
     """
     if mode not in ("RGB", "L"):
@@ -182,9 +184,10 @@ def decode(
     if draft_min_side and mode == "L" and data[:3] == b"\xff\xd8\xff":
         lean = _lean_jpeg_grey(data, name, draft_min_side, max_pixels, exif_transpose)
         if lean is not None:
-            image, original_size = lean
+            image, original_size, full_size = lean
             return Decoded(image, name, "JPEG", original_size,
-                           hashlib.sha256(data).hexdigest() if with_sha256 else None, len(data))
+                           hashlib.sha256(data).hexdigest() if with_sha256 else None, len(data),
+                           full_size)
     image = _open_checked(data, name, max_pixels)
     original_size = image.size
     image_format = image.format
@@ -220,11 +223,12 @@ def decode(
         converted = to_mode(image, mode)
     except (OSError, ValueError) as exc:
         raise ImageError(name, "unsupported image mode", str(exc)) from None
+    full_size = None
     if drafted_size != original_size:
         # Hashers that filter at the full resolution's scale (fast PDQ) need to know it.
         turned = image.size != drafted_size
         width, height = original_size
-        converted.info[FULL_SIZE_KEY] = (height, width) if turned else (width, height)
+        full_size = (height, width) if turned else (width, height)
     return Decoded(
         converted,
         name,
@@ -232,6 +236,7 @@ def decode(
         original_size,
         hashlib.sha256(data).hexdigest() if with_sha256 else None,
         len(data),
+        full_size,
     )
 
 
@@ -432,11 +437,12 @@ def _lean_jpeg_grey(data: bytes, name: str, min_side: int, max_pixels: int,
     method = _TRANSPOSE.get(orientation)
     if method is not None:
         image = image.transpose(method)
+    full_size = None
     if scale > 1:
         turned = method in (Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_270,
                             Image.Transpose.TRANSVERSE, Image.Transpose.ROTATE_90)
-        image.info[FULL_SIZE_KEY] = (height, width) if turned else (width, height)
-    return image, (width, height)
+        full_size = (height, width) if turned else (width, height)
+    return image, (width, height), full_size
 
 
 def _jpeg_orientation(data: bytes) -> int | None:

@@ -50,7 +50,7 @@ def hash_image(image, algorithm: str = DEFAULT_ALGORITHM, *, exact: bool = False
     """Fingerprint of a PIL image or numpy array (HxW grey, HxWx3 RGB, HxWx4 RGBA)."""
     needs = decode_needs(algorithm, exact)
     decoded = decoding.decode(image, mode=needs.mode, exif_transpose=exif_transpose)
-    return compute(decoded.image, algorithm, exact=exact)
+    return compute(decoded.image, algorithm, exact=exact, full_size=decoded.full_size)
 
 
 def hash_file(source, algorithm: str = DEFAULT_ALGORITHM, *, exact: bool = False,
@@ -62,7 +62,7 @@ def hash_file(source, algorithm: str = DEFAULT_ALGORITHM, *, exact: bool = False
     needs = decode_needs(algorithm, exact)
     decoded = decoding.decode(source, mode=needs.mode, draft_min_side=needs.draft_min_side,
                               exif_transpose=exif_transpose, with_sha256=False)
-    return compute(decoded.image, algorithm, exact=exact)
+    return compute(decoded.image, algorithm, exact=exact, full_size=decoded.full_size)
 
 
 def fingerprint_file(path, algorithms: Sequence[str] = (DEFAULT_ALGORITHM,), exact: bool = False,
@@ -84,7 +84,8 @@ def fingerprint_file(path, algorithms: Sequence[str] = (DEFAULT_ALGORITHM,), exa
         result.sha256, result.file_size = decoded.sha256, decoded.file_size
         result.format = decoded.format
         result.width, result.height = decoded.original_size
-        result.fingerprints = [compute(decoded.image, a, exact=exact) for a in algorithms]
+        result.fingerprints = [compute(decoded.image, a, exact=exact, full_size=decoded.full_size)
+                               for a in algorithms]
         if regions and "pdq" in algorithms:
             from .regions import storage_fingerprints
 

@@ -898,13 +898,15 @@ def _query_needles(image, algorithms: Sequence[str], exact: bool, dihedral: bool
         if regions and algorithm == "pdq":
             from .regions import query_needles as region_needles
 
-            full = [fp for fp, _ in _variants(decoded.image, algorithm, exact, True)]
+            full = [fp for fp, _ in _variants(decoded.image, algorithm, exact, True,
+                                              decoded.full_size)]
             found, aligner = region_needles(decoded.image, full)
             # Without rotations the full frame is searched as is only; regions stay.
             needles.extend(found if dihedral else found[:1] + found[len(full):])
         else:
             needles.extend((fp, FULL_REGION, variant)
-                           for fp, variant in _variants(decoded.image, algorithm, exact, dihedral))
+                           for fp, variant in _variants(decoded.image, algorithm, exact, dihedral,
+                                                        decoded.full_size))
     if aligner is None and "pdq" in algorithms:
         # Whole images only: verification still needs the query's pixels.
         from .regions import Aligner, Region
@@ -1155,16 +1157,18 @@ def _duplicate_groups(codes: np.ndarray) -> np.ndarray:
         labels = spread
 
 
-def _variants(image: Image.Image, algorithm: str, exact: bool, dihedral: bool):
+def _variants(image: Image.Image, algorithm: str, exact: bool, dihedral: bool,
+              full_size: tuple[int, int] | None = None):
     from .hashers import compute
 
     if not dihedral:
-        return [(compute(image, algorithm, exact=exact), "original")]
+        return [(compute(image, algorithm, exact=exact, full_size=full_size), "original")]
     if algorithm == "pdq":
         from .hashers.pdq import pdq_hash_image
 
         # One DCT gives all eight, as in the reference implementation.
-        return list(zip(pdq_hash_image(image, exact=exact, dihedral=True), DIHEDRAL_VARIANTS))
+        return list(zip(pdq_hash_image(image, exact=exact, dihedral=True, full_size=full_size),
+                        DIHEDRAL_VARIANTS))
     return [(compute(image if op is None else image.transpose(op), algorithm, exact=exact), name)
             for name, op in _PIL_DIHEDRAL.items()]
 

@@ -195,7 +195,7 @@ def _same_decode(a, b):
     assert a.image.mode == b.image.mode == "L"
     assert a.image.size == b.image.size
     assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
-    assert a.image.info.get(decoding.FULL_SIZE_KEY) == b.image.info.get(decoding.FULL_SIZE_KEY)
+    assert a.full_size == b.full_size
     assert (a.format, a.original_size, a.sha256, a.file_size) == \
         (b.format, b.original_size, b.sha256, b.file_size)
 

@@ -96,7 +96,7 @@ def test_jpeg_over_the_budget_is_draft_decoded_to_fit():
     width, height = decoded.image.size
     assert decoded.original_size == (2048, 1536)
     assert width * height * 4 <= 4 * 1024 * 1024 and width < 2048
-    assert decoded.image.info[decoding.FULL_SIZE_KEY] == (2048, 1536)
+    assert decoded.full_size == (2048, 1536)
     full = decoding.decode(data)  # within the default budget: full resolution, as before
     assert full.image.size == (2048, 1536)
 

@@ -331,7 +331,7 @@ class Service:
         from ..hashers import compute
 
         decoded = self.decode_upload(data)
-        return compute(decoded.image, "pdq", exact=True), decoded
+        return compute(decoded.image, "pdq", exact=True, full_size=decoded.full_size), decoded
 
 
 def image_error(exc: ImageError) -> ApiError:
