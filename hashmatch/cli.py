@@ -1035,29 +1035,47 @@ def import_command(hash_list, db, fmt, labels, source, algorithm, skip_invalid):
       hashmatch import partner_list.txt --label fake-id --source "Partner X 2024-06"
       hashmatch import phash_list.txt --algorithm phash
 
-    The whole list is checked first; every problem is reported as FILE:LINE: what is wrong
+    The whole list is checked; every problem is reported as FILE:LINE: what is wrong
     (wrong length, not hex, unknown algorithm, bad quality, repeated line, not UTF-8 text).
     If anything is wrong, nothing is imported unless you pass --skip-invalid. Hashes already
-    in the database (same hash, path and source) are not added twice.
+    in the database (same hash, path and source) are not added twice. Lists of millions of
+    lines are read a batch at a time (memory stays small), in one transaction.
 
     Exit code 0 if the list was imported, 2 if it had problems or could not be read.
     """
-    from .hashlists import format_problems, import_hash_list, read_hash_list
+    from .hashlists import format_problems, import_hash_list
+    from .store import is_database_url
 
+    path = _db_path(db)
+    created = not is_database_url(path) and not os.path.exists(path)
     try:
-        parsed = read_hash_list(hash_list, fmt, algorithm)
+        with open(hash_list, "rb") as handle:  # the line count, for the progress bar
+            lines = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
     except OSError as exc:
         _fail(safe(f"{hash_list}: cannot read: {exc.strerror or exc}"))
-    if parsed.problems:
-        _say("\n".join(safe(line) for line in format_problems(parsed.problems).split("\n")), err=True)
-        if not skip_invalid:
-            _fail(f"nothing imported: {len(parsed.problems)} problem(s) in {safe(hash_list)}; fix "
-                  "them, or pass --skip-invalid to import the valid lines")
     index = _open_index(db, create=True)
-    with index:
-        report = import_hash_list(index, parsed, labels=labels, source=source,
-                                  skip_invalid=skip_invalid)
+    with index, progress_bar(lines, "importing", False) as bar:
+        try:
+            report = import_hash_list(index, hash_list, fmt=fmt, algorithm=algorithm,
+                                      labels=labels, source=source, skip_invalid=skip_invalid,
+                                      progress=bar)
+        except OSError as exc:
+            _fail(safe(f"{hash_list}: cannot read: {exc.strerror or exc}"))
         total = len(index)
+    if report.problems:
+        _say("\n".join(safe(line) for line in format_problems(report.problems).split("\n")),
+             err=True)
+    if not report.imported:
+        if created and total == 0:  # this command made the database: leave nothing behind
+            for leftover in (path, path + "-wal", path + "-shm"):
+                if os.path.exists(leftover):
+                    os.remove(leftover)
+        _fail(f"nothing imported: {len(report.problems)} problem(s) in {safe(hash_list)}; fix "
+              "them, or pass --skip-invalid to import the valid lines")
+    if report.columns:
+        mapped = ", ".join(f"{safe(name)} -> {safe(column)}"
+                           for name, column in report.columns.items())
+        _say(f"columns: {mapped}", err=True)
     skipped = f", {len(report.problems)} invalid lines skipped" if report.problems else ""
     click.echo(f"imported {len(report.added)} items ({report.fingerprints} hashes) from "
                f"{safe(hash_list)} [{report.format}], {report.already_present} already in "

@@ -52,3 +52,24 @@ def test_vpdq_video_list_is_named_once(tmp_path):
     assert len(parsed.problems) == 1
     assert "vPDQ video hash list" in parsed.problems[0].message
     assert "hashmatch matches images" in parsed.problems[0].message
+
+
+def test_cli_import_streams_says_how_columns_were_read_and_leaves_no_database_on_failure(tmp_path):
+    from conftest import run_cli
+
+    good = tmp_path / "list.csv"
+    good.write_text("FilePath,Hash,colour\n/a.jpg," + "f" * 64 + ",red\n/b.jpg," + "0f" * 32 + ",blue\n")
+    db = tmp_path / "case.hmdb"
+    result = run_cli("import", "--db", db, good)
+    assert result.returncode == 0, result.stderr
+    assert "imported 2 items" in result.stdout
+    assert "FilePath -> path" in result.stderr and "colour -> meta.colour" in result.stderr
+    bad = tmp_path / "bad.txt"
+    bad.write_text("f" * 64 + "\nnot-a-hash\n")
+    fresh = tmp_path / "fresh.hmdb"
+    result = run_cli("import", "--db", fresh, bad)
+    assert result.returncode == 2 and "bad.txt:2" in result.stderr, result.stderr
+    assert "nothing imported" in result.stderr
+    assert not fresh.exists()  # a database made for a list that was refused is not left behind
+    result = run_cli("import", "--db", db, bad)  # an existing database is kept, unchanged
+    assert result.returncode == 2 and db.exists()
