@@ -688,7 +688,7 @@ class Index:
         lims, item_ids, distances, rows, variant = self._code_hits(
             needles, radius, algorithm, nbits, roles=("full", "region", "crop"))
         shard = self._shards.get((algorithm, nbits))
-        counts = np.diff(lims)
+        counts = lims[1:] - lims[:-1]
         if top_k is not None:  # each query's hits are best first: keep the first top_k
             keep = np.arange(len(item_ids)) - np.repeat(lims[:-1], counts) < int(top_k)
             item_ids, distances, rows, variant = (
@@ -724,15 +724,22 @@ class Index:
         ``max_distance`` bits of the query is returned once (one entry per item, not per
         fingerprint row), with its smallest distance; within a query, hits are sorted by
         (distance, item id). No per-hit Python object and no store look-up: for hash-list
-        matching at volume (:meth:`query_hashes` adds the items' metadata)."""
+        matching at volume (:meth:`query_hashes` adds the items' metadata).
+
+        ``codes`` may also be (Q, m, nbytes): m needles per query (e.g. its 8 dihedral
+        variants, up to 8 per pass); an item is hit when one of them is within the radius,
+        at the smallest distance over them."""
         codes = np.asarray(codes, np.uint8)
-        if codes.ndim != 2:
-            raise ValueError(f"codes must be 2-D (Q, nbytes), got shape {codes.shape}")
+        if codes.ndim == 2:
+            codes = codes[:, None, :]
+        if codes.ndim != 3:
+            raise ValueError(f"codes must be (Q, nbytes) or (Q, m, nbytes), got {codes.shape}")
         check_algorithm(algorithm)
         self._maybe_sync()
-        radius = max(0, min(int(max_distance), codes.shape[1] * 8))
-        lims, item_ids, distances, _, _ = self._code_hits(
-            codes[:, None, :], radius, algorithm, codes.shape[1] * 8, roles=("full",))
+        nbits = codes.shape[2] * 8
+        radius = max(0, min(int(max_distance), nbits))
+        lims, item_ids, distances, _, _ = self._code_hits(codes, radius, algorithm, nbits,
+                                                          roles=("full",))
         return lims, item_ids, distances
 
     def _code_hits(self, needles, radius: int, algorithm: str, nbits: int, roles):
@@ -753,7 +760,7 @@ class Index:
                     continue
                 these = needles if role == "full" else needles[:, :1]
                 offsets, ids, dist, var = part.range_search_multi(these, radius)
-                query = np.repeat(np.arange(nq, dtype=np.int64), np.diff(offsets))
+                query = np.repeat(np.arange(nq, dtype=np.int64), offsets[1:] - offsets[:-1])
                 parts.append((query, ids, dist, var, np.full(len(ids), ROLES.index(role))))
         if not parts:
             return (np.zeros(nq + 1, np.int64), np.empty(0, np.int64), np.empty(0, np.int32),
