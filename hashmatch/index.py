@@ -439,10 +439,13 @@ class Index:
 
     # -- loading and syncing --------------------------------------------------------------
     def _load(self) -> None:
-        from .store.cache import load_index_cache
+        from .codeindex import segment_files
+        from .store.cache import load_index_cache, segment_folder_of
 
         # One snapshot: with other writers at work, the codes must be those of exactly _seq.
-        with self.store.snapshot():
+        # Large sealed segments are mapped from files beside the codes cache (shared by every
+        # process that opens this store: codeindex.segment_files).
+        with self.store.snapshot(), segment_files(segment_folder_of(self.store)):
             self._seq = self.store.last_change_seq()
             cached = load_index_cache(self.store, self._seq)
             for algorithm, nbits in self.store.algorithms():

@@ -99,6 +99,15 @@ def cache_path_of(store: Store) -> str:
     return path
 
 
+def segment_folder_of(store: Store) -> str | None:
+    """The folder of ``store``'s mapped index segments (hashmatch.codeindex.segment_files):
+    ``<codes cache>.segments``; None when the store has no usable cache path."""
+    try:
+        return cache_path_of(store) + ".segments"
+    except CacheInvalid:
+        return None
+
+
 def save_cache(
     path, store_uuid: str, seq: int, arrays: dict[str, np.ndarray], info: dict | None = None
 ) -> None:
