@@ -18,6 +18,15 @@ settings: fsync and synchronous_commit on) and measures:
    (``threads_per_worker=1, processes=True``) next to the local process pool (2 workers), and
    a check that both give the same fingerprints.
 
+4. ``--codes N ...`` (instead of 1-3): hash-list matching at platform scale (issue 19):
+   ``Index.search_codes`` and ``query_hashes`` against faiss IndexBinaryFlat, faiss
+   IndexBinaryMultiHash as python-threatexchange configures it (16x16, nflip 31 // 16),
+   threatexchange's PDQIndex (up to --pdqindex-max) and the memory floor of one linear scan,
+   1 thread, interleaved rounds; exactness against flat's results; with ``--workers`` three
+   processes on one SQLite store and their RSS / PSS / USS. Results go to
+   benchmarks/_work/bench_scale_codes.json (RESULTS.md, "Hash-list matching at platform
+   scale", is written by hand from it).
+
 Every figure is the median of several runs (counts in the output). Results go to
 benchmarks/_work/bench_scale.json and, as a table, between the BENCH_SCALE markers of
 benchmarks/RESULTS.md (``--no-write`` to skip).
