@@ -93,3 +93,29 @@ def test_without_a_folder_nothing_is_written(tmp_path):
         idx.add(codes, ids)
     assert idx._segments[0].codes.flags.writeable
     assert list(tmp_path.iterdir()) == []
+
+
+def test_two_indexes_on_one_store_share_the_segment_file(tmp_path, monkeypatch):
+    from hashmatch.index import Index
+
+    codes, _ = data(3000, 7)
+    queries = codes[:50].copy()
+    queries[:, 0] ^= 1  # one bit from items 1..50
+    path = str(tmp_path / "case.hmdb")
+    with Index.open(path, create=True, regions=False) as idx:
+        idx.add_hashes(codes)
+    folder = path + ".codes.segments"
+    for _ in range(2):  # the first open builds and writes the file, the second maps it
+        with Index.open(path, regions=False) as idx:
+            seg = idx._shards[("pdq", 256)].codes.parts["full"]._segments[0]
+            assert not seg.codes.flags.writeable and not seg.ids.flags.writeable
+            lims, ids, dist = idx.search_codes(queries, 31)
+            assert lims.tolist() == list(range(51)) and ids.tolist() == list(range(1, 51))
+            assert set(dist.tolist()) == {1}
+        assert len(files_in(folder)) == 1
+    with Index.open(path, regions=False) as idx, Index.open(path, regions=False) as other:
+        idx.remove([1, 2])  # the mask is this process's; the other index syncs its own
+        assert idx.search_codes(queries[:3], 31)[1].tolist() == [3]
+        assert other.search_codes(queries[:3], 31)[1].tolist() == [1, 2, 3]
+        other.sync()
+        assert other.search_codes(queries[:3], 31)[1].tolist() == [3]
