@@ -405,8 +405,10 @@ def _check_content(path: str, store: Store, cached: dict, cached_seq: int, head)
         raise CacheInvalid(path, "no change-log head (written by an older version)")
     if change_log_head(store, cached_seq) != head:
         raise CacheInvalid(path, "change log differs from the store's (a diverged copy?)")
-    newest = np.unique(np.concatenate(
-        [c.item_ids for c in cached.values()] or [np.empty(0, np.int64)]))[-HEAD_ITEMS:]
+    all_ids = np.concatenate([c.item_ids for c in cached.values()] or [np.empty(0, np.int64)])
+    if len(all_ids) > 8 * HEAD_ITEMS:  # O(n), not a sort of every id
+        all_ids = np.partition(all_ids, len(all_ids) - 8 * HEAD_ITEMS)[-8 * HEAD_ITEMS:]
+    newest = np.unique(all_ids)[-HEAD_ITEMS:]
     if len(newest) == 0:
         return
     stored = store.load_codes_for_items([int(i) for i in newest])
