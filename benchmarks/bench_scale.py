@@ -562,6 +562,69 @@ def bench_codes(n: int, rounds: int, nq: int, batch: int, pdqindex_max: int, wor
     return res
 
 
+def bench_codeindex_only(n: int, rounds: int, nq: int, batch: int) -> dict:
+    """``--index-only``: the 100M case on one machine. Only the code index itself (the
+    structure Index.search_codes reads: CodeIndex, MIH tables), no store and no FAISS peer
+    (its copy would not fit beside it): build, RSS, single / batch latency, 8 needles, the
+    memory floor, exactness against one linear scan (_hamming.range_search_multi over the
+    same array), and adding 10,000 codes (what a sync of 10,000 adds does to the index)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench_index as bi
+
+    from hashmatch import _hamming
+    from hashmatch.codeindex import CodeIndex
+
+    rng = np.random.default_rng(n + 19)
+    rss0 = bi.rss_bytes()
+    db = bi.make_database(n, "random", 0.25, rng)
+    queries = bi.make_queries(db, max(nq, batch), 0.5, rng)
+    needles8 = bi.dihedral_needles(queries, "ideal", rng)
+    res = {"n": n, "index_only": True}
+    t0 = time.perf_counter()
+    index = CodeIndex(256, threads=1)
+    index.add(db, np.arange(1, n + 1, dtype=np.int64))  # sealed in place: no copy of db
+    res["build_s"] = time.perf_counter() - t0
+    res["rss_bytes_per_code"] = (bi.rss_bytes() - rss0) / n
+    res["index_bytes_per_code"] = index.nbytes / n
+    res["paths"] = index.paths(31, 1)
+    single, batched, eight, one8, floor = [], [], [], [], []
+    view = db.view(np.uint64)
+    for _ in range(rounds):
+        for i in range(nq):
+            t = time.perf_counter()
+            index.range_search(queries[i:i + 1], 31)
+            single.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            index.range_search_multi(needles8[i:i + 1], 31)
+            eight.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        index.range_search(queries[:batch], 31)
+        batched.append((time.perf_counter() - t) / batch)
+        t = time.perf_counter()
+        view.sum()
+        floor.append(time.perf_counter() - t)
+    res["single_ms"] = 1e3 * median(single)
+    res["batch_us_per_query"] = 1e6 * median(batched)
+    res["eight_needle_ms"] = 1e3 * median(eight)
+    res["scan_floor_ms"] = 1e3 * min(floor)
+    lims, ids, _ = index.range_search(queries[:batch], 31)
+    t0 = time.perf_counter()
+    offsets, rows, _, _ = _hamming.range_search_multi(queries[:batch, None, :], db, 31,
+                                                      threads=1)
+    res["linear_scan_batch_s"] = time.perf_counter() - t0
+    res["exact_equal_to_scan"] = (bi.pairs_from_csr(lims, ids)
+                                  == bi.pairs_from_csr(offsets, rows + 1))
+    res["pairs"] = int(lims[-1])
+    more = rng.integers(0, 256, (10_000, 32), dtype=np.uint8)
+    t0 = time.perf_counter()
+    index.add(more, np.arange(n + 1, n + 10_001, dtype=np.int64))
+    res["add_10000_s"] = time.perf_counter() - t0
+    lims, ids, _ = index.range_search(more[:5], 0)
+    res["added_found"] = ids.tolist() == list(range(n + 1, n + 6))
+    res["peak_rss_bytes"] = bi.rss_bytes()
+    return res
+
+
 def codes_table(rows: list[dict]) -> str:
     lines = ["| N | peer | 1-query ms | batch us/q | x flat (1 q) | x flat (batch) |",
              "|---|---|---|---|---|---|"]
@@ -594,7 +657,17 @@ def main():
     parser.add_argument("--pdqindex-max", type=int, default=1_000_000)
     parser.add_argument("--workers", action="store_true",
                         help="with --codes: 3 processes on one store, their RSS/PSS/USS")
+    parser.add_argument("--index-only", action="store_true",
+                        help="with --codes: the code index alone (the 100M case)")
     args = parser.parse_args()
+    if args.codes and args.index_only:
+        for n in args.codes:
+            row = bench_codeindex_only(n, args.rounds, args.queries, args.batch)
+            row["machine"] = machine()
+            print(json.dumps(row), flush=True)
+            OUT.parent.mkdir(parents=True, exist_ok=True)
+            OUT.with_name(f"bench_scale_index_{n}.json").write_text(json.dumps(row, indent=1))
+        return
     if args.codes:
         out = OUT.with_name("bench_scale_codes.json")
         rows = []
