@@ -666,28 +666,38 @@ class Index:
         :meth:`search_codes`): one search for the whole batch, then one metadata look-up
         for the items that were hit.
         """
+        if (algorithm == "pdq" and isinstance(hashes, np.ndarray) and hashes.ndim == 2
+                and hashes.dtype == np.uint8 and hashes.shape[1] == 32):
+            # packed PDQ codes (the hash-list hot path): no Fingerprint object per hash
+            self._maybe_sync()
+            return self._query_codes(np.ascontiguousarray(hashes), [None] * len(hashes),
+                                     algorithm, max_distance, top_k, dihedral)
         fingerprints = _as_fingerprints(hashes, algorithm, None)
-        self._maybe_sync()
-        if not fingerprints:
-            return []
-        nbits = fingerprints[0].nbits
-        if any(fp.nbits != nbits for fp in fingerprints):  # mixed lengths: one batch each
-            out = [[] for _ in fingerprints]
-            for length in sorted({fp.nbits for fp in fingerprints}):
-                at = [k for k, fp in enumerate(fingerprints) if fp.nbits == length]
-                for k, found in zip(at, self.query_hashes([fingerprints[k] for k in at],
-                                                          algorithm, max_distance, top_k,
-                                                          dihedral)):
-                    out[k] = found
-            return out
+        self._maybe_sync()  # once: the whole batch is answered from one state of the store
+        out = [[] for _ in fingerprints]
+        for length in sorted({fp.nbits for fp in fingerprints}):  # one batch per length
+            at = [k for k, fp in enumerate(fingerprints) if fp.nbits == length]
+            found = self._query_codes(np.stack([fingerprints[k].bits for k in at]),
+                                      [fingerprints[k].quality for k in at], algorithm,
+                                      max_distance, top_k, dihedral)
+            for k, matches in zip(at, found):
+                out[k] = matches
+        return out
+
+    def _query_codes(self, codes, qualities, algorithm, max_distance, top_k, dihedral):
+        """query_hashes of (Q, nbytes) packed codes of one length (``qualities``: the
+        queries' own, for Match.query_quality)."""
+        nbits = codes.shape[1] * 8
         if max_distance is None:
             max_distance = DEFAULT_MAX_DISTANCE[algorithm]
         radius = max(0, min(int(max_distance), nbits))
-        needles = np.stack([fp.bits for fp in fingerprints])[:, None, :]
+        needles = codes[:, None, :]
         variants = ["original"]
         if dihedral and algorithm == "pdq":
+            from .hashers.pdq import dihedral_from_hash
+
             variants = list(DIHEDRAL_VARIANTS)
-            needles = np.stack([self._hash_variants(fp, True) for fp in fingerprints])
+            needles = np.ascontiguousarray(dihedral_from_hash(codes), np.uint8)
         lims, item_ids, distances, rows, variant = self._code_hits(
             needles, radius, algorithm, nbits, roles=("full", "region", "crop"))
         shard = self._shards.get((algorithm, nbits))
@@ -697,9 +707,9 @@ class Index:
             item_ids, distances, rows, variant = (
                 item_ids[keep], distances[keep], rows[keep], variant[keep])
             counts = np.minimum(counts, int(top_k))
-        items = self.store.get_items(np.unique(item_ids).tolist()) if len(item_ids) else {}
+        items = self.store.get_items(sorted(set(item_ids.tolist()))) if len(item_ids) else {}
         out, at = [], 0
-        for fp, count in zip(fingerprints, counts.tolist()):
+        for quality, count in zip(qualities, counts.tolist()):
             matches = []
             for j in range(at, at + count):
                 item = items[int(item_ids[j])]
@@ -712,7 +722,7 @@ class Index:
                     query_variant=variants[int(variant[j])],
                     stored_region=str(shard.names[shard.region_codes[row]]),
                     stored_variant=str(shard.names[shard.variant_codes[row]]),
-                    query_quality=fp.quality, stored_quality=None if sq < 0 else sq,
+                    query_quality=quality, stored_quality=None if sq < 0 else sq,
                     score=distance))
             out.append(matches)
             at += count
