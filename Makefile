@@ -29,6 +29,8 @@ system-deps:
 	bash scripts/install-system-deps.sh
 
 test: install system-deps
+	$(PY) -m ruff check hashmatch tests benchmarks examples scripts
+	$(PY) -m mypy
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: install

@@ -242,7 +242,7 @@ def bench_peer(cls, db, queries, needles8, truth, threads, nsample, batch_runs):
     expected = {p for p in truth if p[0] < len(batch_q)}
     recall = len(found & expected) / max(len(expected), 1)
     exact = found == expected
-    del peer
+    peer = None  # free the index before the next configuration is built
     gc.collect()
     return dict(build_s=build, bytes_per_code=nbytes / len(db), rss_bytes_per_code=rss / len(db),
                 single_ms=1e3 * one, batch_us_per_query=1e6 * batch, eight_needle_ms=1e3 * eight,

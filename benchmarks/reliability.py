@@ -23,6 +23,8 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
 from reliability import corpus, harness  # noqa: E402
+
+import hostile_decodes  # noqa: E402  (benchmarks/: the script's folder is on sys.path)
 from reliability.test_fuzz_images import _truncation_sweep, parse_fuzz_output  # noqa: E402
 
 LONG = os.environ.get("HASHMATCH_LONG_FUZZ") == "1"
@@ -127,6 +129,8 @@ def main() -> None:
         figures["corpus"] = fuzz_corpus(work)
         print("bombs ...", flush=True)
         figures["bombs"] = bombs(work)
+        print("hostile decodes (small files that decode to GBs) ...", flush=True)
+        figures["hostile"] = hostile_decodes.measure()
         print(f"coverage-guided fuzzing, {FUZZ_SECONDS} s ...", flush=True)
         figures["fuzz"] = coverage_guided(work)
         print(f"SIGKILL runs: {KILL_RUNS} ...", flush=True)
@@ -166,6 +170,7 @@ def write_results(f: dict) -> None:
         f"{b['refused']} of {b['files']} |",
         f"| ... peak RSS per bomb, fresh process (baseline after imports) | "
         f"{b['max_rss_mb']:.0f} MB ({b['baseline_rss_mb']:.0f} MB) |",
+        *hostile_decodes.table_rows(f["hostile"]),
         f"| crashes in total | {crashes} |",
         f"| SIGKILL during `Index.add_files`: runs / items reported committed lost | "
         f"{k['runs']} / {'0' if k['passed'] else 'SEE OUTPUT (test failed)'} |",

@@ -43,11 +43,15 @@ except ImportError:  # pragma: no cover - a declared dependency; Pillow's draft 
 # 30,000 x 30,000 header-only bomb does not.
 DEFAULT_MAX_PIXELS = 179_000_000
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+# Memory one decode may take, in bytes: the decoded pixels (Pillow's bytes per pixel of the
+# file's mode) plus the conversions to 8-bit RGB/L (see _decode_cost). Pixels alone are not
+# enough: a 13000 x 13000 16-bit RGBA PNG is under the pixel limit and took 3.3 GB. 512 MiB
+# lets two workers run on a 2 GB machine. Override per call (max_decode_bytes) or for every
+# process with the environment variable HASHMATCH_MAX_DECODE_MB.
+DEFAULT_MAX_DECODE_BYTES = 512 * 1024 * 1024
+MAX_DECODE_ENV = "HASHMATCH_MAX_DECODE_MB"
 
 ORIENTATION_TAG = 0x0112
-# image.info key: (width, height) the image had before a JPEG draft shrank it, in the final
-# orientation. Only set on drafted images.
-FULL_SIZE_KEY = "hashmatch.full_size"
 
 # Pillow must never silently decode half an image: a truncated file is an error, not a hash.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -69,6 +73,11 @@ class Decoded:
     original_size: tuple[int, int]  # (width, height) as stored, before draft/EXIF
     sha256: str | None  # of the file bytes; None for in-memory images
     file_size: int | None
+    # (width, height) the picture has at full resolution, in ``image``'s orientation, when
+    # ``image`` is a DCT-domain downscale of it (None otherwise): hashers that filter at the
+    # full resolution's scale (fast PDQ) take it as an argument. Not in ``image.info``:
+    # Pillow copies info onto crops, whose full size it is not.
+    full_size: tuple[int, int] | None = None
 
 
 def describe(source) -> str:
@@ -147,6 +156,7 @@ def decode(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
     with_sha256: bool = True,
+    max_decode_bytes: int | None = None,
 ) -> Decoded:
     """Decode ``source`` into an 8-bit ``mode`` ("RGB" or "L") image.
 
@@ -154,9 +164,15 @@ def decode(
 
     ``draft_min_side``: allow a JPEG DCT-domain downscale keeping both sides >= this (fast
     path; None = full resolution, as exact hashing needs).
+
+    ``max_decode_bytes``: memory the decode may take (default :func:`max_decode_budget`). A
+    JPEG that needs more is DCT-downscaled (1/2, 1/4, 1/8) until it fits -- then even exact
+    mode hashes the smaller picture, and ``Decoded.full_size`` says so; any other
+    file that needs more is refused (ImageError "too large") before its pixels are decoded.
     """
     if mode not in ("RGB", "L"):
         raise ValueError(f"mode must be 'RGB' or 'L', not {mode!r}")
+    budget = max_decode_budget() if max_decode_bytes is None else int(max_decode_bytes)
     if isinstance(source, Image.Image):
         image = _oriented(source, describe(source), exif_transpose)
         return Decoded(to_mode(image, mode), "<PIL image>", None, source.size, None, None)
@@ -168,17 +184,28 @@ def decode(
     if draft_min_side and mode == "L" and data[:3] == b"\xff\xd8\xff":
         lean = _lean_jpeg_grey(data, name, draft_min_side, max_pixels, exif_transpose)
         if lean is not None:
-            image, original_size = lean
+            image, original_size, full_size = lean
             return Decoded(image, name, "JPEG", original_size,
-                           hashlib.sha256(data).hexdigest() if with_sha256 else None, len(data))
+                           hashlib.sha256(data).hexdigest() if with_sha256 else None, len(data),
+                           full_size)
     image = _open_checked(data, name, max_pixels)
     original_size = image.size
     image_format = image.format
     try:
-        if draft_min_side and image_format == "JPEG":
+        if image_format == "JPEG":
+            _check_jpeg_has_its_data(data, name, *original_size)
             # Asking for "L" makes libjpeg return the Y channel alone: PDQ's luma, for free.
             draft_mode = "L" if mode == "L" else "RGB"
-            image.draft(draft_mode, (draft_min_side, draft_min_side))
+            scale = _jpeg_scale(image, draft_mode, draft_min_side, budget)
+            if scale is None:
+                _refuse_over_budget(name, image, mode, budget)
+            width, height = original_size
+            if scale > _jpeg_scale(image, draft_mode, draft_min_side, None):
+                image.draft(draft_mode, (width // scale, height // scale))  # to fit the budget
+            elif draft_min_side:  # the fast path's own draft (it also picks the Y channel)
+                image.draft(draft_mode, (draft_min_side, draft_min_side))
+        if _decode_cost(image.mode, mode, *image.size, image.info) > budget:
+            _refuse_over_budget(name, image, mode, budget)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own max_pixels rules
             image.load()
@@ -196,11 +223,12 @@ def decode(
         converted = to_mode(image, mode)
     except (OSError, ValueError) as exc:
         raise ImageError(name, "unsupported image mode", str(exc)) from None
+    full_size = None
     if drafted_size != original_size:
         # Hashers that filter at the full resolution's scale (fast PDQ) need to know it.
         turned = image.size != drafted_size
         width, height = original_size
-        converted.info[FULL_SIZE_KEY] = (height, width) if turned else (width, height)
+        full_size = (height, width) if turned else (width, height)
     return Decoded(
         converted,
         name,
@@ -208,6 +236,7 @@ def decode(
         original_size,
         hashlib.sha256(data).hexdigest() if with_sha256 else None,
         len(data),
+        full_size,
     )
 
 
@@ -241,6 +270,116 @@ def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
     # the file. Do not ask for n_frames: it parses every later frame (a hostile file can hold
     # millions, or broken ones that raise IndexError/TypeError outside any error handling).
     return image
+
+
+def max_decode_budget() -> int:
+    """Bytes one decode may take: ``HASHMATCH_MAX_DECODE_MB`` (MiB) if set, else
+    DEFAULT_MAX_DECODE_BYTES (512 MiB)."""
+    text = os.environ.get(MAX_DECODE_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_DECODE_BYTES
+    try:
+        megabytes = float(text)
+    except ValueError:
+        megabytes = float("nan")
+    if not megabytes > 0 or megabytes == float("inf"):
+        raise ValueError(f"{MAX_DECODE_ENV}={text!r}: a positive number of MiB is expected")
+    return int(megabytes * 1024 * 1024)
+
+
+# Bytes per pixel of a Pillow image in memory, by mode (Pillow keeps LA, PA, RGB ... in 4).
+_STORED_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+_OUT_BYTES = {"RGB": 4, "L": 1}
+
+
+def _decode_cost(stored_mode: str, out_mode: str, width: int, height: int, info=None) -> int:
+    """Bytes a decode of a ``width`` x ``height`` image of ``stored_mode`` into ``out_mode``
+    holds at its peak: the decoded pixels plus what to_mode allocates on the way."""
+    stored = _STORED_BYTES.get(stored_mode, 4)
+    out = _OUT_BYTES[out_mode]
+    if stored_mode == out_mode:
+        extra = 0
+    elif stored_mode in ("I", "F"):
+        extra = 8 + 8 + 1 + out  # float64 copy, scaled float64, uint8 grey, then the output
+    elif stored_mode.startswith("I;16"):
+        extra = 2 + 1 + out
+    elif stored_mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+            stored_mode == "P" and info and "transparency" in info):
+        extra = 4 + 4 + 4 + out  # RGBA copy, white, composite, then the output
+    else:
+        extra = out + (4 if out_mode == "L" and stored_mode != "RGB" else 0)
+    return width * height * (stored + extra)
+
+
+def _refuse_over_budget(name: str, image: Image.Image, mode: str, budget: int) -> None:
+    width, height = image.size
+    need = _decode_cost(image.mode, mode, width, height, image.info)
+    raise ImageError(
+        name, "too large",
+        f"{width}x{height} {image.mode} needs about {need / 2**20:.0f} MB to decode > limit "
+        f"{budget / 2**20:.0f} MB (max_decode_bytes, or {MAX_DECODE_ENV})")
+
+
+def _jpeg_scale(image: Image.Image, draft_mode: str, draft_min_side: int | None,
+                budget: int | None) -> int | None:
+    """The DCT scale (1, 2, 4, 8) to decode a JPEG at: the fast path's, or larger when the
+    picture would not fit the budget; None when even 1/8 does not fit. ``budget=None``: the
+    fast path's scale alone."""
+    width, height = image.size
+    scale = 1
+    if draft_min_side:  # JpegImageFile.draft's choice for (min_side, min_side)
+        ratio = min(width // draft_min_side, height // draft_min_side)
+        scale = next(s for s in (8, 4, 2, 1) if ratio >= s or s == 1)
+    # What draft() will give: the Y channel alone ("L") for grey or YCbCr files, else RGB.
+    stored = "L" if image.mode == "L" or (draft_mode == "L" and image.mode == "RGB") else \
+        image.mode
+    if budget is None:
+        return scale
+    for candidate in (1, 2, 4, 8):
+        if candidate < scale:
+            continue
+        size = (-(-width // candidate), -(-height // candidate))
+        if _decode_cost(stored, draft_mode, *size) <= budget:
+            return candidate
+    return None
+
+
+# Huffman-coded JPEGs (baseline, extended, progressive) spend at least one bit on every 8x8
+# luma block (its DC code in the first scan), so a file holds at least blocks / 8 bytes.
+# Arithmetic-coded ones (SOF9-SOF15) can be smaller and are not checked.
+_HUFFMAN_SOF = (0xC0, 0xC1, 0xC2, 0xC3)
+
+
+def _check_jpeg_has_its_data(data: bytes, name: str, width: int, height: int) -> None:
+    """A forged frame size over a few hundred bytes of scan data is a truncated file:
+    libjpeg would fill the missing blocks with grey and Pillow would return that."""
+    marker = _jpeg_sof_marker(data)
+    if marker not in _HUFFMAN_SOF:
+        return
+    blocks = -(-width // 8) * -(-height // 8)
+    if len(data) * 8 < blocks:
+        raise ImageError(name, "truncated",
+                         f"a {width}x{height} JPEG needs at least {blocks // 8} bytes of image "
+                         f"data, the file has {len(data)} bytes")
+
+
+def _jpeg_sof_marker(data: bytes) -> int | None:
+    """The frame marker (0xC0 baseline, 0xC2 progressive, ...) of a JPEG, or None."""
+    pos, end = 2, len(data)
+    while pos + 4 <= end and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return marker
+        if marker in (0xDA, 0xD9):
+            return None
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:
+            pos += 2
+            continue
+        pos += 2 + ((data[pos + 2] << 8) | data[pos + 3])
+    return None
 
 
 def _check_pixels(name: str, width: int, height: int, max_pixels: int) -> None:
@@ -298,11 +437,12 @@ def _lean_jpeg_grey(data: bytes, name: str, min_side: int, max_pixels: int,
     method = _TRANSPOSE.get(orientation)
     if method is not None:
         image = image.transpose(method)
+    full_size = None
     if scale > 1:
         turned = method in (Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_270,
                             Image.Transpose.TRANSVERSE, Image.Transpose.ROTATE_90)
-        image.info[FULL_SIZE_KEY] = (height, width) if turned else (width, height)
-    return image, (width, height)
+        full_size = (height, width) if turned else (width, height)
+    return image, (width, height), full_size
 
 
 def _jpeg_orientation(data: bytes) -> int | None:
@@ -457,6 +597,10 @@ def _to_8bit(image: Image.Image) -> Image.Image:
             scaled = arr  # already 8-bit range (e.g. an L image converted to I or F)
         elif low >= 0 and high <= 65535:
             scaled = arr / 257.0  # 16-bit data stored as I (as 16-bit PNGs open)
+        elif low == high:
+            # One value outside 0..65535 (e.g. -5.0 everywhere): no range to stretch (it
+            # divided by zero); a constant picture is constant grey.
+            return Image.new("L", image.size, 128)
         else:
             scaled = (arr - low) * (255.0 / (high - low))
         return Image.fromarray(np.clip(np.nan_to_num(np.rint(scaled)), 0, 255).astype(np.uint8), "L")

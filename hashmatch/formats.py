@@ -5,6 +5,8 @@ import csv
 import json
 from typing import Iterable, TextIO
 
+from .text import ljust, rjust, safe, shorten, storable, width
+
 # How the matching copy differs from the stored image, by the query variant that matched.
 # Quarter turns are not given a direction: conventions (clockwise or not, EXIF or pixels)
 # differ between tools, and the investigator needs "turned", not an angle to argue about.
@@ -57,25 +59,65 @@ def describe_how(query_variant: str, query_region: str, stored_region: str) -> s
     return ", ".join(words)
 
 
-CSV_COLUMNS = ["query", "query_sha256", "distance", "score", "algorithm", "item_id", "match_path",
-               "match_sha256", "source", "labels", "query_variant", "query_region",
-               "stored_region", "query_quality", "stored_quality"]
+CSV_COLUMNS = ["query", "query_sha256", "distance", "score", "verdict", "verified", "kind",
+               "algorithm", "item_id", "match_path", "match_sha256", "source", "labels",
+               "query_variant", "query_region", "stored_region", "query_quality",
+               "stored_quality"]
+
+
+# OWASP CSV injection: a spreadsheet runs a cell starting with one of these as a formula.
+CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+CSV_GUARD = "'"
+
+
+def csv_safe_cell(value):
+    """``value`` as written to any CSV hashmatch produces: text that a spreadsheet would run
+    as a formula (it starts with = + - @ TAB or CR) gets a single quote in front, as OWASP
+    recommends. Numbers are not text and pass unchanged (a distance of -1 stays -1).
+
+    Text that already starts with a quote followed by one of those characters or by another
+    quote is guarded too, so :func:`csv_unguard_cell` (hash-list import) can remove exactly
+    the quotes this added: importing our own export gives back the text unchanged.
+    """
+    if not isinstance(value, str) or not value:
+        return value
+    if value.startswith(CSV_FORMULA_STARTS) or (
+            value[0] == CSV_GUARD and value[1:2] and
+            (value[1] == CSV_GUARD or value[1:].startswith(CSV_FORMULA_STARTS))):
+        return CSV_GUARD + value
+    return value
+
+
+def csv_unguard_cell(cell: str) -> str:
+    """Undo :func:`csv_safe_cell` on a cell read back from CSV: a leading quote before
+    = + - @ TAB CR or another quote is removed (once)."""
+    if len(cell) > 1 and cell[0] == CSV_GUARD and (
+            cell[1] == CSV_GUARD or cell[1:].startswith(CSV_FORMULA_STARTS)):
+        return cell[1:]
+    return cell
+
+
+def csv_safe_row(row: dict) -> dict:
+    """Every cell of ``row`` through :func:`csv_safe_cell`."""
+    return {key: csv_safe_cell(value) for key, value in row.items()}
 
 
 def match_row(result, match) -> dict:
     return {
-        "query": result.path, "query_sha256": result.sha256, "distance": match.distance,
-        "score": match.score, "algorithm": match.algorithm, "item_id": match.item_id, "match_path": match.path,
-        "match_sha256": match.sha256, "source": match.source, "labels": ";".join(match.labels),
-        "query_variant": match.query_variant, "query_region": match.query_region,
-        "stored_region": match.stored_region, "query_quality": match.query_quality,
-        "stored_quality": match.stored_quality,
+        "query": storable(result.path), "query_sha256": result.sha256,
+        "distance": match.distance, "score": match.score, "verdict": match.verdict,
+        "verified": "" if match.verified is None else str(bool(match.verified)).lower(),
+        "kind": match.kind, "algorithm": match.algorithm, "item_id": match.item_id,
+        "match_path": match.path, "match_sha256": match.sha256, "source": match.source,
+        "labels": ";".join(match.labels), "query_variant": match.query_variant,
+        "query_region": match.query_region, "stored_region": match.stored_region,
+        "query_quality": match.query_quality, "stored_quality": match.stored_quality,
     }
 
 
 def result_json(result) -> dict:
     return {
-        "query": result.path,
+        "query": storable(result.path),
         "sha256": result.sha256,
         "error": result.error,
         "fingerprints": [{"algorithm": f.algorithm, "hash": f.hex(), "quality": f.quality}
@@ -84,38 +126,88 @@ def result_json(result) -> dict:
     }
 
 
-def write_query_results(results: Iterable, fmt: str, out: TextIO) -> None:
-    if fmt == "json":
-        for result in results:
-            out.write(json.dumps(result_json(result), default=str) + "\n")
-    elif fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for result in results:
+class QueryWriter:
+    """Writes query results one at a time, as each is ready (so an interrupted run keeps
+    what was answered): ``table`` (readable), ``json`` (one object a line) or ``csv``."""
+
+    def __init__(self, fmt: str, out: TextIO, columns: int | None = None):
+        self.fmt, self.out = fmt, out
+        self.columns = table_columns() if columns is None else columns
+        self._csv = None
+        if fmt == "csv":
+            self._csv = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
+            self._csv.writeheader()
+            out.flush()
+
+    def write(self, result) -> None:
+        if self.fmt == "json":
+            self.out.write(json.dumps(result_json(result), default=str) + "\n")
+        elif self.fmt == "csv":
             for match in result.matches:
-                writer.writerow(match_row(result, match))
-    else:
-        _write_table(list(results), out)
+                self._csv.writerow(csv_safe_row(match_row(result, match)))
+        else:
+            write_table(result, self.out, self.columns)
+        self.out.flush()
 
 
-def _write_table(results, out: TextIO) -> None:
+def write_query_results(results: Iterable, fmt: str, out: TextIO) -> None:
+    writer = QueryWriter(fmt, out)
     for result in results:
-        if result.error:
-            out.write(f"{result.path}: could not be read: {result.error}\n")
+        writer.write(result)
+
+
+def table_columns() -> int:
+    """How wide readable tables are: the terminal's width, kept within 80..100 columns."""
+    import shutil
+
+    return max(80, min(100, shutil.get_terminal_size((100, 24)).columns))
+
+
+def write_table(result, out: TextIO, columns: int = 100) -> None:
+    """One query's matches as a table at most ``columns`` wide. Every string from outside
+    goes through :func:`hashmatch.text.safe` (one line, no terminal control characters);
+    widths count East Asian wide characters as two columns."""
+    name = shorten(safe(result.path), columns)
+    if result.error:
+        out.write(f"{name}: could not be read: {safe(result.error)}\n")
+        return
+    if not result.matches:
+        out.write(f"{name}: no match\n")
+        return
+    quality = next((f.quality for f in result.fingerprints if f.quality is not None), None)
+    q_text = f", quality {quality}" if quality is not None else ""
+    count = f": {len(result.matches)} match{'es' if len(result.matches) != 1 else ''}{q_text}"
+    out.write(shorten(safe(result.path), columns - width(count)) + count + "\n")
+    with_verdict = any(m.verdict for m in result.matches)
+    head = ["ID", "DIST"] + (["VERDICT"] if with_verdict else []) + ["MATCHED IMAGE", "LABELS"]
+    rows = []
+    for m in result.matches:
+        row = [str(m.item_id), str(m.distance)]
+        if with_verdict:
+            row.append(safe(m.verdict))
+        row += [safe(m.path) if m.path else "(hash only)",
+                safe(",".join(m.labels)) or "-"]
+        rows.append(row)
+    widths = [max(width(r[i]) for r in [head] + rows) for i in range(len(head))]
+    path_col = len(head) - 2
+    indent, gap = 2, 2
+    widths[-1] = min(widths[-1], 16)
+    if with_verdict:
+        widths[2] = min(widths[2], 32)
+    fixed = indent + sum(w for i, w in enumerate(widths) if i != path_col) + gap * (len(head) - 1)
+    widths[path_col] = max(16, min(widths[path_col], columns - fixed))
+    detail_at = indent + widths[0] + gap + widths[1] + gap  # under VERDICT / MATCHED IMAGE
+    for number, row in enumerate([head] + rows):
+        cells = []
+        for i, (cell, w) in enumerate(zip(row, widths)):
+            cell = shorten(cell, w, keep_end=(i == path_col))
+            cells.append(rjust(cell, w) if i < 2 else ljust(cell, w))
+        out.write(" " * indent + (" " * gap).join(cells).rstrip() + "\n")
+        if number == 0:
             continue
-        if not result.matches:
-            out.write(f"{result.path}: no match\n")
-            continue
-        quality = next((f.quality for f in result.fingerprints if f.quality is not None), None)
-        q_text = f", quality {quality}" if quality is not None else ""
-        out.write(f"{result.path}: {len(result.matches)} match"
-                  f"{'es' if len(result.matches) != 1 else ''}{q_text}\n")
-        rows = [("DIST", "MATCHED IMAGE", "LABELS", "SOURCE", "HOW", "ID")]
-        for m in result.matches:
-            how = describe_how(m.query_variant, m.query_region, m.stored_region)
-            rows.append((str(m.distance), m.path or "(hash only)", ",".join(m.labels) or "-",
-                         m.source or "-", how, str(m.item_id)))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        for row in rows:
-            cells = [row[0].rjust(widths[0])] + [c.ljust(w) for c, w in zip(row[1:], widths[1:])]
-            out.write("  " + "  ".join(cells).rstrip() + "\n")
+        m = result.matches[number - 1]
+        how = describe_how(m.query_variant, m.query_region, m.stored_region)
+        sources = (m.meta or {}).get("sources") or ([m.source] if m.source else [])
+        detail = f"how: {how}" + (f"; source: {safe(', '.join(sources))}" if sources else "")
+        out.write(" " * detail_at + shorten(detail, columns - detail_at, keep_end=False)
+                  + "\n")

@@ -14,6 +14,7 @@ from .errors import ImageError
 from .fingerprint import Fingerprint
 from .hashers import DEFAULT_ALGORITHM, compute, decode_needs, merge_needs
 from .parallel import ordered_map
+from .text import storable
 
 
 @dataclass
@@ -31,6 +32,9 @@ class FileFingerprints:
     # (region name, PDQ fingerprint) of the image's regions besides the full frame (content
     # without borders, embedded picture: hashmatch.regions), when asked for.
     regions: list[tuple[str, Fingerprint]] = field(default_factory=list)
+    # What the verification stage compares candidates with (hashmatch.verify.encode), made
+    # with the regions.
+    verification: bytes | None = None
 
     @property
     def ok(self) -> bool:
@@ -46,7 +50,7 @@ def hash_image(image, algorithm: str = DEFAULT_ALGORITHM, *, exact: bool = False
     """Fingerprint of a PIL image or numpy array (HxW grey, HxWx3 RGB, HxWx4 RGBA)."""
     needs = decode_needs(algorithm, exact)
     decoded = decoding.decode(image, mode=needs.mode, exif_transpose=exif_transpose)
-    return compute(decoded.image, algorithm, exact=exact)
+    return compute(decoded.image, algorithm, exact=exact, full_size=decoded.full_size)
 
 
 def hash_file(source, algorithm: str = DEFAULT_ALGORITHM, *, exact: bool = False,
@@ -58,7 +62,7 @@ def hash_file(source, algorithm: str = DEFAULT_ALGORITHM, *, exact: bool = False
     needs = decode_needs(algorithm, exact)
     decoded = decoding.decode(source, mode=needs.mode, draft_min_side=needs.draft_min_side,
                               exif_transpose=exif_transpose, with_sha256=False)
-    return compute(decoded.image, algorithm, exact=exact)
+    return compute(decoded.image, algorithm, exact=exact, full_size=decoded.full_size)
 
 
 def fingerprint_file(path, algorithms: Sequence[str] = (DEFAULT_ALGORITHM,), exact: bool = False,
@@ -68,7 +72,11 @@ def fingerprint_file(path, algorithms: Sequence[str] = (DEFAULT_ALGORITHM,), exa
     ``regions``: also PDQ-hash the image's regions (:func:`hashmatch.regions.storage_fingerprints`)
     when PDQ is among the algorithms."""
     name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else decoding.describe(path)
-    result = FileFingerprints(path=name)
+    if isinstance(name, bytes):
+        name = os.fsdecode(name)
+    # A name that is not valid UTF-8 (its odd bytes are surrogates after os.fsdecode) is
+    # reported and stored with those bytes as \xNN: stores and JSON want text (text.storable).
+    result = FileFingerprints(path=storable(name))
     try:
         needs = merge_needs([decode_needs(a, exact) for a in algorithms])
         decoded = decoding.decode(path, mode=needs.mode, draft_min_side=needs.draft_min_side,
@@ -76,12 +84,19 @@ def fingerprint_file(path, algorithms: Sequence[str] = (DEFAULT_ALGORITHM,), exa
         result.sha256, result.file_size = decoded.sha256, decoded.file_size
         result.format = decoded.format
         result.width, result.height = decoded.original_size
-        result.fingerprints = [compute(decoded.image, a, exact=exact) for a in algorithms]
+        result.fingerprints = [compute(decoded.image, a, exact=exact, full_size=decoded.full_size)
+                               for a in algorithms]
         if regions and "pdq" in algorithms:
             from .regions import storage_fingerprints
 
+            from . import verify
+            from .regions import find_boxes
+
             full = result.fingerprints[list(algorithms).index("pdq")]
-            result.regions = storage_fingerprints(decoded.image, full=full)[1:]
+            boxes = find_boxes(decoded.image, framed=False)
+            result.regions = storage_fingerprints(decoded.image, full=full, boxes=boxes)[1:]
+            result.verification = verify.encode(decoded.image, boxes["content"],
+                                                boxes["embedded"])
     except ImageError as exc:
         result.error = exc.reason + (f" ({exc.detail})" if exc.detail else "")
     except Exception as exc:  # noqa: BLE001 - one bad file must never stop a batch

@@ -47,6 +47,9 @@ _PIL_DIHEDRAL = {
     "flipminus1": Image.Transpose.TRANSVERSE,
 }
 FULL_REGION = "full"
+# Candidates verified per query (closest first): a copy is nearly always the closest item or
+# among the few closest (alignment already moved its pair); each costs ~1-3 ms.
+VERIFY_CANDIDATES = 6
 BATCH_SIZE = 64  # files per store transaction: what add_files reports committed is durable
 
 
@@ -85,7 +88,7 @@ class Match:
     # the plain-PDQ rule decided it).
     verified: bool | None = None
     # Plain words for an investigator, e.g. "same picture", "same picture, edited",
-    # "same template, different content", "hash-list match (not verified)".
+    # "same template, not a copy", "whole-image hash match (not verified: ...)".
     verdict: str = ""
     # The numbers behind the verdict (e.g. share of the picture that agrees, matched tiles).
     evidence: dict = field(default_factory=dict)
@@ -563,7 +566,8 @@ class Index:
             fingerprints=[(fp.algorithm, fp.nbits, FULL_REGION, "original", fp.bits.tobytes(),
                            fp.quality) for fp in result.fingerprints]
             + [(fp.algorithm, fp.nbits, name, "original", fp.bits.tobytes(), fp.quality)
-               for name, fp in result.regions])
+               for name, fp in result.regions],
+            verification=result.verification)
 
     def add_hashes(self, hashes, algorithm: str = "pdq", qualities=None,
                    labels: Sequence[str] | None = None, source: str | None = None,
@@ -571,18 +575,40 @@ class Index:
         """Store hashes without images (hash lists from partners). Returns item ids.
 
         ``hashes``: hex strings, Fingerprints, or a uint8 array (n, nbits/8) of packed codes.
+        ``qualities`` and a list ``meta``: one per hash. Validated as ``hashmatch import``
+        validates a list line (hashlists.validate_item_fields): quality 0-100, labels a
+        list of strings (one string is one label), meta a JSON object; anything else raises
+        HashFormatError and nothing is stored.
         """
+        from .hashlists import validate_item_fields
         from .store import ItemRecord
 
-        fingerprints = _as_fingerprints(hashes, algorithm, qualities)
-        metas = meta if isinstance(meta, (list, tuple)) else [meta] * len(fingerprints)
-        records = [
-            ItemRecord(path=None, sha256=None, size=None, labels=list(labels or []), source=source,
-                       meta=dict(m or {}),
-                       fingerprints=[(fp.algorithm, fp.nbits, FULL_REGION, "original",
-                                      fp.bits.tobytes(), fp.quality)])
-            for fp, m in zip(fingerprints, metas)
-        ]
+        fingerprints = _as_fingerprints(hashes, algorithm, None)
+        n = len(fingerprints)
+        if qualities is not None:
+            qualities = list(qualities)
+            if len(qualities) != n:
+                raise HashFormatError(f"{len(qualities)} qualities for {n} hashes: give one "
+                                      "per hash (None where unknown)")
+        else:
+            qualities = [fp.quality for fp in fingerprints]
+        if isinstance(meta, (list, tuple)):
+            if len(meta) != n:
+                raise HashFormatError(f"{len(meta)} meta objects for {n} hashes: give one per "
+                                      "hash, or one dict for all")
+            metas = list(meta)
+        else:
+            metas = [meta] * n
+        records = []
+        for fp, quality, item_meta in zip(fingerprints, qualities, metas):
+            quality, item_labels, item_source, item_meta = validate_item_fields(
+                algorithm, fp.quality if quality is None else quality, labels, source,
+                item_meta)
+            records.append(ItemRecord(
+                path=None, sha256=None, size=None, labels=item_labels, source=item_source,
+                meta=dict(item_meta),
+                fingerprints=[(fp.algorithm, fp.nbits, FULL_REGION, "original",
+                               fp.bits.tobytes(), quality)]))
         stored = self.store.add_items(
             records, action="import", detail={"algorithm": algorithm, "source": source}
         ) if records else []
@@ -599,20 +625,28 @@ class Index:
     # -- querying -------------------------------------------------------------------------
     def query(self, image, max_distance: int | None = None, top_k: int | None = None,
               exact: bool = False, dihedral: bool = True, min_quality: int | None = None,
-              margin: int | None = None, regions: bool | None = None) -> list[Match]:
-        """Stored items matching an image (path, bytes, PIL image or array), best first.
+              margin: int | None = None, regions: bool | None = None,
+              templates: bool = False) -> list[Match]:
+        """Stored items that are the same picture as an image (path, bytes, PIL image or
+        array), best first.
 
         PDQ (the default): the query's full frame in its 8 rotations/flips and its regions
         (content without borders, the picture inside a screenshot/post/meme, as is and
-        mirrored) are searched; an item matches if its best pair (distance plus a penalty
+        mirrored) are searched; every stored item whose best pair (distance plus a penalty
         for embedded regions) is within ``max_distance`` (default 76 of 256 with regions,
-        regions.PDQ_MAX_DISTANCE; 31 without) and either within 16 bits
-        (regions.PDQ_CERTAIN) or at least ``margin`` bits (default 12, regions.PDQ_MARGIN)
-        closer than any other stored picture. ``margin=0``: every item within
-        ``max_distance``. ``min_quality``: ignore PDQ fingerprints of lower
-        quality (default 50 with regions: flat and near-empty regions match nothing).
-        ``regions=False``: whole images only (plain PDQ; default: the index's ``regions``).
-        Other algorithms: every item within ``max_distance``.
+        regions.PDQ_MAX_DISTANCE; 31 without) is a candidate, and the closest
+        (VERIFY_CANDIDATES) are **verified** on the stored item's own pixels
+        (:mod:`hashmatch.verify`): only the same picture, perhaps edited, is a match
+        (``Match.verified`` True, ``Match.verdict`` in words, ``Match.evidence`` the
+        figures). A picture made from the same template with other content (an ID card of
+        one design with another name and photo) is not a match; ``templates=True`` lists
+        it as a lead (``Match.kind == "template"``). Items without stored pixels (hash-list
+        entries) match by the plain PDQ rule (whole image, any rotation/flip, <= 31;
+        ``verified`` None). ``margin`` > 0: also require the best candidate to be that many
+        bits closer than any other (the rule before verification; default 0).
+        ``min_quality``: ignore PDQ fingerprints of lower quality (default 50 with regions:
+        flat and near-empty regions match nothing). ``regions=False``: whole images only.
+        Other algorithms: every item within ``max_distance``, not verified.
 
         Raises :class:`hashmatch.ImageError` if the image cannot be read.
         """
@@ -621,36 +655,57 @@ class Index:
                                                   dihedral, use_regions)
         self._maybe_sync()
         return self._search(fingerprints, max_distance, top_k, min_quality, margin, use_regions,
-                            aligner)
+                            aligner, templates)
 
     def query_many(self, sources: Iterable, max_distance: int | None = None,
                    top_k: int | None = None, exact: bool = False, dihedral: bool = True,
                    min_quality: int | None = None, workers: int | None = None,
                    progress: Callable[[int], None] | None = None,
-                   margin: int | None = None, regions: bool | None = None) -> list[QueryResult]:
+                   margin: int | None = None, regions: bool | None = None,
+                   templates: bool = False) -> list[QueryResult]:
         """Query many files (as :meth:`query`); hashing runs in worker processes. Per-file
-        errors are returned."""
+        errors are returned. ``list(iter_query_many(...))``."""
+        return list(self.iter_query_many(sources, max_distance=max_distance, top_k=top_k,
+                                         exact=exact, dihedral=dihedral,
+                                         min_quality=min_quality, workers=workers,
+                                         progress=progress, margin=margin, regions=regions,
+                                         templates=templates))
+
+    def iter_query_many(self, sources: Iterable, max_distance: int | None = None,
+                        top_k: int | None = None, exact: bool = False, dihedral: bool = True,
+                        min_quality: int | None = None, workers: int | None = None,
+                        progress: Callable[[int], None] | None = None,
+                        margin: int | None = None, regions: bool | None = None,
+                        templates: bool = False):
+        """Like :meth:`query_many`, but yields each QueryResult (in input order) as soon as
+        it is answered, so a caller can print or save results while the rest are hashed."""
         from .parallel import ordered_map
 
         sources = [os.fspath(s) if isinstance(s, os.PathLike) else s for s in sources]
         self._maybe_sync()  # the whole batch is answered from one state of the store
         use_regions = self._use_regions(regions)
         job = _QueryFingerprintJob(self._query_algorithms(), exact, dihedral, use_regions)
-        results = []
         for done, (name, fingerprints, sha256, aligner, error) in enumerate(
                 ordered_map(job, sources, workers=workers), start=1):
             if error:
-                results.append(QueryResult(name, error=error))
+                result = QueryResult(name, error=error)
             else:
-                matches = self._search(fingerprints, max_distance, top_k, min_quality, margin,
-                                       use_regions, aligner)
-                results.append(QueryResult(name, matches, sha256=sha256,
-                                           fingerprints=[fp for fp, region, variant in fingerprints
-                                                         if region == FULL_REGION
-                                                         and variant == "original"]))
+                try:
+                    matches = self._search(fingerprints, max_distance, top_k, min_quality,
+                                           margin, use_regions, aligner, templates)
+                except HashmatchError:
+                    raise  # the store failed: every later query would too
+                except Exception as exc:  # noqa: BLE001 - one bad query must not cost the batch
+                    yield_error = f"internal error ({type(exc).__name__}: {exc})"
+                    result = QueryResult(name, error=yield_error, sha256=sha256)
+                else:
+                    result = QueryResult(name, matches, sha256=sha256,
+                                         fingerprints=[fp for fp, region, variant in fingerprints
+                                                       if region == FULL_REGION
+                                                       and variant == "original"])
             if progress:
                 progress(done)
-        return results
+            yield result
 
     def query_hashes(self, hashes, algorithm: str = "pdq", max_distance: int | None = None,
                      top_k: int | None = None, dihedral: bool = False) -> list[list[Match]]:
@@ -830,38 +885,99 @@ class Index:
             self.sync()
 
     def _search(self, fingerprints, max_distance, top_k, min_quality, margin=None,
-                use_regions: bool | None = None, aligner=None) -> list[Match]:
-        """Exact range search of every (fingerprint, region, variant) needle, per-item
-        aggregation, alignment of the closest items' pairs (``aligner``), then the decision
-        rule (:func:`hashmatch.regions.select_matches`)."""
+                use_regions: bool | None = None, aligner=None, templates: bool = False
+                ) -> list[Match]:
+        """The query's stages: candidate search of every (fingerprint, region, variant)
+        needle (exact range search, per-item aggregation, alignment of the closest items'
+        pairs: :func:`search_shard`), then verification of the closest candidates on their
+        stored pixels (:mod:`hashmatch.verify`; ``aligner`` carries the query's pixels), then
+        the decision: a verified copy is a match; a same-template picture is a lead, listed
+        only with ``templates``; an item without stored pixels (a hash-list entry) matches by
+        the plain PDQ rule (whole image, any rotation/flip, distance <= 31)."""
         use_regions = self._use_regions() if use_regions is None else use_regions
+        verifying = aligner is not None
         by_algorithm: dict[tuple[str, int], list] = {}
         for needle in fingerprints:
             by_algorithm.setdefault((needle[0].algorithm, needle[0].nbits), []).append(needle)
         evidence: dict[int, tuple] = {}  # item -> (key, algorithm, distance, ...)
+        boxes: dict[int, tuple] = {}
         for (algorithm, nbits), group in by_algorithm.items():
             shard = self._shards.get((algorithm, nbits))
             if shard is None or len(shard) == 0:
                 continue
+            pdq_verified = verifying and algorithm == "pdq"
+            shard_margin = margin if margin is not None or not pdq_verified else 0
+            shard_boxes: dict[int, tuple] = {}
+            from .regions import PDQ_MARGIN
+
             found = search_shard(shard, algorithm, group, max_distance, min_quality,
-                                 margin, use_regions and algorithm == "pdq", aligner)
+                                 shard_margin, use_regions and algorithm == "pdq", aligner,
+                                 boxes=shard_boxes if pdq_verified else None,
+                                 slack=PDQ_MARGIN if pdq_verified and use_regions else 0)
             for item, value in found.items():
                 if item not in evidence or value[0] < evidence[item][0]:
                     evidence[item] = value
+                    if item in shard_boxes:
+                        boxes[item] = shard_boxes[item]
         ranked = sorted(evidence.items(), key=lambda kv: (kv[1][0], kv[0]))
+        judged = self._verify(ranked, boxes, aligner, templates)
         if top_k is not None:
-            ranked = ranked[: int(top_k)]
-        items = self.store.get_items([item for item, _ in ranked])
+            judged = judged[: int(top_k)]
+        items = self.store.get_items([item for item, _, _ in judged])
         matches = []
-        for item_id, (key, algorithm, distance, qregion, qvariant, sregion, svariant, qq, sq) in ranked:
+        for item_id, (key, algorithm, distance, qregion, qvariant, sregion, svariant, qq, sq), \
+                (kind, verified, words, facts) in judged:
             item = items[item_id]
             matches.append(Match(
                 item_id=item_id, distance=distance, algorithm=algorithm, path=item.path,
                 source=item.source, labels=list(item.labels), meta=dict(item.meta),
                 sha256=item.sha256, query_region=qregion, query_variant=qvariant,
                 stored_region=str(sregion), stored_variant=str(svariant), query_quality=qq,
-                stored_quality=None if sq < 0 else sq, score=key[0]))
+                stored_quality=None if sq < 0 else sq, score=key[0], kind=kind,
+                verified=verified, verdict=words, evidence=facts))
         return matches
+
+    def _verify(self, ranked, boxes, aligner, templates: bool) -> list:
+        """(item, evidence tuple, (kind, verified, verdict words, facts)) of what the
+        decision keeps, best first: the VERIFY_CANDIDATES closest PDQ candidates that have
+        stored pixels are verified; the rest keep the plain PDQ rule."""
+        from . import verify
+
+        pdq_items = [item for item, value in ranked if value[1] == "pdq"]
+        wanted = [item for item in pdq_items if boxes.get(item)][:VERIFY_CANDIDATES]
+        stored = self.store.get_verification(wanted) if aligner is not None and wanted else {}
+        copies, leads, plain = [], [], []
+        for item, value in ranked:
+            key, algorithm, distance, qregion, qvariant, sregion = value[:6]
+            if algorithm != "pdq":
+                plain.append((item, value, ("copy", None, "similar hash (not verified)",
+                                            {"rule": f"{algorithm} distance <= radius"})))
+                continue
+            blob = stored.get(item) if item in wanted else None
+            if blob is None:  # no pixels stored (a hash-list entry), or beyond the verified few
+                if _plain_pdq_match(qregion, sregion, distance):
+                    plain.append((item, value, ("copy", None, verify.PLAIN_WORDS,
+                                                {"rule": verify.PLAIN_RULE})))
+                continue
+            try:
+                data = verify.decode(blob)
+            except verify.VerificationDataError as exc:
+                if _plain_pdq_match(qregion, sregion, distance):
+                    plain.append((item, value, ("copy", None, verify.PLAIN_WORDS,
+                                                {"rule": verify.PLAIN_RULE,
+                                                 "unreadable_verification_data": str(exc)})))
+                continue
+            grey_index, box = boxes[item]
+            verdict = verify.verify_pair(aligner.greys[grey_index], box, qvariant, data,
+                                         str(sregion))
+            if verdict.kind == "copy":
+                copies.append((item, value, ("copy", True, verify.copy_words(
+                    distance, qvariant, qregion, str(sregion)), verdict.evidence)))
+            elif verdict.kind == "template" and templates:
+                leads.append((item, value, ("template", False, verify.TEMPLATE_WORDS,
+                                            verdict.evidence)))
+        # Verified copies first, then plain-rule matches, then template leads; each by score.
+        return copies + plain + leads
 
     # -- information ----------------------------------------------------------------------
     def stats(self) -> dict:
@@ -914,22 +1030,36 @@ def _query_needles(image, algorithms: Sequence[str], exact: bool, dihedral: bool
         if regions and algorithm == "pdq":
             from .regions import query_needles as region_needles
 
-            full = [fp for fp, _ in _variants(decoded.image, algorithm, exact, True)]
+            full = [fp for fp, _ in _variants(decoded.image, algorithm, exact, True,
+                                              decoded.full_size)]
             found, aligner = region_needles(decoded.image, full)
             # Without rotations the full frame is searched as is only; regions stay.
             needles.extend(found if dihedral else found[:1] + found[len(full):])
         else:
             needles.extend((fp, FULL_REGION, variant)
-                           for fp, variant in _variants(decoded.image, algorithm, exact, dihedral))
+                           for fp, variant in _variants(decoded.image, algorithm, exact, dihedral,
+                                                        decoded.full_size))
+    if aligner is None and "pdq" in algorithms:
+        # Whole images only: verification still needs the query's pixels.
+        from .regions import Aligner, Region
+
+        image = decoded.image
+        aligner = Aligner.of(image, [Region(FULL_REGION, (0, 0, image.width, image.height),
+                                            image)])
     return needles, decoded, aligner
 
 
 def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
-                 use_regions: bool, aligner=None, _pairs_only: bool = False):
+                 use_regions: bool, aligner=None, _pairs_only: bool = False, boxes=None,
+                 needle_boxes=None, slack: int = 0):
     """Matching items of one shard (the codes of one algorithm): item -> (sort key,
     evidence...). ``aligner`` (a :class:`hashmatch.regions.Aligner`, regions only): the
-    closest items' pairs are aligned before the decision. Module-level so benchmarks can
-    time the search alone."""
+    closest items' pairs are aligned before the decision. ``boxes``: a dict filled with
+    item -> the query box of its deciding pair on the aligner's grey copies (what
+    verification compares); ``needle_boxes``: that box per needle where it is not the
+    aligner's own box of the needle's region. ``slack``: pairs this far beyond the radius
+    are collected too (alignment may bring them within it). Module-level so benchmarks can time the
+    search alone."""
     from . import regions as rg
 
     if max_distance is None:
@@ -940,11 +1070,11 @@ def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
     if min_quality is None and use_regions:
         min_quality = rg.MIN_QUALITY
     # Runner-ups up to ``margin`` beyond the radius count against the best item.
-    radius = min(shard.nbits, max_distance + max(0, margin))
+    radius = min(shard.nbits, max_distance + max(0, margin, slack))
     needles = [n for n in needles
                if min_quality is None or n[0].quality is None or n[0].quality >= min_quality]
     if not needles:
-        return {}
+        return None if _pairs_only else {}
     # One pass per stored role with every needle that may meet it (search_roles), each row
     # read once; the scan hands back the hit rows' distances to all those needles. In the
     # region-aware query, roles with a low-frequency prefilter (PREFILTER_THRESHOLD) are
@@ -994,9 +1124,11 @@ def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
     order = np.lexsort((order_key, score, items))
     first = order[np.r_[True, items[order][1:] != items[order][:-1]]]
     aligned = None  # which pairs had their query box moved onto the stored picture
-    if aligner is not None and use_regions:
+    pair_boxes: dict[int, tuple] = {}  # pair -> its aligned query box
+    needle_boxes = dict(needle_boxes or {})
+    if aligner is not None and use_regions and rg.ALIGN:
         score, distance, aligned, moved = _align_contenders(
-            shard, aligner, needles, rows, needle, score, distance, items, first)
+            shard, aligner, needles, rows, needle, score, distance, items, first, pair_boxes)
         changed = bool(aligned.any())
         if moved:
             # Boxes aligned onto the closest items, searched again: a box aligned onto a
@@ -1007,6 +1139,8 @@ def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
             pairs = search_shard(shard, algorithm, more, radius, min_quality, 0, use_regions,
                                  _pairs_only=True)
             if pairs is not None and len(pairs[0]):
+                for k, (region, _, box) in enumerate(moved):
+                    needle_boxes[len(needles) + k] = (aligner.boxes[region][0], box)
                 shift = np.int64(len(needles) * 4) << np.int64(40)  # after every first needle
                 needle = np.concatenate([needle, pairs[1] + len(needles)])
                 needles = list(needles) + more
@@ -1040,6 +1174,9 @@ def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
     out = {}
     for j in first[keep]:
         fp, qregion, qvariant = needles[needle[j]]
+        if boxes is not None:
+            boxes[int(items[j])] = pair_boxes.get(int(j)) or needle_boxes.get(int(needle[j])) \
+                or (aligner.boxes.get(qregion) if aligner is not None else None)
         if aligned is not None and aligned[j] and not qregion.endswith(rg.ALIGNED_SUFFIX):
             qregion += rg.ALIGNED_SUFFIX  # its box was moved onto the stored picture
         row = rows[j]
@@ -1050,7 +1187,8 @@ def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
     return out
 
 
-def _align_contenders(shard, aligner, needles, rows, needle, score, distance, items, first):
+def _align_contenders(shard, aligner, needles, rows, needle, score, distance, items, first,
+                      pair_boxes=None):
     """The pairs of the closest items aligned (:meth:`hashmatch.regions.Aligner.align`):
     (scores, distances, which pairs were aligned, the moved boxes worth searching again as
     (region, variant, box)). Nothing is aligned when a pair is certain already. Each close
@@ -1080,6 +1218,8 @@ def _align_contenders(shard, aligner, needles, rows, needle, score, distance, it
                 score[j] -= distance[j] - aligned_distance
                 distance[j] = aligned_distance
                 aligned[j] = True
+                if pair_boxes is not None:
+                    pair_boxes[int(j)] = (aligner.boxes[region][0], box)
                 if box != aligner.boxes[region][1]:
                     aligned_boxes.append((int(score[j]), region, variant, box))
     moved = []
@@ -1090,6 +1230,13 @@ def _align_contenders(shard, aligner, needles, rows, needle, score, distance, it
                 for other_region, _, other in moved):
             moved.append((region, variant, box))
     return score, distance, aligned, moved
+
+
+def _plain_pdq_match(query_region: str, stored_region, distance: int) -> bool:
+    """PDQ's own rule, for items the verifier cannot check: whole image against whole image
+    (any rotation or flip), within PDQ's usual 31 bits."""
+    return query_region == FULL_REGION and str(stored_region) == FULL_REGION and \
+        distance <= DEFAULT_MAX_DISTANCE["pdq"]
 
 
 def _quality_ok(shard, rows: np.ndarray, min_quality) -> np.ndarray:
@@ -1142,16 +1289,18 @@ def _duplicate_groups(codes: np.ndarray) -> np.ndarray:
         labels = spread
 
 
-def _variants(image: Image.Image, algorithm: str, exact: bool, dihedral: bool):
+def _variants(image: Image.Image, algorithm: str, exact: bool, dihedral: bool,
+              full_size: tuple[int, int] | None = None):
     from .hashers import compute
 
     if not dihedral:
-        return [(compute(image, algorithm, exact=exact), "original")]
+        return [(compute(image, algorithm, exact=exact, full_size=full_size), "original")]
     if algorithm == "pdq":
         from .hashers.pdq import pdq_hash_image
 
         # One DCT gives all eight, as in the reference implementation.
-        return list(zip(pdq_hash_image(image, exact=exact, dihedral=True), DIHEDRAL_VARIANTS))
+        return list(zip(pdq_hash_image(image, exact=exact, dihedral=True, full_size=full_size),
+                        DIHEDRAL_VARIANTS))
     return [(compute(image if op is None else image.transpose(op), algorithm, exact=exact), name)
             for name, op in _PIL_DIHEDRAL.items()]
 

@@ -609,6 +609,21 @@ def crop_windows(box: Box, windows=None) -> dict[str, Box]:
     return out
 
 
+def crop_window_box(box, name: str):
+    """The box of crop window ``name`` ("crop:lt6") of ``box`` (float coordinates allowed):
+    the inverse of the names :func:`crop_windows` gives, or None for a name it never gives."""
+    spec = name[len("crop:"):] if name.startswith("crop:") else ""
+    sides_cut = spec.rstrip("0123456789")
+    digits = spec[len(sides_cut):]
+    if not sides_cut or not digits or set(sides_cut) - set("ltrb"):
+        return None
+    share = int(digits) / 100
+    l, t, r, b = box
+    dw, dh = (r - l) * share, (b - t) * share
+    return (l + dw * ("l" in sides_cut), t + dh * ("t" in sides_cut),
+            r - dw * ("r" in sides_cut), b - dh * ("b" in sides_cut))
+
+
 def iou(a: Box, b: Box) -> float:
     ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -641,11 +656,13 @@ def _ious(box: Box, others: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def storage_regions(image: Image.Image, crops: bool = False) -> list[Region]:
+def storage_regions(image: Image.Image, crops: bool = False, boxes=None) -> list[Region]:
     """Regions to fingerprint and store for a known image: full, content, embedded (each only
     if distinct); with ``crops`` (what the Index stores), also the crop windows of the content
-    region (``CROP_WINDOWS``)."""
-    boxes = find_boxes(image, framed=False)  # framed rectangles are a query-side search
+    region (``CROP_WINDOWS``). ``boxes``: ``find_boxes(image, framed=False)`` if the caller
+    has it."""
+    if boxes is None:
+        boxes = find_boxes(image, framed=False)  # framed rectangles are a query-side search
     named = [("full", boxes["full"]), ("content", boxes["content"]),
              ("embedded", boxes["embedded"])]
     if crops:
@@ -750,7 +767,8 @@ def _hash_box(pixels: np.ndarray, box: Box, dihedral: bool = False):
     return pdq_hash_image(pixels[t:b, l:r], exact=False, dihedral=dihedral)
 
 
-def storage_fingerprints(image: Image.Image, full=None) -> list[tuple[str, "Fingerprint"]]:
+def storage_fingerprints(image: Image.Image, full=None, boxes=None
+                         ) -> list[tuple[str, "Fingerprint"]]:
     """``(region name, PDQ fingerprint)`` to store for a known image, the full frame first.
 
     ``full``: the full frame's fingerprint if the caller has it already (hash_file's, so the
@@ -759,7 +777,7 @@ def storage_fingerprints(image: Image.Image, full=None) -> list[tuple[str, "Fing
     """
     from .hashers.pdq import pdq_hash_boxes, pdq_hash_image
 
-    stored = storage_regions(image, crops=STORE_CROP_WINDOWS)
+    stored = storage_regions(image, crops=STORE_CROP_WINDOWS, boxes=boxes)
     # The other regions in one call, as _hash_box would hash each: boxes with the same rows
     # (crop windows cut from the left or right) share one row stage of the fast path.
     others = iter(pdq_hash_boxes(_pixels(image), [r.box for r in stored if r.name != "full"]))
@@ -811,7 +829,9 @@ def query_needles(image: Image.Image, full_variants=None, regions: bool = True
                     else _hash_box(_pixels(region.source), region.box, dihedral=True))
         needles.append((variants[0], region.name, VARIANT_NAMES[0]))
         needles.append((variants[MIRROR], region.name, VARIANT_NAMES[MIRROR]))
-    return needles, (Aligner.of(image, found) if ALIGN else None)
+    # The aligner also carries the pixels verification compares (hashmatch.verify); whether
+    # alignment runs is the search's choice (ALIGN).
+    return needles, Aligner.of(image, found)
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,8 +26,10 @@ from typing import Iterable
 from . import __version__
 from . import decode as decoding
 from .errors import ImageError
+from .text import from_storable, storable
 
 THUMBNAIL_SIDE = 200
+LARGE_VIEW = (800, 2400)
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
@@ -42,15 +44,18 @@ def esc(value) -> str:
 
 
 # -- facts about files ------------------------------------------------------------------------
-def file_facts(path, thumbnails: bool, expected_sha256: str | None = None
+def file_facts(path, thumbnails: bool, expected_sha256: str | None = None,
+               large: dict | None = None, key: str | None = None
                ) -> tuple[dict, str | None]:
     """(facts, thumbnail data URI or None) of one image file. Never raises for a bad file.
 
     facts: path, size, sha256, width, height, format, error. With ``expected_sha256`` (a stored
-    item), a file whose bytes changed since indexing is reported and not shown.
+    item), a file whose bytes changed since indexing is reported and not shown. With ``large``
+    (a dict) and ``key``, a larger view of an image too big for its thumbnail is put in
+    ``large[key]`` (tall receipts must stay legible).
     """
-    facts = {"path": path, "size": None, "sha256": None, "width": None, "height": None,
-             "format": None, "error": None}
+    facts = {"path": storable(path) if isinstance(path, str) else path, "size": None,
+             "sha256": None, "width": None, "height": None, "format": None, "error": None}
     if not path:
         facts["error"] = "no file (hash-list entry)"
         return facts, None
@@ -64,7 +69,11 @@ def file_facts(path, thumbnails: bool, expected_sha256: str | None = None
     if expected_sha256 and decoded.sha256 != expected_sha256:
         facts["error"] = "the file on disk changed since it was indexed (SHA-256 differs)"
         return facts, None
-    return facts, thumbnail_data_uri(decoded.image) if thumbnails else None
+    if not thumbnails:
+        return facts, None
+    if large is not None and key is not None and max(decoded.image.size) > THUMBNAIL_SIDE:
+        large[key] = large_view_data_uri(decoded.image)
+    return facts, thumbnail_data_uri(decoded.image)
 
 
 def thumbnail_data_uri(image, side: int = THUMBNAIL_SIDE) -> str:
@@ -73,6 +82,16 @@ def thumbnail_data_uri(image, side: int = THUMBNAIL_SIDE) -> str:
     small.thumbnail((side, side))
     buffer = io.BytesIO()
     small.convert("RGB").save(buffer, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def large_view_data_uri(image) -> str:
+    """The larger view: at most LARGE_VIEW (800 x 2400) pixels, so a tall receipt keeps
+    readable text, never larger than the original."""
+    view = image.copy()
+    view.thumbnail(LARGE_VIEW)
+    buffer = io.BytesIO()
+    view.convert("RGB").save(buffer, format="JPEG", quality=82)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -85,11 +104,12 @@ def build_query_report(index, files: list[str], max_distance: int | None = None,
                        top_k: int | None = None, dihedral: bool = True,
                        sanitized: bool = False, workers: int | None = None,
                        progress=None, margin: int | None = None,
-                       regions: bool | None = None) -> tuple[dict, dict[str, str]]:
+                       regions: bool | None = None,
+                       templates: bool = False) -> tuple[dict, dict[str, str]]:
     """(JSON document, thumbnails by path) for the query images ``files`` against ``index``."""
     results = index.query_many(files, max_distance=max_distance, top_k=top_k,
                                dihedral=dihedral, workers=workers, progress=progress,
-                               margin=margin, regions=regions)
+                               margin=margin, regions=regions, templates=templates)
     stored = index.store.get_items({m.item_id for r in results for m in r.matches})
     algorithms = sorted({a for a, _ in index.store.algorithms()} | set(index.algorithms))
     thumbnails: dict[str, str] = {}
@@ -102,7 +122,8 @@ def build_query_report(index, files: list[str], max_distance: int | None = None,
                     else max_distance for a in algorithms},
         options={"top_k": top_k, "rotations_and_mirrors": dihedral,
                  "regions": index._use_regions(regions),
-                 "only_clear_best_matches": margin is None or margin > 0})
+                 "every_match_verified_on_the_stored_picture": True,
+                 "same_template_leads_listed": templates})
     return {"report": header, "queries": queries}, thumbnails
 
 
@@ -112,23 +133,29 @@ def report_header(kind: str, sanitized: bool, **facts) -> dict:
 
 
 def _query_entry(result, stored_items, thumbnails: dict, with_pixels: bool) -> dict:
-    facts, thumb = file_facts(result.path, with_pixels)
+    name = storable(result.path) if isinstance(result.path, str) else result.path
+    facts, thumb = file_facts(result.path, with_pixels, large=thumbnails, key=f"large:{name}")
     if thumb:
-        thumbnails[result.path] = thumb
+        thumbnails[name] = thumb
     entry = {"file": facts, "error": result.error,
              "fingerprints": [{"algorithm": f.algorithm, "hash": f.hex(), "quality": f.quality}
                               for f in result.fingerprints],
              "matches": []}
     for match in result.matches:
         item = stored_items.get(match.item_id)
-        stored_facts, thumb = _stored_file_facts(item, with_pixels)
-        if thumb:
-            thumbnails[f"item:{match.item_id}"] = thumb
+        key = f"item:{match.item_id}"
+        if key in thumbnails:  # this known image is already in the report: embed it once
+            stored_facts, _ = _stored_file_facts(item, False)
+        else:
+            stored_facts, thumb = _stored_file_facts(item, with_pixels, thumbnails, key)
+            if thumb:
+                thumbnails[key] = thumb
         entry["matches"].append({**match.to_dict(), "stored_file": stored_facts})
     return entry
 
 
-def _stored_file_facts(item, with_pixels: bool) -> tuple[dict, str | None]:
+def _stored_file_facts(item, with_pixels: bool, large: dict | None = None,
+                       key: str | None = None) -> tuple[dict, str | None]:
     """What the store recorded about a matched item, plus the file's state on disk now."""
     if item is None:
         return {"path": None, "error": "item not found"}, None
@@ -138,10 +165,14 @@ def _stored_file_facts(item, with_pixels: bool) -> tuple[dict, str | None]:
     if not item.path or not item.sha256:
         recorded["error"] = "no file (hash-list entry): nothing to show"
         return recorded, None
-    if not os.path.isfile(item.path):
+    on_disk = item.path
+    if not os.path.isfile(on_disk) and "\\x" in on_disk:  # a name stored escaped (not UTF-8)
+        on_disk = from_storable(on_disk)
+    if not os.path.isfile(on_disk):
         recorded["error"] = "file not on disk"
         return recorded, None
-    facts, thumb = file_facts(item.path, with_pixels, expected_sha256=item.sha256)
+    facts, thumb = file_facts(on_disk, with_pixels, expected_sha256=item.sha256,
+                              large=large, key=f"large:{key}" if key else None)
     recorded["error"] = facts["error"]
     return recorded, thumb
 
@@ -200,7 +231,8 @@ def cluster_thumbnails(clusters_json: list[dict], sanitized: bool) -> dict[str, 
 
 # -- writing ------------------------------------------------------------------------------------
 def json_bytes(document: dict) -> bytes:
-    return (json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+    text = json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n"
+    return text.encode("utf-8", "backslashreplace")  # a stray surrogate cannot stop a report
 
 
 def twin_json_path(html_path: str) -> str:
@@ -267,32 +299,40 @@ def write_report(document: dict, thumbnails: dict[str, str], html_path: str,
     digest = hashlib.sha256(data).hexdigest()
     write_atomically(json_path, data)
     page = render_html(document, thumbnails, digest, os.path.basename(json_path))
-    write_atomically(html_path, page.encode("utf-8"))
+    write_atomically(html_path, page.encode("utf-8", "backslashreplace"))
     return html_path, json_path, digest
 
 
 # -- HTML -----------------------------------------------------------------------------------------
 _STYLE = """
-body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#111}
-h1{font-size:20px}h2{font-size:16px;margin-top:28px;border-top:2px solid #444;padding-top:8px}
-table{border-collapse:collapse;margin:6px 0}td,th{border:1px solid #bbb;padding:3px 6px;
+body{font:15px/1.45 system-ui,sans-serif;margin:24px;color:#111;max-width:1400px}
+h1{font-size:22px}h2{font-size:17px;margin-top:32px;border-top:2px solid #444;padding-top:10px}
+table{border-collapse:collapse;margin:6px 0}td,th{border:1px solid #bbb;padding:4px 7px;
 text-align:left;vertical-align:top}th{background:#eee}
 .hash,.mono{font-family:ui-monospace,monospace;word-break:break-all}
 .pair{display:flex;gap:16px;align-items:flex-start;margin:10px 0;flex-wrap:wrap}
-.card{border:1px solid #999;padding:8px;max-width:460px}
+.card{border:1px solid #999;padding:10px;max-width:440px}
+.card.query{background:#f4f7fb;border-color:#4a6fa5}
 .grid{display:flex;gap:10px;flex-wrap:wrap}
 .thumb{max-width:200px;max-height:200px;display:block}
+.large{max-width:100%;display:block;margin-top:6px;border:1px solid #ccc}
+details{margin:4px 0}summary{cursor:pointer;color:#1a4f8b}
+.card:has(details[open]){max-width:840px}
 .nothumb{width:200px;height:60px;background:#eee;color:#555;display:flex;align-items:center;
 justify-content:center;font-size:12px;text-align:center}
-.err{color:#a00}
+.err{color:#a00}.verdict{font-weight:600;font-size:16px;margin:4px 0}
+.tech{font-size:12px;color:#555;margin-top:4px}
+.summary td,.summary th{padding:5px 9px}.summary{margin-bottom:18px}
 """
 
 
 def render_html(document: dict, thumbnails: dict[str, str], json_sha256: str,
                 json_name: str) -> str:
     header = document["report"]
+    summary = ""
     if "queries" in document:
         title = "Evidence report"
+        summary = _summary_html(document["queries"])  # first: what an investigator reads
         body = _queries_html(document["queries"], thumbnails, header["sanitized"])
     else:
         title, body = "Near-duplicate groups", _clusters_html(document, thumbnails)
@@ -302,6 +342,8 @@ def render_html(document: dict, thumbnails: dict[str, str], json_sha256: str,
         "<meta name=\"referrer\" content=\"no-referrer\">",
         f"<title>hashmatch {esc(title.lower())}</title><style>{_STYLE}</style></head><body>",
         f"<h1>hashmatch {esc(title.lower())}</h1>",
+        summary,
+        "<h2>About this report</h2>" if summary else "",
         _header_html(header, json_sha256, json_name),
         body,
         "</body></html>\n",
@@ -333,10 +375,17 @@ def _table(rows) -> str:
 
 
 def _image_html(thumbnails: dict, key: str | None, alt: str, note: str | None = None) -> str:
+    """The thumbnail, and for a picture bigger than that, a larger view that opens in place
+    (a <details> element: no script needed)."""
     uri = thumbnails.get(key) if key else None
-    if uri:
-        return f"<img class=\"thumb\" src=\"{esc(uri)}\" alt=\"{esc(alt)}\">"
-    return f"<div class=\"nothumb\">{esc(note or 'no image')}</div>"
+    if not uri:
+        return f"<div class=\"nothumb\">{esc(note or 'no image')}</div>"
+    html_out = f"<img class=\"thumb\" src=\"{esc(uri)}\" alt=\"{esc(alt)}\">"
+    large = thumbnails.get(f"large:{key}")
+    if large:
+        html_out += (f"<details><summary>Larger view</summary><img class=\"large\" "
+                     f"src=\"{esc(large)}\" alt=\"{esc(alt)}, larger\"></details>")
+    return html_out
 
 
 def _file_rows(facts: dict) -> list[tuple]:
@@ -353,47 +402,107 @@ def _dash(value) -> str:
     return "-" if value is None or value == "" else str(value)
 
 
+def strength_words(distance, algorithm: str) -> str:
+    """How close two fingerprints are, in words, with the number behind it."""
+    from .fingerprint import DEFAULT_BITS
+
+    bits = DEFAULT_BITS.get(algorithm, 256)
+    if distance is None:
+        return "-"
+    scale = bits / 256
+    if distance == 0:
+        word = "identical fingerprints"
+    elif distance <= 16 * scale or (bits == 64 and distance <= 4):
+        word = "very close"
+    elif distance <= 31 * scale or (bits == 64 and distance <= 10):
+        word = "close"
+    else:
+        word = "loose (a copy in a new frame, cropped or turned)"
+    return f"{word}: {distance} of {bits} bits differ"
+
+
+def _summary_html(queries: list[dict]) -> str:
+    rows = []
+    for number, query in enumerate(queries, start=1):
+        link = f"<a href=\"#q{number}\">{number}</a>"
+        name = f"<a href=\"#q{number}\">{esc(query['file']['path'])}</a>"
+        if query["error"]:
+            verdict, best, strength = "could not be read", "-", "-"
+        elif not query["matches"]:
+            verdict, best, strength = "no match", "-", "-"
+        else:
+            top = query["matches"][0]
+            verdict = top.get("verdict") or "-"
+            more = len(query["matches"]) - 1
+            best = (f"known image {top['item_id']}: {top['path'] or '(hash-list entry)'}"
+                    + (f" (and {more} more)" if more else ""))
+            strength = strength_words(top["distance"], top["algorithm"])
+        rows.append(f"<tr><td>{link}</td><td class=\"mono\">{name}</td><td>{esc(verdict)}</td>"
+                    f"<td class=\"mono\">{esc(best)}</td><td>{esc(strength)}</td></tr>")
+    return ("<h2>Summary</h2><table class=\"summary\"><tr><th>#</th><th>Image checked</th>"
+            "<th>Verdict</th><th>Best match</th><th>How close</th></tr>" + "".join(rows)
+            + "</table>")
+
+
 def _queries_html(queries: list[dict], thumbnails: dict, sanitized: bool) -> str:
     parts = []
     note = "sanitized report: no images" if sanitized else "no image"
     for number, query in enumerate(queries, start=1):
         facts = query["file"]
-        parts.append(f"<h2>Query {number}: {esc(facts['path'])}</h2>")
+        count = len(query["matches"])
+        parts.append(f"<h2 id=\"q{number}\">{number}. {esc(facts['path'])}</h2>")
         if query["error"]:
             parts.append(f"<p class=\"err\">Could not be read: {esc(query['error'])}</p>")
+        elif not count:
+            parts.append("<p class=\"verdict\">No match in the database.</p>")
+        else:
+            parts.append(f"<p class=\"verdict\">{count} known image"
+                         f"{'s' if count != 1 else ''} match.</p>")
         fps = "; ".join(f"{f['algorithm']} {f['hash']} (quality {_dash(f['quality'])})"
                         for f in query["fingerprints"])
-        parts.append("<div class=\"card\">" + _image_html(thumbnails, facts["path"], "query",
-                                                          note)
+        parts.append("<div class=\"pair\"><div class=\"card query\"><b>Image checked</b>"
+                     + _image_html(thumbnails, facts["path"], "image checked", note)
                      + _table(_file_rows(facts) + [("Fingerprints", fps or "-")]) + "</div>")
-        if not query["matches"]:
-            parts.append("<p>No match in the database.</p>")
-        for match in query["matches"]:
-            parts.append(_match_html(match, thumbnails, facts["path"], note))
+        for rank, match in enumerate(query["matches"], start=1):
+            parts.append(_match_html(match, rank, thumbnails, note))
+        parts.append("</div>")
     return "".join(parts)
 
 
-def _match_html(match: dict, thumbnails: dict, query_path: str, note: str) -> str:
-    """The query and the stored image side by side, then the evidence of the match."""
+def _match_html(match: dict, rank: int, thumbnails: dict, note: str) -> str:
+    """One known image that matches: its picture, in plain words why, and the technical
+    detail in a smaller line."""
     from .formats import describe_how
 
     stored = match["stored_file"]
     how = describe_how(match["query_variant"], match["query_region"], match["stored_region"])
-    rows = [("Distance", f"{match['distance']} ({match['algorithm']}; score {match['score']})"),
-            ("Matched as", f"{how} (query region {match['query_region']}, stored region "
-                           f"{match['stored_region']})"),
-            ("Quality (query / stored)",
-             f"{_dash(match['query_quality'])} / {_dash(match['stored_quality'])}"),
-            ("Item id", match["item_id"]), ("Labels", ", ".join(match["labels"]) or "-"),
-            ("Source", _dash(match["source"])),
-            ("Metadata", json.dumps(match["meta"], ensure_ascii=False, sort_keys=True))]
-    query_image = _image_html(thumbnails, query_path, "query", note)
-    stored_image = _image_html(thumbnails, f"item:{match['item_id']}", "stored match",
+    rows = [("How close", strength_words(match["distance"], match["algorithm"])),
+            ("How it matches", how),
+            ("Labels", ", ".join(match["labels"]) or "-"),
+            ("Source", ", ".join((match.get("meta") or {}).get("sources")
+                                 or [_dash(match["source"])])),
+            ("Image quality (checked / known)",
+             f"{_dash(match['query_quality'])} / {_dash(match['stored_quality'])}")]
+    verdict = match.get("verdict") or ""
+    verified = {True: "checked against the known picture's pixels",
+                False: "the known picture's pixels disagree",
+                None: None}.get(match.get("verified"))
+    heading = f"<b>Match {rank}: known image {esc(match['item_id'])}</b>"
+    if verdict:
+        heading += f"<p class=\"verdict\">{esc(verdict)}</p>"
+        if verified:
+            heading += f"<div class=\"tech\">{esc(verified)}</div>"
+    tech = (f"{match['algorithm']} distance {match['distance']}, score {_dash(match['score'])}"
+            f"; kind {match.get('kind') or '-'}; query variant {match['query_variant']}, "
+            f"query region {match['query_region']}, stored region {match['stored_region']}; "
+            f"metadata {json.dumps(match['meta'], ensure_ascii=False, sort_keys=True)}")
+    if match.get("evidence"):
+        tech += "; evidence " + json.dumps(match["evidence"], ensure_ascii=False,
+                                           sort_keys=True, default=str)
+    stored_image = _image_html(thumbnails, f"item:{match['item_id']}", "known image",
                                stored.get("error") or note)
-    return ("<div class=\"pair\">"
-            f"<div class=\"card\"><b>query</b>{query_image}</div>"
-            f"<div class=\"card\"><b>known item {esc(match['item_id'])}</b>{stored_image}</div>"
-            "<div class=\"card\">" + _table(rows + _file_rows(stored)) + "</div></div>")
+    return ("<div class=\"card\">" + heading + stored_image + _table(rows + _file_rows(stored))
+            + f"<div class=\"tech\">{esc(tech)}</div></div>")
 
 
 def _clusters_html(document: dict, thumbnails: dict) -> str:

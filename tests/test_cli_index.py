@@ -42,7 +42,7 @@ def test_index_then_query_with_default_database(tmp_path):
     assert result.returncode == 1 and "no match" in result.stdout
 
     result = run_cli("index", "--recursive", folder, cwd=tmp_path)
-    assert "added 0, duplicates 9" in result.stdout
+    assert "added 0, duplicates 0" in result.stdout and "unchanged 9 (not read again)" in result.stdout
 
 
 def test_query_json_and_csv(tmp_path):

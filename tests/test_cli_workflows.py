@@ -77,7 +77,9 @@ def test_report_command(tmp_path):
     facts = json.loads((out / "facts.json").read_text())
     assert facts["queries"][0]["matches"][0]["labels"] == ["price list"]
     page = (out / "r.html").read_text()
-    assert page.count("<img ") == 4 and "mirrored" in page
+    # each image once as a thumbnail (2 queries, 1 known image), each with its larger view
+    assert page.count('<img class="thumb"') == 3 and page.count("<img ") == 6
+    assert "mirrored" in page
 
     sanitized = run_cli("report", "--db", db, "--html", out / "s.html", "--sanitized", suspect)
     assert sanitized.returncode == 0 and "<img" not in (out / "s.html").read_text()

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+import hashmatch as hm
 from conftest import PDQ_REF, corpus_files
 from hashmatch.fingerprint import Fingerprint
 from hashmatch.hashers import pdq
@@ -312,14 +313,14 @@ def test_low_frequency_keys_are_the_4x4_lowest_dct_signs(seed, n):
 def test_drafted_jpeg_is_blurred_at_the_full_resolution_scale():
     # A JPEG decoded at 1/4 size must hash like the full-size image: the fast path folds the
     # full-resolution blur onto the drafted pixels (windows sized from the true image).
-    from hashmatch.decode import FULL_SIZE_KEY, decode
+    from hashmatch.decode import decode
 
     path = PDQ_REF / "images" / "bridge-mods" / "aaa-orig.jpg"  # 1600 x 1004
     drafted = decode(path, mode="L", draft_min_side=240)
     assert drafted.image.size == (400, 251)
-    assert drafted.image.info[FULL_SIZE_KEY] == (1600, 1004)
+    assert drafted.full_size == (1600, 1004)
     exact = pdq.pdq_hash_image(Image.open(path), exact=True)
-    folded = pdq.pdq_hash_image(drafted.image, exact=False)
+    folded = pdq.pdq_hash_image(drafted.image, exact=False, full_size=drafted.full_size)
     # Without the full size, the blur windows are sized for the small image (the old way).
     bits, quality = pdq._hash_fast(np.asarray(drafted.image), dihedral=False)
     unfolded = Fingerprint("pdq", bits, quality)
@@ -383,3 +384,17 @@ def test_hash_boxes_of_a_photo(photo):
             fast(array[t:b, l:r]).bits.tobytes() for l, t, r, b in boxes]
         assert all(fp.quality > 0 for fp in got)
     assert pdq.pdq_hash_boxes(photo, []) == []
+
+
+def test_a_crop_of_a_decoded_image_hashes_like_the_same_pixels_as_an_array():
+    """Issue 15: decode put the pre-draft size in image.info, which Pillow copies onto crops,
+    so fast PDQ blurred a crop at the whole picture's scale (8-28 bits off the array)."""
+    from hashmatch.decode import decode
+
+    path = PDQ_REF / "images" / "bridge-mods" / "aaa-orig.jpg"  # drafted to 400 x 251
+    drafted = decode(path, mode="L", draft_min_side=240)
+    assert drafted.full_size is not None
+    crop = drafted.image.crop((40, 20, 300, 230))
+    assert pdq.pdq_hash_image(crop, exact=False) - \
+        pdq.pdq_hash_image(np.asarray(crop), exact=False) == 0
+    assert hm.hash_image(crop) - hm.hash_image(np.asarray(crop)) == 0

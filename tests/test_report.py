@@ -1,10 +1,13 @@
 """Evidence reports: facts, escaping of hostile strings (checked in a real browser), sanitized
 reports without pixels, and output paths that cannot destroy evidence."""
+import base64
 import hashlib
+import io
 import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from PIL import Image, ImageOps
@@ -105,8 +108,10 @@ def test_hostile_strings_are_text_in_a_real_browser(case, tmp_path):
     assert "pwned" not in re.search(r"<title>(.*?)</title>", dom).group(1)
     assert "<h1>injected</h1>" not in dom and dom.count("<h1>") == 1
     tags = img_tags(dom)
-    # 3 query thumbnails + each match shows query and stored image side by side (2 matches)
-    assert len(tags) == 3 + 2 * 2
+    # each query image once (3), each known image once (2), each with its larger view
+    assert sum('alt="image checked"' in t for t in tags) == 3
+    assert sum('alt="known image"' in t for t in tags) == 2
+    assert len(tags) == 2 * (3 + 2)
     assert all(re.search(r'src="data:image/jpeg;base64,[A-Za-z0-9+/=]+"', t) for t in tags)
     assert not any("onerror" in t or "onmouseover" in t for t in tags)
     assert not re.search(r"<[a-z]+[^>]*\sonmouseover=", dom)
@@ -179,7 +184,7 @@ def test_hash_list_entry_never_shows_a_file_that_happens_to_sit_at_its_path(tmp_
         document, thumbnails = build_query_report(index, [str(query)], workers=1)
     [match] = document["queries"][0]["matches"]
     assert match["path"] == str(decoy) and "hash-list entry" in match["stored_file"]["error"]
-    assert list(thumbnails) == [str(query)]
+    assert sorted(thumbnails) == sorted([str(query), f"large:{query}"])  # no decoy pixels
 
 
 def test_an_aligned_match_is_described_in_words():
@@ -189,3 +194,99 @@ def test_an_aligned_match_is_described_in_words():
         "as is, picture cut out of its frame, edges matched to the known image"
     assert describe_how("flipy", "full+aligned", "crop:l12") == \
         "mirrored, edges matched to the known image, cropped"
+
+
+RECEIPTS = sorted((CORPUS / "receipts").glob("*.jpg"))
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+
+
+def _tall_receipt(path):
+    """A long till receipt (two scanned receipts end to end: 707 x 2000)."""
+    top, bottom = Image.open(RECEIPTS[1]), Image.open(RECEIPTS[2])
+    tall = Image.new("RGB", (max(top.width, bottom.width), top.height + bottom.height), "white")
+    tall.paste(top, (0, 0))
+    tall.paste(bottom, (0, top.height))
+    tall.save(path, quality=90)
+
+
+def test_cli_report_summary_first_query_image_once_and_legible_tall_images(tmp_path):
+    from conftest import run_cli
+
+    known = tmp_path / "known"
+    known.mkdir()
+    _tall_receipt(known / "receipt.jpg")
+    for p in PHOTOS[:3]:
+        shutil.copy(p, known / p.name)
+    db = tmp_path / "case.hmdb"
+    assert run_cli("index", "--db", db, "-r", known, "-l", "price-list",
+                   "-s", "referral 2024-05").returncode == 0
+    queries = tmp_path / "queries"
+    queries.mkdir()
+    Image.open(known / "receipt.jpg").resize((600, 1697)).save(queries / "receipt-copy.jpg",
+                                                               quality=70)
+    ImageOps.mirror(Image.open(PHOTOS[0])).save(queries / "mirrored.jpg", quality=75)
+    shutil.copy(PHOTOS[300], queries / "unrelated.jpg")
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run_cli("report", "--db", db, "-r", queries, "--html", out / "report.html")
+    assert result.returncode == 0, result.stderr
+    dom = dump_dom(out / "report.html", tmp_path)
+    # the summary comes first and links to each section
+    summary = dom.index("<h2>Summary</h2>")
+    assert summary < dom.index("About this report") < dom.index('id="q1"')
+    for number in (1, 2, 3):
+        assert f'href="#q{number}"' in dom and f'id="q{number}"' in dom
+    assert "no match" in dom and "very close" in dom or "identical fingerprints" in dom
+    tags = img_tags(dom)
+    assert sum('alt="image checked"' in t for t in tags) == 3  # once per query
+    # the tall receipt has a larger view, in a <details> element (no script needed)
+    larger = re.findall(r"<details><summary>Larger view</summary><img[^>]*>", dom)
+    assert len(larger) >= 2
+    sizes = [Image.open(io.BytesIO(base64.b64decode(re.search(r"base64,([^\"]+)", t)
+                                                    .group(1)))).size for t in larger]
+    assert max(h for _, h in sizes) >= 1600  # the receipt stays readable
+    # plain words; technical terms only in the small technical line
+    words = re.sub(r'<div class="tech">.*?</div>', "", dom)
+    for jargon in ("embedded", "crop:", "score"):
+        assert jargon not in words.split("<body>", 1)[1], jargon
+    assert "How close" in dom and "How it matches" in dom
+    shot = tmp_path / "report.png"
+    _screenshot(out / "report.html", shot, tmp_path)
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copy(shot, ARTIFACTS / "report.png")
+    opened = out / "report-opened.html"  # for the lead: the larger views unfolded
+    opened.write_text((out / "report.html").read_text(encoding="utf-8")
+                      .replace("<details>", "<details open>"), encoding="utf-8")
+    _screenshot(opened, ARTIFACTS / "report-larger-views.png", tmp_path, height=3200)
+
+
+def _screenshot(html_path, png_path, tmp_path, height=1800):
+    result = subprocess.run(
+        [chromium_binary(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         f"--user-data-dir={tmp_path / 'chromium-shot'}", f"--window-size=1300,{height}",
+         f"--screenshot={png_path}", html_path.as_uri()],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and png_path.stat().st_size > 10_000, result.stderr[-2000:]
+    assert Image.open(png_path).size == (1300, height)
+
+
+def test_verdicts_show_in_the_summary_and_per_match():
+    from hashmatch.report import render_html
+
+    match = {"item_id": 4, "distance": 9, "algorithm": "pdq", "path": "/k/a.jpg",
+             "source": "s", "labels": ["ad"], "meta": {}, "sha256": None,
+             "query_region": "embedded:2", "query_variant": "original",
+             "stored_region": "crop:b6", "stored_variant": "original", "query_quality": 90,
+             "stored_quality": 80, "score": 21, "kind": "copy", "verified": True,
+             "verdict": "same picture, edited", "evidence": {"agree": 0.93},
+             "stored_file": {"path": "/k/a.jpg", "error": "file not on disk"}}
+    document = {"report": {"version": "x", "generated_at_utc": "t", "sanitized": True,
+                           "algorithms": ["pdq"], "thresholds": {"pdq": 76}},
+                "queries": [{"file": {"path": "/q/b.jpg"}, "error": None, "fingerprints": [],
+                             "matches": [match]}]}
+    page = render_html(document, {}, "sha", "r.json")
+    summary = page.split('id="q1"')[0]
+    assert "same picture, edited" in summary and "known image 4" in summary
+    card = page.split('id="q1"')[1]
+    assert "same picture, edited" in card and "checked against the known picture" in card
+    assert "score 21" in card  # technical detail kept, in the small line

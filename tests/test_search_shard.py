@@ -301,3 +301,36 @@ def test_duplicate_groups_are_the_components_of_near_pairs(n, seed):
     assert ((got[:, None] == got[None, :]) == (expected[:, None] == expected[None, :])).all()
     if n <= 64:
         assert (got[got] == got).all()  # the small-set path labels by the group's first row
+
+
+def test_searching_only_boxes_below_the_quality_floor_finds_nothing_instead_of_failing():
+    """Issue 16: when every aligned box of a query was below the quality floor, the second
+    search returned {} where its caller unpacked a tuple (KeyError: 0 in query_many)."""
+    rng = np.random.default_rng(5)
+    query = rng.integers(0, 256, 32, dtype=np.uint8)
+    shard = _one_item_shard([("full", _near(query, rng, 4))])
+    flat = [(Fingerprint("pdq", query, 10), "content+aligned", "original")]
+    assert search_shard(shard, "pdq", flat, 88, 50, 0, True, _pairs_only=True) is None
+    assert search_shard(shard, "pdq", flat, 88, 50, 0, True) == {}
+
+
+def test_one_query_that_fails_in_the_search_costs_only_itself(tmp_path, monkeypatch):
+    import hashmatch as hm
+    from conftest import CORPUS
+
+    photos = sorted((CORPUS / "photos").glob("*.jpg"))[:3]
+    with hm.Index.open(tmp_path / "q.hmdb", create=True) as index:
+        index.add_files(photos, workers=1)
+        real = index._search
+        calls = []
+
+        def flaky(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyError(0)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(index, "_search", flaky)
+        results = index.query_many(photos, workers=1)
+    assert [bool(r.matches) for r in results] == [True, False, True]
+    assert results[1].error and "KeyError" in results[1].error

@@ -37,9 +37,8 @@ def decode_needs(algorithm: str, exact: bool) -> DecodeNeeds:
         from .grid import GRID_SIDE
 
         return DecodeNeeds("L", GRID_SIDE * 2)
-    grid = {"phash": 32, "dhash": 9, "ahash": 8}[algorithm]
-    return DecodeNeeds("L", max(grid * imagehash_compat.FAST_OVERSAMPLING,
-                                imagehash_compat.FAST_MIN_SIDE))
+    # phash/dhash/ahash: one draft size for the three (drift measured in imagehash_compat).
+    return DecodeNeeds("L", imagehash_compat.FAST_MIN_SIDE)
 
 
 def merge_needs(needs: list[DecodeNeeds]) -> DecodeNeeds:
@@ -58,13 +57,16 @@ def check_algorithm(algorithm: str) -> str:
     return algorithm
 
 
-def compute(image: Image.Image, algorithm: str = DEFAULT_ALGORITHM, *, exact: bool = False) -> Fingerprint:
-    """The ``algorithm`` fingerprint of an already decoded RGB or L image."""
+def compute(image: Image.Image, algorithm: str = DEFAULT_ALGORITHM, *, exact: bool = False,
+            full_size: tuple[int, int] | None = None) -> Fingerprint:
+    """The ``algorithm`` fingerprint of an already decoded RGB or L image. ``full_size``:
+    :attr:`hashmatch.decode.Decoded.full_size` when ``image`` is a DCT-domain downscale
+    (fast PDQ filters at the full resolution's scale)."""
     check_algorithm(algorithm)
     if algorithm == "pdq":
         from .pdq import pdq_hash_image
 
-        return pdq_hash_image(image, exact=exact)
+        return pdq_hash_image(image, exact=exact, full_size=full_size)
     if algorithm == "grid":
         from .grid import grid_hash_image
 

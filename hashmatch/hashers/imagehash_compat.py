@@ -2,16 +2,13 @@
 
 Exact mode performs imagehash's own steps on the same PIL image (``convert('L')``, LANCZOS
 resize, scipy's DCT for phash), so stored imagehash hex strings and these fingerprints are
-interchangeable. Fast mode first shrinks the image with Pillow's C box filter
-(``Image.reduce``) to a few times the hash grid, so the LANCZOS resize has little left to do;
-its drift against exact mode is measured in benchmarks/RESULTS.md.
-
-Fast phash skips Pillow's resize and scipy altogether: the LANCZOS resize (without its
-8-bit rounding between and after the passes) and the low-frequency corner of the DCT are
-both linear, so ``low = (D K_rows) . pixels . (D K_cols)^T`` with K Pillow's own LANCZOS
-weights and D the first ``hash_size`` rows of scipy's DCT-II matrix: one pass over the uint8
-pixels (``_imagecore.separable_product``) with weights cached per axis length
-(``_lanczos_dct``).
+interchangeable. Fast mode differs only in what it resizes from: a JPEG is draft-decoded
+(DCT-domain downscale, luma only) keeping both sides >= FAST_MIN_SIDE, other large images are
+box-reduced (``Image.reduce``) to no less than that, then imagehash's own LANCZOS resize runs
+(its 8-bit rounding between the passes matters: a float resize drifts twice as far), and
+phash's DCT corner is one small matrix product. Measured drift against exact mode, 529
+images of ../shared/data (benchmarks/phash_fast.py, benchmarks/RESULTS.md), median / p99 /
+max bits of 64: phash 0 / 2 / 2, dhash 0 / 2 / 2, ahash 0 / 1 / 5.
 
 Deliberate difference from imagehash: images with transparency are composited on white by
 :mod:`hashmatch.decode` before hashing (imagehash drops alpha, so transparent areas hash as
@@ -24,18 +21,15 @@ import functools
 import numpy as np
 from PIL import Image
 
-from .. import _imagecore
 from ..errors import HashFormatError
 from ..fingerprint import Fingerprint
 
 LANCZOS = Image.Resampling.LANCZOS
 
-# Fast mode: JPEGs are draft-decoded keeping both sides >= FAST_MIN_SIDE, then Pillow's C box
-# filter (Image.reduce) shrinks to no less than FAST_OVERSAMPLING pixels per hash-grid pixel,
-# so the LANCZOS resize (a 3-lobe kernel: 0.8 ms on a 400x500 photo, 2x imagehash's whole
-# decode) only has a small image left. Measured drift in benchmarks/RESULTS.md.
-FAST_OVERSAMPLING = 4
-FAST_MIN_SIDE = 64
+# Fast mode: JPEGs are draft-decoded keeping both sides >= FAST_MIN_SIDE, larger images of
+# other formats box-reduced to no less; then imagehash's LANCZOS resize. 256: p99 drift <= 2
+# bits for all three (64 with 4x-grid oversampling, the earlier setting: ahash p99 11, max 25).
+FAST_MIN_SIDE = 256
 
 
 def _check_hash_size(hash_size: int) -> None:
@@ -45,10 +39,10 @@ def _check_hash_size(hash_size: int) -> None:
         )
 
 
-def _grey_reduced(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Fast mode's grey image, box-reduced to no less than FAST_OVERSAMPLING x ``size``."""
+def _grey_reduced(image: Image.Image, size: tuple[int, int] | None = None) -> Image.Image:
+    """Fast mode's grey image, box-reduced to no less than FAST_MIN_SIDE on either side."""
     grey = image if image.mode == "L" else image.convert("L")
-    factor = min(grey.width // (size[0] * FAST_OVERSAMPLING), grey.height // (size[1] * FAST_OVERSAMPLING))
+    factor = min(grey.width, grey.height) // FAST_MIN_SIDE
     return grey.reduce(factor) if factor >= 2 else grey
 
 
@@ -81,32 +75,28 @@ def lanczos_weights(n_in: int, n_out: int) -> np.ndarray:
     return np.divide(weights, sums, out=np.zeros_like(weights), where=sums != 0)
 
 
-@functools.lru_cache(maxsize=1024)
-def _lanczos_dct(n_in: int, side: int, hash_size: int) -> np.ndarray:
-    """(hash_size x n_in) float32: the first hash_size rows of scipy's unnormalised DCT-II
-    of length ``side`` times the LANCZOS resize n_in -> side."""
+@functools.lru_cache(maxsize=64)
+def _dct_rows(side: int, hash_size: int) -> np.ndarray:
+    """The first ``hash_size`` rows of scipy's unnormalised DCT-II of length ``side``."""
     k = np.arange(hash_size)[:, None]
     n = np.arange(side)[None, :]
-    dct = 2.0 * np.cos(np.pi * k * (2 * n + 1) / (2 * side))
-    return (dct @ lanczos_weights(n_in, side)).astype(np.float32)
+    return 2.0 * np.cos(np.pi * k * (2 * n + 1) / (2 * side))
 
 
 def _fast_phash_low(image: Image.Image, hash_size: int, side: int) -> np.ndarray:
-    grey = _grey_reduced(image, (side, side))
-    pixels = _imagecore.grey_pixels(grey)
-    if pixels is None:
-        pixels = np.asarray(grey)
-    height, width = pixels.shape
-    return _imagecore.separable_product(
-        pixels, _lanczos_dct(height, side, hash_size), _lanczos_dct(width, side, hash_size))
+    pixels = np.asarray(_grey_reduced(image).resize((side, side), LANCZOS), dtype=np.float64)
+    rows = _dct_rows(side, hash_size)
+    return rows @ pixels @ rows.T
 
 
-def phash(image: Image.Image, hash_size: int = 8, highfreq_factor: int = 4, *, exact: bool = True) -> Fingerprint:
+def phash(image: Image.Image, hash_size: int = 8, highfreq_factor: int = 4, *,
+          exact: bool = True) -> Fingerprint:
     """imagehash.phash: DCT of a 32x32 grey image, low 8x8 frequencies above their median."""
     _check_hash_size(hash_size)
     side = hash_size * highfreq_factor
     if not exact:
-        return Fingerprint("phash", _imagecore.above_median_bits(_fast_phash_low(image, hash_size, side)))
+        low = _fast_phash_low(image, hash_size, side)
+        return Fingerprint.from_bool_array(low > np.median(low), "phash")
     import scipy.fftpack  # imported here: it costs ~0.3 s, and most runs never need it
 
     pixels = _grey_at(image, (side, side), fast=False)

@@ -31,7 +31,6 @@ import numpy as np
 from PIL import Image
 
 from .. import _imagecore
-from ..decode import FULL_SIZE_KEY
 from ..fingerprint import Fingerprint
 
 MIN_HASHABLE_SIDE = 5
@@ -165,7 +164,8 @@ def _hash_luma(luma: np.ndarray, scratch: np.ndarray, *, dihedral: bool) -> tupl
 
 # -- images -> Fingerprints ---------------------------------------------------------------
 def pdq_hash_image(
-    image: Image.Image | np.ndarray, *, exact: bool = True, dihedral: bool = False
+    image: Image.Image | np.ndarray, *, exact: bool = True, dihedral: bool = False,
+    full_size: tuple[int, int] | None = None,
 ) -> Fingerprint | list[Fingerprint]:
     """PDQ Fingerprint of a PIL image or uint8 array (list of 8 when ``dihedral``).
 
@@ -174,13 +174,14 @@ def pdq_hash_image(
     decimation done as sparse matrix products (``pdq_fast_from_rgb``): equal to exact mode
     up to float rounding, at a fraction of its cost. "L" images are hashed from their grey
     values without an RGB round trip. Mode conversions that need choices (alpha, EXIF
-    orientation) are decode's job, not this function's.
+    orientation) are decode's job, not this function's. ``full_size`` (fast mode): the
+    (width, height) ``image`` has at full resolution when it is a DCT-domain downscale
+    (:attr:`hashmatch.decode.Decoded.full_size`); the blur is then sized for that scale.
     """
     array = _as_array(image)
     if exact:
         bits, quality = _hash_luma(*_luma_in_workspace(array), dihedral=dihedral)
     else:
-        full_size = getattr(image, "info", {}).get(FULL_SIZE_KEY)
         bits, quality = _hash_fast(array, dihedral=dihedral, full_size=full_size)
     if dihedral:
         return [Fingerprint("pdq", variant, quality) for variant in bits]

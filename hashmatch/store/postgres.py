@@ -43,12 +43,12 @@ from datetime import datetime, timezone
 from typing import Iterable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .base import (AddOutcome, AuditEntry, Change, Codes, Item, Store, StoreError, prepare_record,
-                   stats_summary)
+from .base import (AddOutcome, AuditEntry, Change, Codes, Item, Store, StoreError, check_kind,
+                   checked_item, prepare_record, stats_summary)
 from .sqlite import _actor, _codes_from_rows
 
 SCHEMA = "hashmatch"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the verification table
 _SCHEMA_LOCK_KEY = 0x484D5343  # pg_advisory_xact_lock key for creating/migrating the schema
 _WRITE_ATTEMPTS = 5  # deadlock / serialization-failure retries of one write transaction
 
@@ -110,6 +110,12 @@ MIGRATIONS: dict[int, list[str]] = {
             " FOR EACH STATEMENT EXECUTE FUNCTION hashmatch.refuse_edit()"
             for table in ("audit", "changes")
         ),
+    ],
+    2: [
+        """CREATE TABLE hashmatch.verification (
+            item_id bigint PRIMARY KEY REFERENCES hashmatch.items (id),
+            data bytea NOT NULL CHECK (length(data) <= 16384)
+        )""",
     ],
 }
 assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
@@ -405,13 +411,15 @@ class PostgresStore(Store):
         live = dict(db.execute(
             "SELECT sha256, id FROM hashmatch.items WHERE sha256 = ANY(%s::text[])"
             " AND removed_at IS NULL", (conflicting,)).fetchall()) if conflicting else {}
-        new_ids, fingerprints = [], []
+        new_ids, fingerprints, verification = [], [], []
         for item_id, k in zip(ids, fresh):
             record = prepared[k][0]
             if item_id in inserted:
                 outcomes[k] = AddOutcome("added", item_id)
                 new_ids.append(item_id)
                 fingerprints += [(item_id, *fp) for fp in record.fingerprints]
+                if record.verification is not None:
+                    verification.append((item_id, record.verification))
             elif record.sha256 in live:
                 outcomes[k] = AddOutcome("duplicate", live[record.sha256])
             else:  # the conflicting item was removed meanwhile by another writer: start over
@@ -427,6 +435,11 @@ class PostgresStore(Store):
                 " %s::text[], %s::bytea[], %s::int[]) WITH ORDINALITY"
                 " AS t(item_id, algorithm, nbits, region, variant, code, quality, n) ORDER BY t.n",
                 tuple(map(list, zip(*fingerprints))))
+        if verification:
+            db.execute(
+                "INSERT INTO hashmatch.verification (item_id, data)"
+                " SELECT t.item_id, t.data FROM unnest(%s::bigint[], %s::bytea[])"
+                " AS t(item_id, data)", tuple(map(list, zip(*verification))))
         self._append_changes(db, new_ids, "add", now)
         added = len(new_ids)
         summary = {"added": added, "duplicates": len(outcomes) - added, **(detail or {})}
@@ -469,6 +482,16 @@ class PostgresStore(Store):
         self._write(lambda db: _append_audit(db, None, action, detail or {}))
 
     # -- reads --------------------------------------------------------------------------
+    def get_verification(self, item_ids) -> dict[int, bytes]:
+        wanted = _ids(item_ids)
+        if not wanted:
+            return {}
+        with self._read(single=True) as db:
+            rows = db.execute(
+                "SELECT item_id, data FROM hashmatch.verification"
+                " WHERE item_id = ANY(%s::bigint[])", (wanted,)).fetchall()
+        return {int(item_id): bytes(data) for item_id, data in rows}
+
     def get_items(self, item_ids) -> dict[int, Item]:
         wanted = _ids(item_ids)
         if not wanted:
@@ -477,7 +500,8 @@ class PostgresStore(Store):
             rows = db.execute(
                 f"SELECT {_ITEM_COLUMNS} FROM hashmatch.items WHERE id = ANY(%s::bigint[])",
                 (wanted,)).fetchall()
-        return {row[0]: _item(row) for row in rows}
+        items = (_item(row, self.path) for row in rows)
+        return {item.id: item for item in items}
 
     def find_by_sha256(self, sha256: str) -> Item | None:
         if "\x00" in sha256:
@@ -486,7 +510,7 @@ class PostgresStore(Store):
             row = db.execute(
                 f"SELECT {_ITEM_COLUMNS} FROM hashmatch.items"
                 " WHERE sha256 = %s AND removed_at IS NULL", (sha256.lower(),)).fetchone()
-        return None if row is None else _item(row)
+        return None if row is None else _item(row, self.path)
 
     def load_codes(self, algorithm: str, nbits: int, item_ids=None) -> Codes:
         with self._read() as db:
@@ -496,7 +520,7 @@ class PostgresStore(Store):
             else:
                 rows = _fetch_codes(db, _LOAD_CODES_OF_ITEMS,
                                     (_ids(item_ids), algorithm, int(nbits)))
-        return _codes_from_rows(algorithm, int(nbits), seq, rows)
+        return _codes_from_rows(algorithm, int(nbits), seq, rows, self.path)
 
     def load_codes_for_items(self, item_ids) -> dict[tuple[str, int], Codes]:
         wanted = _ids(item_ids)
@@ -519,6 +543,8 @@ class PostgresStore(Store):
                 "SELECT DISTINCT f.algorithm, f.nbits FROM hashmatch.fingerprints f"
                 " JOIN hashmatch.items i ON i.id = f.item_id WHERE i.removed_at IS NULL"
                 " ORDER BY 1, 2").fetchall()
+        for algorithm, nbits in rows:  # a row written around hashmatch must not size arrays
+            check_kind(self.path, algorithm, nbits)
         return [(algorithm, nbits) for algorithm, nbits in rows]
 
     def count_items(self) -> int:
@@ -582,6 +608,127 @@ class PostgresStore(Store):
                          if name not in triggers]
         return problems
 
+
+    # -- curation (labels, sources, file times; appended: CLI 'label', 'list', re-index) ----
+    def relabel_items(self, item_ids, add=(), remove=(), source=None, *,
+                      action: str = "label", detail: dict | None = None) -> dict[int, Item]:
+        """As :meth:`SQLiteStore.relabel_items`: labels/sources of live items, audited."""
+        from ..curation import check_labels, relabelled
+
+        add, remove = check_labels("relabel", add), check_labels("relabel", remove)
+        for value in [*add, *remove, source]:
+            _check_text("relabel", "label or source", value)
+        _check_text("audit", "action", action)
+        requested = _ids(item_ids)
+
+        def body(db):
+            rows = db.execute(
+                "SELECT id, labels, source, meta FROM hashmatch.items"
+                " WHERE id = ANY(%s::bigint[]) AND removed_at IS NULL ORDER BY id FOR UPDATE",
+                (requested,)).fetchall()
+            changed = []
+            for item_id, labels, old_source, meta in rows:
+                labels, new_source, meta, differs = relabelled(labels, old_source, meta, add,
+                                                               remove, source)
+                if differs:
+                    db.execute(
+                        "UPDATE hashmatch.items SET labels = %s::json, source = %s,"
+                        " meta = %s::json WHERE id = %s",
+                        (json.dumps(labels, ensure_ascii=False), new_source,
+                         json.dumps(meta, ensure_ascii=False), item_id))
+                    changed.append(item_id)
+            if changed:
+                _append_audit(db, None, action, {
+                    "items": changed, "add_labels": add, "remove_labels": remove,
+                    "source": source, **(detail or {})})
+            return [row[0] for row in rows]
+
+        live = self._write(body) if requested else []
+        return self.get_items(live)
+
+    def set_file_times(self, times: dict) -> None:
+        """As :meth:`SQLiteStore.set_file_times`: ``meta.mtime_ns`` per file item."""
+        if not times:
+            return
+
+        def body(db):
+            for item_id, mtime_ns in times.items():
+                row = db.execute("SELECT meta FROM hashmatch.items WHERE id = %s FOR UPDATE",
+                                 (int(item_id),)).fetchone()
+                if row is None:
+                    continue
+                meta = dict(row[0])
+                meta["mtime_ns"] = int(mtime_ns)
+                db.execute("UPDATE hashmatch.items SET meta = %s::json WHERE id = %s",
+                           (json.dumps(meta, ensure_ascii=False), int(item_id)))
+
+        self._write(body)
+
+    def find_by_paths(self, paths) -> dict[str, Item]:
+        """Live file items by path (the newest one where several share a path)."""
+        wanted = sorted({p for p in paths if p is not None and "\x00" not in p})
+        if not wanted:
+            return {}
+        with self._read(single=True) as db:
+            rows = db.execute(
+                f"SELECT {_ITEM_COLUMNS} FROM hashmatch.items WHERE path = ANY(%s::text[])"
+                " AND removed_at IS NULL ORDER BY id", (wanted,)).fetchall()
+        return {row[1]: _item(row) for row in rows}
+
+    def list_items(self, labels=(), source: str | None = None) -> list[Item]:
+        """As :meth:`SQLiteStore.list_items`."""
+        labels = list(labels or ())
+        with self._read(single=True) as db:
+            rows = db.execute(f"SELECT {_ITEM_COLUMNS} FROM hashmatch.items"
+                              " WHERE removed_at IS NULL ORDER BY id").fetchall()
+        items = [_item(row) for row in rows]
+        return [item for item in items
+                if all(label in item.labels for label in labels)
+                and (source is None or item.source == source
+                     or source in (item.meta.get("sources") or []))]
+
+    # -- key/value settings (see Store.get_meta_value) ------------------------------------
+    def get_meta_value(self, key: str) -> str | None:
+        if not isinstance(key, str) or "\x00" in key:
+            return None
+        with self._read(single=True) as db:
+            row = db.execute("SELECT value FROM hashmatch.meta WHERE key = %s", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta_value(self, key: str, value: str, *, action=None, detail=None) -> None:
+        from .base import check_meta_key
+
+        check_meta_key(key, value)
+
+        def body(db):
+            db.execute("INSERT INTO hashmatch.meta (key, value) VALUES (%s, %s)"
+                       " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", (key, value))
+            if action:
+                _append_audit(db, None, action, detail or {})
+
+        self._write(body)
+
+    def delete_meta_value(self, key: str, *, action=None, detail=None) -> bool:
+        from .base import check_meta_key
+
+        check_meta_key(key)
+
+        def body(db):
+            existed = db.execute("DELETE FROM hashmatch.meta WHERE key = %s", (key,)).rowcount > 0
+            if action:
+                _append_audit(db, None, action, {**(detail or {}), "existed": existed})
+            return existed
+
+        return self._write(body)
+
+    def list_meta_prefix(self, prefix: str) -> dict[str, str]:
+        if "\x00" in prefix:
+            return {}
+        with self._read(single=True) as db:
+            rows = db.execute(
+                "SELECT key, value FROM hashmatch.meta WHERE left(key, length(%s)) = %s"
+                " ORDER BY key", (prefix, prefix)).fetchall()
+        return dict(rows)
 
 # Each query counts violations of one invariant the write paths maintain. Foreign keys are
 # checked explicitly too: they can be bypassed (session_replication_role = replica).
@@ -678,9 +825,14 @@ def _migrate(conn, path: str) -> None:
             else:
                 conn.execute("UPDATE hashmatch.meta SET value = %s WHERE key = 'schema_version'",
                              (str(target),))
-            action = "create" if target == 1 else "migrate"
+        # One audit row: "create" for a new store (at the current version), "migrate" for an
+        # upgrade of an older one.
+        if version < SCHEMA_VERSION:
+            action = "create" if version == 0 else "migrate"
+            detail = {"schema_version": SCHEMA_VERSION} if version == 0 else \
+                {"from": version, "to": SCHEMA_VERSION}
             with conn.cursor() as cur:
-                _append_audit(cur, None, action, {"schema_version": target})
+                _append_audit(cur, None, action, detail)
         conn.execute("COMMIT")
     except BaseException:
         if not conn.broken and conn.info.transaction_status != 0:
@@ -708,10 +860,12 @@ def _fetch_codes(db, query: str, params) -> list:
     return rows
 
 
-def _item(row) -> Item:
+def _item(row, where: str = "store") -> Item:
     item_id, path, sha256, size, added_at, labels, source, meta, removed_at = row
-    return Item(item_id, path, sha256, size, _iso(added_at), labels, source, meta,
-                _iso(removed_at))
+    # jsonb arrives decoded; its shape is checked like SQLite's text (a row written with
+    # plain SQL could hold an object for labels).
+    return checked_item(where, item_id, path, sha256, size, _iso(added_at), labels, source,
+                        meta, _iso(removed_at))
 
 
 def _message(error) -> str:

@@ -17,6 +17,7 @@ Every statement is parameterised; id lists travel as one JSON array parameter (`
 from __future__ import annotations
 
 import getpass
+import itertools
 import json
 import os
 import socket
@@ -37,11 +38,15 @@ from .base import (
     Item,
     Store,
     StoreError,
+    check_kind,
+    checked_item,
+    codes_from_rows,
+    load_json,
     prepare_record,
     stats_summary,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the verification table
 APPLICATION_ID = 0x484D4442  # 'HMDB' in the SQLite header, so `file` can tell what this is
 
 _SCHEMA = [
@@ -70,6 +75,10 @@ _SCHEMA = [
     )""",
     "CREATE INDEX fingerprints_algorithm ON fingerprints (algorithm, nbits)",
     "CREATE INDEX fingerprints_item ON fingerprints (item_id)",
+    """CREATE TABLE verification (
+        item_id INTEGER PRIMARY KEY REFERENCES items (id),
+        data BLOB NOT NULL CHECK (length(data) <= 16384)
+    )""",
     """CREATE TABLE changes (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         item_id INTEGER NOT NULL REFERENCES items (id),
@@ -228,34 +237,60 @@ class SQLiteStore(Store):
         now = _utc_now()
         outcomes = []
         with self._write() as db:
-            for record, labels_json, meta_json in prepared:
-                if record.sha256 is not None:
-                    row = db.execute(
-                        "SELECT id FROM items WHERE sha256 = ? AND removed_at IS NULL",
-                        (record.sha256,),
-                    ).fetchone()
-                    if row is not None:
-                        outcomes.append(AddOutcome("duplicate", row[0]))
-                        continue
-                item = (record.path, record.sha256, record.size, now, labels_json, record.source)
-                item_id = db.execute(
-                    "INSERT INTO items (path, sha256, size, added_at, labels, source, meta)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (*item, meta_json),
-                ).lastrowid
-                db.executemany(
-                    "INSERT INTO fingerprints (item_id, algorithm, nbits, region, variant, code, quality)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(item_id, *fp) for fp in record.fingerprints],
-                )
-                db.execute(
-                    "INSERT INTO changes (item_id, op, at) VALUES (?, 'add', ?)", (item_id, now)
-                )
-                outcomes.append(AddOutcome("added", item_id))
+            self._insert_prepared(db, prepared, now, outcomes)
             added = sum(o.status == "added" for o in outcomes)
             summary = {"added": added, "duplicates": len(outcomes) - added, **(detail or {})}
             _append_audit(db, now, action, summary)
         return outcomes
+
+    def add_items_streaming(self, records, *, action="add", detail=None,
+                            batch=10_000) -> list[AddOutcome]:
+        """One transaction, ``batch`` records validated and inserted at a time (see Store)."""
+        now = _utc_now()
+        outcomes: list[AddOutcome] = []
+        iterator = iter(records)
+        with self._write() as db:
+            while True:
+                chunk = [prepare_record(r) for r in itertools.islice(iterator, batch)]
+                if not chunk:
+                    break
+                self._insert_prepared(db, chunk, now, outcomes)
+            if not outcomes:
+                return []  # nothing written: the transaction commits empty
+            added = sum(o.status == "added" for o in outcomes)
+            summary = {"added": added, "duplicates": len(outcomes) - added, **(detail or {})}
+            _append_audit(db, now, action, summary)
+        return outcomes
+
+    @staticmethod
+    def _insert_prepared(db, prepared, now: str, outcomes: list) -> None:
+        for record, labels_json, meta_json in prepared:
+            if record.sha256 is not None:
+                row = db.execute(
+                    "SELECT id FROM items WHERE sha256 = ? AND removed_at IS NULL",
+                    (record.sha256,),
+                ).fetchone()
+                if row is not None:
+                    outcomes.append(AddOutcome("duplicate", row[0]))
+                    continue
+            item = (record.path, record.sha256, record.size, now, labels_json, record.source)
+            item_id = db.execute(
+                "INSERT INTO items (path, sha256, size, added_at, labels, source, meta)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (*item, meta_json),
+            ).lastrowid
+            db.executemany(
+                "INSERT INTO fingerprints (item_id, algorithm, nbits, region, variant, code, quality)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(item_id, *fp) for fp in record.fingerprints],
+            )
+            if record.verification is not None:
+                db.execute("INSERT INTO verification (item_id, data) VALUES (?, ?)",
+                           (item_id, record.verification))
+            db.execute(
+                "INSERT INTO changes (item_id, op, at) VALUES (?, 'add', ?)", (item_id, now)
+            )
+            outcomes.append(AddOutcome("added", item_id))
 
     def remove_items(self, item_ids, *, detail=None) -> int:
         requested = sorted({int(i) for i in item_ids})
@@ -285,6 +320,22 @@ class SQLiteStore(Store):
             _append_audit(db, _utc_now(), action, detail or {})
 
     # -- reads --------------------------------------------------------------------------
+    def get_verification(self, item_ids) -> dict[int, bytes]:
+        """Rows that are not (integer, bytes) are left out: what cannot be verified is judged
+        by the plain PDQ rule, never trusted (hashmatch.verify)."""
+        try:
+            with self._read() as db:
+                rows = db.execute(
+                    "SELECT item_id, data FROM verification"
+                    " WHERE item_id IN (SELECT value FROM json_each(?))",
+                    (_id_list(item_ids),),
+                ).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: cannot read the verification table ({exc}): "
+                             "a crafted or damaged database") from None
+        return {item_id: data for item_id, data in rows
+                if isinstance(item_id, int) and isinstance(data, bytes)}
+
     def get_items(self, item_ids) -> dict[int, Item]:
         with self._read() as db:
             rows = db.execute(
@@ -292,7 +343,8 @@ class SQLiteStore(Store):
                 " FROM items WHERE id IN (SELECT value FROM json_each(?))",
                 (_id_list(item_ids),),
             ).fetchall()
-        return {row[0]: _item(row) for row in rows}
+        items = (_item(row, self.path) for row in rows)
+        return {item.id: item for item in items}
 
     def find_by_sha256(self, sha256: str) -> Item | None:
         with self._read() as db:
@@ -301,18 +353,26 @@ class SQLiteStore(Store):
                 " FROM items WHERE sha256 = ? AND removed_at IS NULL",
                 (sha256.lower(),),
             ).fetchone()
-        return None if row is None else _item(row)
+        return None if row is None else _item(row, self.path)
 
     def load_codes(self, algorithm: str, nbits: int, item_ids=None) -> Codes:
+        check_kind(self.path, algorithm, nbits)
         with self._read() as db:
             seq = _last_seq(db)
             if item_ids is None:
-                rows = db.execute(_LOAD_CODES, (algorithm, nbits)).fetchall()
+                cursor = db.execute(_LOAD_CODES, (algorithm, nbits))
             else:
-                rows = db.execute(
-                    _LOAD_CODES_OF_ITEMS, (_id_list(item_ids), algorithm, nbits)
-                ).fetchall()
-        return _codes_from_rows(algorithm, nbits, seq, rows)
+                cursor = db.execute(_LOAD_CODES_OF_ITEMS, (_id_list(item_ids), algorithm, nbits))
+            # In chunks: a million rows as Python tuples cost ~330 bytes each, their arrays 66.
+            parts = []
+            while True:
+                rows = cursor.fetchmany(_FETCH_ROWS)
+                if not rows and parts:
+                    break
+                parts.append(_codes_from_rows(algorithm, nbits, seq, rows, self.path))
+                if len(rows) < _FETCH_ROWS:
+                    break
+        return parts[0] if len(parts) == 1 else _concatenate_codes(parts)
 
     def load_codes_for_items(self, item_ids) -> dict[tuple[str, int], Codes]:
         wanted = _id_list(item_ids)
@@ -324,6 +384,7 @@ class SQLiteStore(Store):
             ).fetchall()
             result = {}
             for algorithm, nbits in keys:
+                check_kind(self.path, algorithm, nbits)
                 codes = self.load_codes(algorithm, nbits, json.loads(wanted))
                 if len(codes):
                     result[(algorithm, nbits)] = codes
@@ -335,6 +396,8 @@ class SQLiteStore(Store):
                 "SELECT DISTINCT f.algorithm, f.nbits FROM fingerprints f"
                 " JOIN items i ON i.id = f.item_id WHERE i.removed_at IS NULL ORDER BY 1, 2"
             ).fetchall()
+        for algorithm, nbits in rows:
+            check_kind(self.path, algorithm, nbits)
         return [(algorithm, nbits) for algorithm, nbits in rows]
 
     def count_items(self) -> int:
@@ -360,7 +423,7 @@ class SQLiteStore(Store):
                 (int(limit),),
             ).fetchall()
         return [
-            AuditEntry(i, at, actor, action, json.loads(detail))
+            AuditEntry(i, at, actor, action, load_json(self.path, f"audit row {i}", "detail", detail))
             for i, at, actor, action, detail in rows
         ]
 
@@ -407,6 +470,112 @@ class SQLiteStore(Store):
                 problems.append(f"sqlite: {e}")
         return problems
 
+
+    # -- curation (labels, sources, file times; appended: CLI 'label', 'list', re-index) ----
+    def relabel_items(self, item_ids, add=(), remove=(), source=None, *,
+                      action: str = "label", detail: dict | None = None) -> dict[int, Item]:
+        """Add/remove labels and add a source on live items (see
+        :func:`hashmatch.curation.relabelled`), in one transaction with one audit row
+        (``action``: which items changed, what was asked). Returns the live items asked for,
+        as they are now; unknown or removed ids are absent."""
+        from ..curation import check_labels, relabelled
+
+        add, remove = check_labels("relabel", add), check_labels("relabel", remove)
+        requested = sorted({int(i) for i in item_ids})
+        now = _utc_now()
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT id, labels, source, meta FROM items WHERE id IN"
+                " (SELECT value FROM json_each(?)) AND removed_at IS NULL ORDER BY id",
+                (json.dumps(requested),)).fetchall()
+            changed = []
+            for item_id, labels, old_source, meta in rows:
+                labels, new_source, meta, differs = relabelled(
+                    json.loads(labels), old_source, json.loads(meta), add, remove, source)
+                if differs:
+                    db.execute("UPDATE items SET labels = ?, source = ?, meta = ? WHERE id = ?",
+                               (json.dumps(labels, ensure_ascii=False), new_source,
+                                json.dumps(meta, ensure_ascii=False), item_id))
+                    changed.append(item_id)
+            if changed:
+                _append_audit(db, now, action, {
+                    "items": changed, "add_labels": add, "remove_labels": remove,
+                    "source": source, **(detail or {})})
+        return {k: v for k, v in self.get_items([r[0] for r in rows]).items()}
+
+    def set_file_times(self, times: dict) -> None:
+        """Record each file item's modification time (``{item_id: st_mtime_ns}``) in its meta
+        (``mtime_ns``), so a re-index can skip files that did not change."""
+        if not times:
+            return
+        with self._write() as db:
+            for item_id, mtime_ns in times.items():
+                row = db.execute("SELECT meta FROM items WHERE id = ?", (int(item_id),)).fetchone()
+                if row is None:
+                    continue
+                meta = json.loads(row[0])
+                meta["mtime_ns"] = int(mtime_ns)
+                db.execute("UPDATE items SET meta = ? WHERE id = ?",
+                           (json.dumps(meta, ensure_ascii=False), int(item_id)))
+
+    def find_by_paths(self, paths) -> dict[str, Item]:
+        """Live file items by path (the newest one where several share a path)."""
+        wanted = sorted({p for p in paths if p is not None})
+        if not wanted:
+            return {}
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT id, path, sha256, size, added_at, labels, source, meta, removed_at"
+                " FROM items WHERE path IN (SELECT value FROM json_each(?))"
+                " AND removed_at IS NULL ORDER BY id",
+                (json.dumps(wanted, ensure_ascii=False),)).fetchall()
+        return {row[1]: _item(row) for row in rows}
+
+    def list_items(self, labels=(), source: str | None = None) -> list[Item]:
+        """Live items, oldest first; with ``labels`` only items carrying every one of them,
+        with ``source`` only items of that source (their first or a further one)."""
+        labels = list(labels or ())
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT id, path, sha256, size, added_at, labels, source, meta, removed_at"
+                " FROM items WHERE removed_at IS NULL ORDER BY id").fetchall()
+        items = [_item(row) for row in rows]
+        return [item for item in items
+                if all(label in item.labels for label in labels)
+                and (source is None or item.source == source
+                     or source in (item.meta.get("sources") or []))]
+
+    # -- key/value settings (see Store.get_meta_value) ------------------------------------
+    def get_meta_value(self, key: str) -> str | None:
+        with self._read() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta_value(self, key: str, value: str, *, action=None, detail=None) -> None:
+        from .base import check_meta_key
+
+        check_meta_key(key, value)
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+            if action:
+                _append_audit(db, _utc_now(), action, detail or {})
+
+    def delete_meta_value(self, key: str, *, action=None, detail=None) -> bool:
+        from .base import check_meta_key
+
+        check_meta_key(key)
+        with self._write() as db:
+            existed = db.execute("DELETE FROM meta WHERE key = ?", (key,)).rowcount > 0
+            if action:
+                _append_audit(db, _utc_now(), action, {**(detail or {}), "existed": existed})
+        return existed
+
+    def list_meta_prefix(self, prefix: str) -> dict[str, str]:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT key, value FROM meta WHERE substr(key, 1, length(?)) = ? ORDER BY key",
+                (prefix, prefix)).fetchall()
+        return dict(rows)
 
 # Each query counts violations of one invariant the write paths maintain.
 _INVARIANTS = [
@@ -467,14 +636,44 @@ def _prepare_database(conn: sqlite3.Connection, path: str, create: bool) -> str:
             f"{path}: not a hashmatch database (schema version {meta['schema_version']!r})"
         ) from None
     _check_schema_objects(conn, path)
+    _check_columns(conn, path)
+    _check_sequences(conn, path)
     if version > SCHEMA_VERSION:
         raise StoreError(
             f"{path}: schema version {version} is newer than this hashmatch supports "
             f"({SCHEMA_VERSION}); upgrade hashmatch to open it"
         )
-    if version < SCHEMA_VERSION:  # no older versions exist yet; migrations go here
+    if version < 1:
         raise StoreError(f"{path}: schema version {version} is unknown")
+    if version < SCHEMA_VERSION:
+        _migrate(conn, path, version)
     return meta["store_uuid"]
+
+
+_VERIFICATION_TABLE = next(s for s in _SCHEMA if s.startswith("CREATE TABLE verification"))
+
+
+def _migrate(conn: sqlite3.Connection, path: str, version: int) -> None:
+    """Version 1 -> 2: the verification table (empty: items indexed before it keep the
+    plain-PDQ rule until they are indexed again)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current = int(dict(conn.execute("SELECT key, value FROM meta"))["schema_version"])
+        if current == 1:
+            conn.execute(_VERIFICATION_TABLE)
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                         (str(SCHEMA_VERSION),))
+            _append_audit(conn, _utc_now(), "migrate", {"from": 1, "to": SCHEMA_VERSION})
+        conn.execute("COMMIT")
+    except sqlite3.OperationalError as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise StoreError(f"{path}: schema version {version} needs an upgrade to "
+                         f"{SCHEMA_VERSION}, which failed ({exc}); open it once writable") from None
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 # Triggers and views run SQL on our reads and writes: a database file from outside may carry
@@ -493,6 +692,43 @@ def _check_schema_objects(conn: sqlite3.Connection, path: str) -> None:
             raise StoreError(
                 f"{path}: refusing a database with a {kind} hashmatch did not create ({name!r})"
             )
+
+
+# The columns every read and write uses, by table: a file from outside must have at least
+# these. Other tables and extra columns are left alone (later schema versions add some).
+_REQUIRED_COLUMNS = {
+    "meta": ("key", "value"),
+    "items": ("id", "path", "sha256", "size", "added_at", "labels", "source", "meta",
+              "removed_at"),
+    "fingerprints": ("id", "item_id", "algorithm", "nbits", "region", "variant", "code",
+                     "quality"),
+    "changes": ("seq", "item_id", "op", "at"),
+    "audit": ("id", "at", "actor", "action", "detail"),
+}
+# An AUTOINCREMENT counter this close to 2**63 - 1 cannot hand out more ids: every later
+# add would fail as "database or disk is full". Only a crafted file gets there.
+_SEQUENCE_LIMIT = 2 ** 63 - 2 ** 32
+
+
+def _check_columns(conn: sqlite3.Connection, path: str) -> None:
+    for table, required in _REQUIRED_COLUMNS.items():
+        # PRAGMA takes no parameters; the table names are our constants, not input.
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if not have:
+            raise StoreError(f"{path}: not a complete hashmatch database (no {table} table)")
+        missing = [column for column in required if column not in have]
+        if missing:
+            raise StoreError(f"{path}: table {table} has no column {', '.join(missing)} "
+                             "(a crafted or damaged database)")
+
+
+def _check_sequences(conn: sqlite3.Connection, path: str) -> None:
+    if "sqlite_sequence" not in _table_names(conn):
+        return
+    for name, seq in conn.execute("SELECT name, seq FROM sqlite_sequence"):
+        if not isinstance(seq, int) or not 0 <= seq < _SEQUENCE_LIMIT:
+            raise StoreError(f"{path}: the {name} numbering is at {seq!r}, at the 64-bit limit "
+                             "(nothing more could be added; a crafted or damaged database)")
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:
@@ -534,45 +770,31 @@ def _last_seq(db: sqlite3.Connection) -> int:
     return db.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
 
 
-def _item(row) -> Item:
+def _item(row, where: str = "store") -> Item:
     item_id, path, sha256, size, added_at, labels, source, meta, removed_at = row
-    return Item(
-        item_id,
-        path,
-        sha256,
-        size,
-        added_at,
-        json.loads(labels),
-        source,
-        json.loads(meta),
-        removed_at,
-    )
+    return checked_item(where, item_id, path, sha256, size, added_at,
+                        load_json(where, item_id, "labels", labels), source,
+                        load_json(where, item_id, "meta", meta), removed_at)
 
 
-def _codes_from_rows(algorithm: str, nbits: int, seq: int, rows: list) -> Codes:
-    """Turn (item_id, fingerprint_id, region, variant, quality, code) rows into arrays."""
-    n = len(rows)
-    # One pass per column: far faster than zip(*rows) on a million tuples.
-    item_ids, fingerprint_ids, regions, variants, qualities, codes = (
-        [row[k] for row in rows] for k in range(6)
-    )
+_FETCH_ROWS = 100_000
+
+
+def _concatenate_codes(parts: list) -> Codes:
+    first = parts[0]
     return Codes(
-        algorithm=algorithm,
-        nbits=nbits,
-        seq=seq,
-        item_ids=np.array(item_ids, dtype=np.int64),
-        fingerprint_ids=np.array(fingerprint_ids, dtype=np.int64),
-        codes=np.frombuffer(b"".join(codes), dtype=np.uint8).reshape(n, nbits // 8),
-        regions=_shared_strings(regions),
-        variants=_shared_strings(variants),
-        qualities=np.array(qualities, dtype=np.int16),
+        algorithm=first.algorithm, nbits=first.nbits, seq=first.seq,
+        item_ids=np.concatenate([p.item_ids for p in parts]),
+        fingerprint_ids=np.concatenate([p.fingerprint_ids for p in parts]),
+        codes=np.concatenate([p.codes for p in parts]),
+        regions=np.concatenate([p.regions for p in parts]),
+        variants=np.concatenate([p.variants for p in parts]),
+        qualities=np.concatenate([p.qualities for p in parts]),
     )
 
 
-def _shared_strings(values: list) -> np.ndarray:
-    """An object array of ``values`` in which equal strings are one object (saves memory:
-    SQLite hands back a new str per row, and regions/variants have a handful of values)."""
-    canonical: dict = {}
-    array = np.empty(len(values), dtype=object)
-    array[:] = [canonical.setdefault(value, value) for value in values]
-    return array
+def _codes_from_rows(algorithm: str, nbits: int, seq: int, rows: list,
+                     where: str = "store") -> Codes:
+    """Turn (item_id, fingerprint_id, region, variant, quality, code) rows into arrays,
+    checking every value (base.codes_from_rows)."""
+    return codes_from_rows(where, algorithm, nbits, seq, rows)

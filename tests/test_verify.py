@@ -1,0 +1,229 @@
+"""The verification stage (hashmatch.verify): an absolute "same picture" test on the stored
+thumbnail and keypoints, whatever else the database holds. Copies pass through the edits a
+re-post brings; a picture made from the same template with another photo and other names,
+and an unrelated picture, do not."""
+from __future__ import annotations
+
+import io
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+import hashmatch as hm
+from hashmatch import decode, regions, verify
+
+from conftest import CORPUS
+
+PHOTOS = sorted((CORPUS / "photos").glob("*.jpg"))
+RECEIPTS = sorted((CORPUS / "receipts").glob("*.jpg"))
+FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
+
+
+def _stored(image: Image.Image) -> verify.VerificationData:
+    boxes = regions.find_boxes(image, framed=False)
+    return verify.decode(verify.encode(image, boxes["content"], boxes["embedded"]))
+
+
+def _grey(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("L"))
+
+
+def _whole(grey: np.ndarray):
+    return (0, 0, grey.shape[1], grey.shape[0])
+
+
+def _jpeg(image: Image.Image, quality: int) -> Image.Image:
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def card(name: str, number: str, portrait: Image.Image) -> Image.Image:
+    """An identity card of one fixed design: only the name, number and photo vary."""
+    im = Image.new("RGB", (856, 540), (214, 226, 236))
+    draw = ImageDraw.Draw(im)
+    for i in range(0, 856 + 540, 18):
+        draw.line([(i, 0), (i - 540, 540)], fill=(200, 214, 228), width=2)
+    draw.rectangle([0, 0, 856, 78], fill=(22, 60, 120))
+    draw.text((24, 18), "REPUBLIC OF ESTARIA", font=ImageFont.truetype(FONT, 30), fill="white")
+    im.paste(ImageOps.fit(portrait, (230, 290)), (30, 110))
+    for k, (label, value) in enumerate([("Surname", name), ("Card No.", number)]):
+        draw.text((290, 120 + 90 * k), label, font=ImageFont.truetype(FONT, 16), fill=(70, 80, 100))
+        draw.text((290, 140 + 90 * k), value, font=ImageFont.truetype(FONT, 34), fill=(10, 10, 30))
+    draw.rectangle([0, 420, 856, 540], fill=(236, 236, 230))
+    draw.text((30, 450), f"IDEST{number}<<<<{name}<<<<<<", font=ImageFont.truetype(FONT, 30),
+              fill=(20, 20, 20))
+    return im
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return decode.decode(PHOTOS[5], mode="RGB").image
+
+
+@pytest.mark.parametrize("path", PHOTOS[:6] + RECEIPTS[:4])
+def test_stored_data_fits_the_budget_and_reads_back(path):
+    image = decode.decode(path, mode="RGB").image
+    boxes = regions.find_boxes(image, framed=False)
+    blob = verify.encode(image, boxes["content"], boxes["embedded"])
+    assert len(blob) <= verify.BUDGET_BYTES
+    data = verify.decode(blob)
+    assert data.thumb.dtype == np.uint8 and min(data.thumb.shape) >= 8
+    assert len(data.keypoints) == len(data.descriptors) > 0
+    h, w = data.thumb.shape
+    assert data.region_box("full") == (0.0, 0.0, float(w), float(h))
+    l, t, r, b = data.region_box("crop:lt12")
+    cl, ct, cr, cb = data.content
+    assert l > cl and t > ct and r == pytest.approx(cr) and b == pytest.approx(cb)
+
+
+def test_damaged_or_hostile_data_is_refused_not_trusted(photo):
+    boxes = regions.find_boxes(photo, framed=False)
+    blob = verify.encode(photo, boxes["content"], boxes["embedded"])
+    for bad in (b"", blob[:10], b"XXXX" + blob[4:], blob[:-1], blob + b"\0",
+                blob[:4] + struct.pack("<HH", 60000, 60000) + blob[8:], b"\xff" * 3000,
+                "text"):
+        with pytest.raises(verify.VerificationDataError):
+            verify.decode(bad)
+
+
+# A caption band painted across a fifth of the picture is not here: the verifier misses it
+# on this photo (keypoints outside the band 0.70 < 0.85); bench_precision measures it
+# (caption_inside) and RESULTS.md records the figure.
+@pytest.mark.parametrize("edit", ["jpeg", "shrink", "mirror", "quarter-turn", "greyscale",
+                                  "crop", "border"])
+def test_a_copy_is_the_same_picture_through_re_post_edits(photo, edit):
+    stored = _stored(photo)
+    w, h = photo.size
+    variant, box = "original", None
+    if edit == "jpeg":
+        query = _jpeg(photo, 35)
+    elif edit == "shrink":
+        query = photo.resize((w // 3, h // 3), Image.Resampling.BILINEAR)
+    elif edit == "mirror":
+        query, variant = photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT), "flipy"
+    elif edit == "quarter-turn":
+        # The query turned a quarter clockwise; its "rot90" (a quarter back) is the stored one.
+        query, variant = photo.transpose(Image.Transpose.ROTATE_270), "rot90"
+    elif edit == "greyscale":
+        query = ImageOps.grayscale(photo).convert("RGB")
+    elif edit == "crop":
+        query = photo.crop((int(w * 0.12), int(h * 0.1), w, h))
+    else:  # a border the search did not trim
+        query = ImageOps.expand(photo, border=(60, 40, 60, 120), fill=(255, 255, 255))
+        box = (60, 40, 60 + w, 40 + h)
+    grey = _grey(query)
+    region = "crop:lt12" if edit == "crop" else "full"
+    verdict = verify.verify_pair(grey, box or _whole(grey), variant, stored, region)
+    assert verdict.kind == "copy", verdict.evidence
+
+
+def test_an_unrelated_photo_is_not_the_same_picture(photo):
+    stored = _stored(photo)
+    for other in PHOTOS[10:16]:
+        grey = _grey(decode.decode(other, mode="RGB").image)
+        verdict = verify.verify_pair(grey, _whole(grey), "original", stored, "full")
+        assert verdict.kind != "copy", (other.name, verdict.evidence)
+
+
+def test_a_card_of_the_same_design_with_another_photo_and_name_is_a_template_not_a_copy():
+    portraits = [decode.decode(p, mode="RGB").image for p in PHOTOS[20:22]]
+    known = card("HADDAD", "E48213377", portraits[0])
+    sibling = card("KHALIL", "E91550264", portraits[1])
+    stored = _stored(known)
+    grey = _grey(_jpeg(sibling, 80))
+    verdict = verify.verify_pair(grey, _whole(grey), "original", stored, "full")
+    assert verdict.kind == "template", verdict.evidence
+    # ... while the card itself, re-encoded, is the same picture.
+    grey = _grey(_jpeg(known, 60))
+    assert verify.verify_pair(grey, _whole(grey), "original", stored, "full").kind == "copy"
+
+
+def test_index_reports_strength_and_keeps_unknown_images_out(tmp_path):
+    portraits = [decode.decode(p, mode="RGB").image for p in PHOTOS[30:33]]
+    known_card = tmp_path / "card.png"
+    card("HADDAD", "E48213377", portraits[0]).save(known_card)
+    sibling = io.BytesIO()
+    card("KHALIL", "E91550264", portraits[1]).save(sibling, "PNG")
+    with hm.Index.open(tmp_path / "case.hmdb", create=True) as index:
+        index.add_files([known_card, *PHOTOS[:12]], workers=1)
+        copy = index.query(_jpeg(Image.open(known_card), 70))
+        assert [m.path for m in copy][:1] == [str(known_card)]
+        assert copy[0].verified is True and copy[0].kind == "copy"
+        assert copy[0].verdict.startswith("same picture") and "agree" in copy[0].evidence
+        # A sibling of the same design is never reported as the same picture, even when the
+        # search is widened so far that it is a candidate...
+        assert index.query(sibling.getvalue()) == []
+        assert index.query(sibling.getvalue(), max_distance=128) == []
+        # ... and is a clearly named lead when asked for.
+        leads = index.query(sibling.getvalue(), templates=True, max_distance=128)
+        assert [(m.kind, m.verified) for m in leads] == [("template", False)]
+        assert "template" in leads[0].verdict
+        for unknown in PHOTOS[300:312]:
+            assert index.query(unknown) == [], unknown.name
+
+
+def test_hash_list_items_keep_the_plain_pdq_rule_and_say_so(tmp_path):
+    image = decode.decode(PHOTOS[7], mode="RGB").image
+    with hm.Index.open(tmp_path / "list.hmdb", create=True) as index:
+        index.add_hashes([hm.hash_image(image).hex()], meta={"list": "partner"})
+        found = index.query(_jpeg(image, 60))
+        assert len(found) == 1 and found[0].verified is None
+        assert "not verified" in found[0].verdict
+        # Cropped by a fifth, the whole-image hash is far: the plain rule does not stretch.
+        w, h = image.size
+        assert index.query(image.crop((int(w * 0.2), 0, w, h))) == []
+
+
+def test_an_older_database_is_upgraded_and_its_items_keep_matching(tmp_path):
+    """A database made before the verification table (schema 1) opens, gains the table, and
+    its items match by the plain PDQ rule until indexed again."""
+    import sqlite3
+
+    path = tmp_path / "old.hmdb"
+    image = decode.decode(PHOTOS[8], mode="RGB").image
+    with hm.Index.open(path, create=True) as index:
+        index.add_files([PHOTOS[8]], workers=1)
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("DROP TABLE verification")
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    db.close()
+    with hm.Index.open(path) as index:
+        assert index.stats()["schema_version"] == 2
+        found = index.query(_jpeg(image, 70))
+        assert [m.verified for m in found] == [None]
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT count(*) FROM verification").fetchone() == (0,)
+    db.close()
+
+
+def test_verification_data_is_kept_in_the_store_and_fetched_for_candidates(tmp_path):
+    with hm.Index.open(tmp_path / "v.hmdb", create=True) as index:
+        report = index.add_files(PHOTOS[:3], workers=1)
+        ids = [o.item_id for o in report.outcomes]
+        stored = index.store.get_verification(ids + [999])
+        assert sorted(stored) == sorted(ids)
+        assert all(len(blob) <= verify.BUDGET_BYTES for blob in stored.values())
+
+
+def test_cli_says_how_strong_a_match_is_and_lists_template_leads_only_when_asked(tmp_path):
+    from conftest import run_cli
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    db = tmp_path / "demo.hmdb"
+    assert run_cli("index", "--db", db, "-r", examples / "known").returncode == 0
+    copy = run_cli("query", "--db", db, examples / "reposts" / "id-card-resized.jpg")
+    assert copy.returncode == 0 and "same picture" in copy.stdout, copy.stdout
+    sibling = examples / "reposts" / "other-id-card.jpg"  # same design, other name and photo
+    plain = run_cli("query", "--db", db, sibling)
+    assert plain.returncode == 1 and "no match" in plain.stdout, plain.stdout
+    leads = run_cli("query", "--db", db, "--templates", "--json", sibling)
+    assert leads.returncode == 1  # a lead is not a match
+    (record,) = [json.loads(line) for line in leads.stdout.splitlines()]
+    assert [(m["kind"], m["verified"]) for m in record["matches"]] == [("template", False)]
+    assert record["matches"][0]["verdict"] == "same template, not a copy"
