@@ -712,8 +712,10 @@ class Index:
         """Match hashes (hex strings, Fingerprints or packed array) without images: every
         item with a fingerprint within ``max_distance`` (default: 31 for PDQ), best first.
 
-        Stored full frames, regions and crop windows all count (a partner's hash of a whole
-        image may be a crop of a stored picture); ``dihedral=True`` (PDQ only) also searches
+        PDQ: no pixels to verify, so PDQ's own rule decides (as :meth:`_verify` does for
+        items without pixels): an item matches when its best pair over its stored rows (full
+        frames, regions, crop windows) is whole image against whole image within 31 bits;
+        Match.verified is None. ``dihedral=True`` (PDQ only) also searches
         each hash's 8 rotations/flips derived from its bits
         (:func:`hashmatch.hashers.pdq.dihedral_from_hash`: a few bits from what the turned
         image would hash to, so use the usual radius or slightly more), against stored full
@@ -757,6 +759,24 @@ class Index:
             needles, radius, algorithm, nbits, roles=("full", "region", "crop"))
         shard = self._shards.get((algorithm, nbits))
         counts = lims[1:] - lims[:-1]
+        if algorithm == "pdq" and len(item_ids):
+            # No pixels to verify against (Index._verify without a query image): PDQ's own
+            # rule decides -- the item's best pair is whole image vs whole image, <= 31.
+            full = shard._name_code.get(FULL_REGION, -1)
+            keep = (shard.region_codes[rows] == full) & (distances <= DEFAULT_MAX_DISTANCE["pdq"])
+            query = np.repeat(np.arange(len(counts)), counts)[keep]
+            item_ids, distances, rows, variant = (
+                item_ids[keep], distances[keep], rows[keep], variant[keep])
+            counts = np.bincount(query, minlength=len(counts))
+            lims = np.zeros(len(counts) + 1, np.int64)
+            np.cumsum(counts, out=lims[1:])
+        if algorithm == "pdq":
+            from . import verify
+
+            kind_words, facts = verify.PLAIN_WORDS, {"rule": verify.PLAIN_RULE}
+        else:
+            kind_words, facts = ("similar hash (not verified)",
+                                 {"rule": f"{algorithm} distance <= radius"})
         if top_k is not None:  # each query's hits are best first: keep the first top_k
             keep = np.arange(len(item_ids)) - np.repeat(lims[:-1], counts) < int(top_k)
             item_ids, distances, rows, variant = (
@@ -778,7 +798,8 @@ class Index:
                     stored_region=str(shard.names[shard.region_codes[row]]),
                     stored_variant=str(shard.names[shard.variant_codes[row]]),
                     query_quality=quality, stored_quality=None if sq < 0 else sq,
-                    score=distance))
+                    score=distance, kind="copy", verified=None, verdict=kind_words,
+                    evidence=dict(facts)))
             out.append(matches)
             at += count
         return out
