@@ -523,3 +523,12 @@ def check_meta_key(key, value=None) -> str:
     if value is not None and (not isinstance(value, str) or "\x00" in value):
         raise StoreError("a meta value must be a string without NUL characters")
     return key
+
+
+def items_matching(items: list[Item], labels: list[str], source: str | None) -> list[Item]:
+    """The items carrying every one of ``labels`` and, with ``source``, of that source (their
+    first or a further one, meta["sources"]): list_items' filter, for every backend."""
+    return [item for item in items
+            if all(label in item.labels for label in labels)
+            and (source is None or item.source == source
+                 or source in (item.meta.get("sources") or []))]

@@ -44,7 +44,7 @@ from typing import Iterable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .base import (AddOutcome, AuditEntry, Change, Codes, Item, Store, StoreError, check_kind,
-                   checked_item, prepare_record, stats_summary)
+                   checked_item, items_matching, prepare_record, stats_summary)
 from .sqlite import _actor, _codes_from_rows
 
 SCHEMA = "hashmatch"
@@ -681,11 +681,7 @@ class PostgresStore(Store):
         with self._read(single=True) as db:
             rows = db.execute(f"SELECT {_ITEM_COLUMNS} FROM hashmatch.items"
                               " WHERE removed_at IS NULL ORDER BY id").fetchall()
-        items = [_item(row) for row in rows]
-        return [item for item in items
-                if all(label in item.labels for label in labels)
-                and (source is None or item.source == source
-                     or source in (item.meta.get("sources") or []))]
+        return items_matching([_item(row) for row in rows], labels, source)
 
     # -- key/value settings (see Store.get_meta_value) ------------------------------------
     def get_meta_value(self, key: str) -> str | None:

@@ -41,6 +41,7 @@ from .base import (
     check_kind,
     checked_item,
     codes_from_rows,
+    items_matching,
     load_json,
     prepare_record,
     stats_summary,
@@ -539,11 +540,7 @@ class SQLiteStore(Store):
             rows = db.execute(
                 "SELECT id, path, sha256, size, added_at, labels, source, meta, removed_at"
                 " FROM items WHERE removed_at IS NULL ORDER BY id").fetchall()
-        items = [_item(row) for row in rows]
-        return [item for item in items
-                if all(label in item.labels for label in labels)
-                and (source is None or item.source == source
-                     or source in (item.meta.get("sources") or []))]
+        return items_matching([_item(row) for row in rows], labels, source)
 
     # -- key/value settings (see Store.get_meta_value) ------------------------------------
     def get_meta_value(self, key: str) -> str | None:
