@@ -18,6 +18,15 @@ settings: fsync and synchronous_commit on) and measures:
    (``threads_per_worker=1, processes=True``) next to the local process pool (2 workers), and
    a check that both give the same fingerprints.
 
+4. ``--codes N ...`` (instead of 1-3): hash-list matching at platform scale (issue 19):
+   ``Index.search_codes`` and ``query_hashes`` against faiss IndexBinaryFlat, faiss
+   IndexBinaryMultiHash as python-threatexchange configures it (16x16, nflip 31 // 16),
+   threatexchange's PDQIndex (up to --pdqindex-max) and the memory floor of one linear scan,
+   1 thread, interleaved rounds; exactness against flat's results; with ``--workers`` three
+   processes on one SQLite store and their RSS / PSS / USS. Results go to
+   benchmarks/_work/bench_scale_codes.json (RESULTS.md, "Hash-list matching at platform
+   scale", is written by hand from it).
+
 Every figure is the median of several runs (counts in the output). Results go to
 benchmarks/_work/bench_scale.json and, as a table, between the BENCH_SCALE markers of
 benchmarks/RESULTS.md (``--no-write`` to skip).
@@ -351,6 +360,287 @@ def write_results(text: str) -> None:
     RESULTS.write_text(body)
 
 
+# -- 4. hash-list matching at platform scale (issue 19) ----------------------------------------
+# ``--codes N ...``: N random PDQ codes with planted neighbours (bench_index's data: half the
+# queries 1..31 bits from a stored code), exact radius 31, 1 thread. Peers in the same process
+# and run, measured in interleaved rounds (each round: every peer's single queries, then its
+# batch): hashmatch Index.search_codes and query_hashes, faiss IndexBinaryFlat, faiss
+# IndexBinaryMultiHash as python-threatexchange's PDQMultiHashIndex configures it (16 maps of
+# 16 bits, nflip = 31 // 16), threatexchange's PDQIndex (up to 1M), and the memory floor of one
+# linear scan (the code bytes streamed once: a sum over them as uint64).
+def seed_sqlite(path: str, codes: np.ndarray) -> None:
+    """An SQLite store holding one item per code (raw inserts: setup, not measured)."""
+    import sqlite3
+
+    from hashmatch.store import open_store
+
+    open_store(path, create=True).close()
+    conn = sqlite3.connect(path)
+    n = len(codes)
+    with conn:
+        conn.executemany("INSERT INTO items (id, path, added_at, source) VALUES (?, NULL, ?, ?)",
+                         ((i + 1, "2024-01-01T00:00:00+00:00", "bench") for i in range(n)))
+        conn.executemany(
+            "INSERT INTO fingerprints (id, item_id, algorithm, nbits, region, variant, code, "
+            "quality) VALUES (?, ?, 'pdq', 256, 'full', 'original', ?, 90)",
+            ((i + 1, i + 1, codes[i].tobytes()) for i in range(n)))
+        conn.executemany("INSERT INTO changes (seq, item_id, op, at) VALUES (?, ?, 'add', ?)",
+                         ((i + 1, i + 1, "2024-01-01T00:00:00+00:00") for i in range(n)))
+    conn.close()
+
+
+def _memory_of(pid: int) -> dict:
+    out = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if parts[0] in ("Rss:", "Pss:", "Private_Clean:", "Private_Dirty:"):
+                out[parts[0][:-1]] = int(parts[1]) * 1024
+    out["Uss"] = out.pop("Private_Clean") + out.pop("Private_Dirty")
+    return out
+
+
+def _worker_main(db_path, ready, done):
+    from hashmatch.index import Index
+
+    index = Index.open(db_path)
+    index.search_codes(np.zeros((1, 32), np.uint8), 31)
+    ready.set()
+    done.wait(600)
+    index.store.close()
+
+
+def bench_workers(db_path: str, n_workers: int = 3) -> list[dict]:
+    """n_workers processes open one store (its codes cache is current): each one's RSS, PSS and
+    USS once all are up."""
+    ctx = mp.get_context("spawn")
+    done = ctx.Event()
+    rows = []
+    procs = []
+    for _ in range(n_workers):
+        ready = ctx.Event()
+        proc = ctx.Process(target=_worker_main, args=(db_path, ready, done))
+        t0 = time.perf_counter()
+        proc.start()
+        ready.wait(900)
+        procs.append((proc, time.perf_counter() - t0))
+    for proc, start_s in procs:
+        rows.append({"pid": proc.pid, "start_s": start_s, **_memory_of(proc.pid)})
+    done.set()
+    for proc, _ in procs:
+        proc.join(60)
+    return rows
+
+
+def bench_codes(n: int, rounds: int, nq: int, batch: int, pdqindex_max: int, workers: bool):
+    import faiss
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench_index as bi
+
+    from hashmatch.index import Index
+
+    faiss.omp_set_num_threads(1)
+    rng = np.random.default_rng(n + 19)
+    t0 = time.perf_counter()
+    db = bi.make_database(n, "random", 0.25, rng)
+    queries = bi.make_queries(db, max(nq, batch), 0.5, rng)
+    needles8 = bi.dihedral_needles(queries, "ideal", rng)
+    res = {"n": n}
+    work = tempfile.mkdtemp(prefix="hm-bench-codes-")
+    db_path = os.path.join(work, "codes.hmdb")
+    with_store = n <= 1_000_000 or workers
+    if with_store:
+        seed_sqlite(db_path, db)
+    else:
+        from hashmatch.store import open_store
+
+        open_store(db_path, create=True).close()
+    res["seed_s"] = time.perf_counter() - t0
+    rss0 = bi.rss_bytes()
+    t0 = time.perf_counter()
+    index = Index.open(db_path, regions=False)
+    if not with_store:  # the codes straight into memory (search_codes needs no metadata)
+        index._shard("pdq", 256).append(np.arange(1, n + 1), np.arange(1, n + 1), db,
+                                         np.full(n, "full", object),
+                                         np.full(n, "original", object), np.full(n, 90))
+    res["hashmatch_build_s"] = time.perf_counter() - t0
+    res["hashmatch_rss_bytes_per_code"] = (bi.rss_bytes() - rss0) / n
+    res["hashmatch_index_bytes_per_code"] = index._shards[("pdq", 256)].codes.nbytes / n
+    faiss_ids = np.arange(1, n + 1, dtype=np.int64)
+
+    t0 = time.perf_counter()
+    flat = faiss.IndexBinaryFlat(256)
+    flat.add(db)
+    res["flat_build_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    multi = faiss.IndexBinaryMultiHash(256, 16, 16)
+    multi.add(db)
+    multi.nflip = 31 // 16
+    res["multihash_build_s"] = time.perf_counter() - t0
+    pdq_index = None
+    if n <= pdqindex_max:
+        from threatexchange.signal_type.pdq.pdq_index import PDQIndex
+
+        t0 = time.perf_counter()
+        pdq_index = PDQIndex.build([(row.tobytes().hex(), i + 1) for i, row in enumerate(db)])
+        res["pdqindex_build_s"] = time.perf_counter() - t0
+
+    def faiss_search(ix):
+        def run(q):
+            lims, dist, ids = ix.range_search(q, 32)  # faiss: distance < 32
+            return lims, ids, dist
+        return run
+
+    def pytx_one(q):
+        return pdq_index.query(q[0].tobytes().hex())
+
+    peers = {
+        "search_codes": lambda q: index.search_codes(q, 31),
+        "query_hashes": (lambda q: index.query_hashes(q, max_distance=31)) if with_store
+        else None,
+        "faiss flat": faiss_search(flat),
+        "faiss multihash 16x16 nflip=1": faiss_search(multi),
+        "pytx PDQIndex": pytx_one if pdq_index is not None else None,
+    }
+    peers = {k: v for k, v in peers.items() if v is not None}
+    # exactness against faiss flat on every query (batch call)
+    lims_f, ids_f, _ = faiss_search(flat)(queries)
+    want = bi.pairs_from_csr(lims_f, ids_f + 1)
+    lims_h, ids_h, _ = index.search_codes(queries, 31)
+    got = bi.pairs_from_csr(lims_h, ids_h)
+    res["exact_equal_to_flat"] = got == want
+    res["planted_pairs"] = len(want)
+    lims_m, ids_m, _ = faiss_search(multi)(queries)
+    res["multihash_equal_to_flat"] = bi.pairs_from_csr(lims_m, ids_m + 1) == want
+    # 8 needles: an item hit by any of a query's dihedral variants
+    l8, i8, _ = index.search_codes(needles8, 31)
+    lf8, if8, _ = faiss_search(flat)(needles8.reshape(-1, 32))
+    flat8 = {(q // 8, i + 1) for q, i in bi.pairs_from_csr(lf8, if8)}
+    res["exact_equal_to_flat_8"] = bi.pairs_from_csr(l8, i8) == flat8
+
+    single = {name: [] for name in peers}
+    batched = {name: [] for name in peers}
+    eight = {"search_codes": [], "search_codes 1 (same queries)": [], "faiss flat": []}
+    floor = []
+    view = db.view(np.uint64)
+    for r in range(rounds):
+        names = list(peers) if r % 2 == 0 else list(peers)[::-1]
+        for name in names:
+            fn = peers[name]
+            for i in range(nq):
+                q = queries[i:i + 1]
+                t = time.perf_counter()
+                fn(q)
+                single[name].append(time.perf_counter() - t)
+            if name != "pytx PDQIndex":
+                for _ in range(3 if single[name] and single[name][-1] < 0.01 else 1):
+                    t = time.perf_counter()
+                    fn(queries[:batch])
+                    batched[name].append((time.perf_counter() - t) / batch)
+        for i in range(nq):
+            for name, fn in (("search_codes", lambda: index.search_codes(needles8[i:i + 1], 31)),
+                             ("search_codes 1 (same queries)",
+                              lambda: index.search_codes(queries[i:i + 1], 31)),
+                             ("faiss flat", lambda: flat.range_search(needles8[i], 32))):
+                t = time.perf_counter()
+                fn()
+                eight[name].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        view.sum()
+        floor.append(time.perf_counter() - t)
+    res["single_ms"] = {k: 1e3 * median(v) for k, v in single.items()}
+    res["batch_us_per_query"] = {k: 1e6 * median(v) for k, v in batched.items() if v}
+    res["eight_needle_ms"] = {k: 1e3 * median(v) for k, v in eight.items()}
+    res["scan_floor_ms"] = 1e3 * min(floor)
+    res["rounds"], res["queries"], res["batch"] = rounds, nq, batch
+    res["paths"] = index._shards[("pdq", 256)].codes.parts["full"].paths(31, 1)
+    del flat, multi, pdq_index
+    if workers and with_store:
+        index.close()  # writes the codes cache the workers start from
+        del index
+        res["workers"] = bench_workers(db_path)
+    return res
+
+
+def bench_codeindex_only(n: int, rounds: int, nq: int, batch: int) -> dict:
+    """``--index-only``: the 100M case on one machine. Only the code index itself (the
+    structure Index.search_codes reads: CodeIndex, MIH tables), no store and no FAISS peer
+    (its copy would not fit beside it): build, RSS, single / batch latency, 8 needles, the
+    memory floor, exactness against one linear scan (_hamming.range_search_multi over the
+    same array), and adding 10,000 codes (what a sync of 10,000 adds does to the index)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench_index as bi
+
+    from hashmatch import _hamming
+    from hashmatch.codeindex import CodeIndex
+
+    rng = np.random.default_rng(n + 19)
+    rss0 = bi.rss_bytes()
+    db = bi.make_database(n, "random", 0.25, rng)
+    queries = bi.make_queries(db, max(nq, batch), 0.5, rng)
+    needles8 = bi.dihedral_needles(queries, "ideal", rng)
+    res = {"n": n, "index_only": True}
+    t0 = time.perf_counter()
+    index = CodeIndex(256, threads=1)
+    index.add(db, np.arange(1, n + 1, dtype=np.int64))  # sealed in place: no copy of db
+    res["build_s"] = time.perf_counter() - t0
+    res["rss_bytes_per_code"] = (bi.rss_bytes() - rss0) / n
+    res["index_bytes_per_code"] = index.nbytes / n
+    res["paths"] = index.paths(31, 1)
+    single, batched, eight, one8, floor = [], [], [], [], []
+    view = db.view(np.uint64)
+    for _ in range(rounds):
+        for i in range(nq):
+            t = time.perf_counter()
+            index.range_search(queries[i:i + 1], 31)
+            single.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            index.range_search_multi(needles8[i:i + 1], 31)
+            eight.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        index.range_search(queries[:batch], 31)
+        batched.append((time.perf_counter() - t) / batch)
+        t = time.perf_counter()
+        view.sum()
+        floor.append(time.perf_counter() - t)
+    res["single_ms"] = 1e3 * median(single)
+    res["batch_us_per_query"] = 1e6 * median(batched)
+    res["eight_needle_ms"] = 1e3 * median(eight)
+    res["scan_floor_ms"] = 1e3 * min(floor)
+    lims, ids, _ = index.range_search(queries[:batch], 31)
+    t0 = time.perf_counter()
+    offsets, rows, _, _ = _hamming.range_search_multi(queries[:batch, None, :], db, 31,
+                                                      threads=1)
+    res["linear_scan_batch_s"] = time.perf_counter() - t0
+    res["exact_equal_to_scan"] = (bi.pairs_from_csr(lims, ids)
+                                  == bi.pairs_from_csr(offsets, rows + 1))
+    res["pairs"] = int(lims[-1])
+    more = rng.integers(0, 256, (10_000, 32), dtype=np.uint8)
+    t0 = time.perf_counter()
+    index.add(more, np.arange(n + 1, n + 10_001, dtype=np.int64))
+    res["add_10000_s"] = time.perf_counter() - t0
+    lims, ids, _ = index.range_search(more[:5], 0)
+    res["added_found"] = ids.tolist() == list(range(n + 1, n + 6))
+    res["peak_rss_bytes"] = bi.rss_bytes()
+    return res
+
+
+def codes_table(rows: list[dict]) -> str:
+    lines = ["| N | peer | 1-query ms | batch us/q | x flat (1 q) | x flat (batch) |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        flat1, flatb = r["single_ms"]["faiss flat"], r["batch_us_per_query"]["faiss flat"]
+        for name, ms in r["single_ms"].items():
+            b = r["batch_us_per_query"].get(name)
+            lines.append(f"| {r['n']:,} | {name} | {ms:.3f} | "
+                         f"{'-' if b is None else f'{b:.1f}'} | {flat1 / ms:.1f} | "
+                         f"{'-' if b is None else f'{flatb / b:.1f}'} |")
+        lines.append(f"| {r['n']:,} | memory floor (stream the codes once) | "
+                     f"{r['scan_floor_ms']:.3f} | | | |")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--items", type=int, default=1_000_000)
@@ -360,7 +650,38 @@ def main():
     parser.add_argument("--skip", nargs="*", default=(), choices=("sync", "matchers", "dask"))
     parser.add_argument("--report-only", action="store_true",
                         help=f"rewrite the RESULTS.md section from {OUT.name}, measure nothing")
+    parser.add_argument("--codes", type=int, nargs="*", default=None,
+                        help="hash-list matching at these sizes (section 4) instead")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=250)
+    parser.add_argument("--pdqindex-max", type=int, default=1_000_000)
+    parser.add_argument("--workers", action="store_true",
+                        help="with --codes: 3 processes on one store, their RSS/PSS/USS")
+    parser.add_argument("--index-only", action="store_true",
+                        help="with --codes: the code index alone (the 100M case)")
     args = parser.parse_args()
+    if args.codes and args.index_only:
+        for n in args.codes:
+            row = bench_codeindex_only(n, args.rounds, args.queries, args.batch)
+            row["machine"] = machine()
+            print(json.dumps(row), flush=True)
+            OUT.parent.mkdir(parents=True, exist_ok=True)
+            OUT.with_name(f"bench_scale_index_{n}.json").write_text(json.dumps(row, indent=1))
+        return
+    if args.codes:
+        out = OUT.with_name("bench_scale_codes.json")
+        rows = []
+        for n in args.codes:
+            row = bench_codes(n, args.rounds, args.queries, args.batch, args.pdqindex_max,
+                              args.workers)
+            row["machine"] = machine()
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(rows, indent=1))
+        print(codes_table(rows))
+        return
     if args.report_only:
         write_results(table(json.loads(OUT.read_text())))
         return

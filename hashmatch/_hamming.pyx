@@ -141,6 +141,15 @@ cdef inline const uint64_t *_words(cnp.ndarray arr):
 # --------------------------------------------------------------------------------------------
 # growable hit lists (one per query, or per query x database part)
 
+cdef inline int resize(void **p, size_t nbytes) noexcept nogil:
+    """realloc that keeps ``*p`` (still owned by the caller) when it fails: -1, else 0."""
+    cdef void *q = realloc(p[0], nbytes)
+    if q == NULL:
+        return -1
+    p[0] = q
+    return 0
+
+
 cdef struct HitList:
     int64_t *rows
     int32_t *dist
@@ -152,15 +161,16 @@ cdef struct HitList:
 
 cdef inline void hits_push(HitList *h, int64_t row, int32_t d, int8_t v) noexcept nogil:
     cdef int64_t cap
+    if h.failed:
+        return
     if h.n == h.cap:
         cap = 64 if h.cap == 0 else 2 * h.cap
-        h.rows = <int64_t *> realloc(h.rows, cap * sizeof(int64_t))
-        h.dist = <int32_t *> realloc(h.dist, cap * sizeof(int32_t))
-        h.var = <int8_t *> realloc(h.var, cap * sizeof(int8_t))
-        if h.rows == NULL or h.dist == NULL or h.var == NULL:
+        # Each pointer is replaced only once its realloc succeeded: on failure the old
+        # blocks stay owned by the list and are freed by its owner (no leak).
+        if (resize(<void **> &h.rows, cap * sizeof(int64_t))
+                or resize(<void **> &h.dist, cap * sizeof(int32_t))
+                or resize(<void **> &h.var, cap * sizeof(int8_t))):
             h.failed = 1
-            h.n = 0
-            h.cap = 0
             return
         h.cap = cap
     h.rows[h.n] = row
@@ -363,9 +373,10 @@ cdef void scan_hits_part(const uint64_t *needles, int m, const int32_t *radii,
                     cap = out.cap
                     if out.n == out.cap:
                         cap = 64 if out.cap == 0 else 2 * out.cap
-                        out.rows = <int64_t *> realloc(out.rows, cap * sizeof(int64_t))
-                    out.dist = <int32_t *> realloc(out.dist, cap * m * sizeof(int32_t))
-                    if out.rows == NULL or out.dist == NULL:
+                        if resize(<void **> &out.rows, cap * sizeof(int64_t)):
+                            out.failed = 1
+                            return
+                    if resize(<void **> &out.dist, cap * m * sizeof(int32_t)):
                         out.failed = 1
                         return
                     out.cap, out.dist_cap = cap, cap * m
@@ -449,9 +460,8 @@ cdef int push_pair(HitPairs *out, int64_t row, int32_t needle) noexcept nogil:
     cdef int64_t cap
     if out.n == out.cap:
         cap = 256 if out.cap == 0 else 2 * out.cap
-        out.rows = <int64_t *> realloc(out.rows, cap * sizeof(int64_t))
-        out.needles = <int32_t *> realloc(out.needles, cap * sizeof(int32_t))
-        if out.rows == NULL or out.needles == NULL:
+        if (resize(<void **> &out.rows, cap * sizeof(int64_t))
+                or resize(<void **> &out.needles, cap * sizeof(int32_t))):
             out.failed = 1
             return 1
         out.cap = cap

@@ -16,7 +16,9 @@ Approximate FAISS search is opt-in (``approximate="ivf"``) and reports no exactn
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
+import os
 
 import numpy as np
 
@@ -45,6 +47,107 @@ BUFFER_ROWS = 65_536         # append buffer size before sealing into a segment
 COMPACT_DEAD_FRACTION = 0.25
 
 METHODS = ("auto", "scan", "mih")
+
+# -- sealed segments mapped from files (one copy per machine) --------------------------------
+# While a ``segment_files(folder)`` block is active (Index._load wraps the initial load in
+# one), every segment of at least MIH_MIN_ROWS rows sealed without a prefilter is looked up in
+# ``folder`` by the SHA-256 of its content (bit length, design radius, ids and codes): a
+# verified file (hashmatch.store.cache format: checksums, regular files only) is mapped
+# read-only and its codes, ids and MIH tables are used as they are; otherwise the tables are
+# built, written there (atomically) and mapped back. Processes that load the same store map
+# the same files and share one page-cache copy; what each keeps privately is its tombstone
+# mask (1 byte a row) and whatever it appends later (the append buffer and small segments:
+# the per-process delta). Files the latest load did not use are removed (a process that still
+# maps one keeps its inode alive; POSIX unlink semantics).
+_segment_folder = None
+SEGMENT_FILE_SUFFIX = ".seg"
+
+
+class segment_files:
+    """Context manager: segments sealed inside it are mapped from / saved to ``folder``
+    (None: a no-op)."""
+
+    def __init__(self, folder):
+        self.folder = None if folder is None else str(folder)
+        self.used: set[str] = set()
+
+    def __enter__(self):
+        global _segment_folder
+        self._outer = _segment_folder
+        _segment_folder = self if self.folder is not None else self._outer
+        return self
+
+    def __exit__(self, *exc):
+        global _segment_folder
+        _segment_folder = self._outer
+        if self.folder is None or exc[0] is not None or not self.used:
+            return
+        for name in _listdir(self.folder):
+            path = os.path.join(self.folder, name)
+            if name.endswith(SEGMENT_FILE_SUFFIX) and path not in self.used:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+
+def _listdir(folder):
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
+
+
+def _segment_key(nbits, design_radius, codes, ids) -> str:
+    h = hashlib.sha256(f"hashmatch-segment-1/{nbits}/{design_radius}/{len(ids)}/".encode())
+    h.update(memoryview(np.ascontiguousarray(ids)).cast("B"))
+    h.update(memoryview(np.ascontiguousarray(codes)).cast("B"))
+    return h.hexdigest()
+
+
+def _map_segment_file(files: "segment_files", seg: "_Segment", nbits: int,
+                      design_radius: int, threads, force: bool) -> None:
+    """Give ``seg`` (codes and ids set) its MIH tables from a segment file, building and
+    saving one if none is usable; its codes and ids become the file's mapped arrays."""
+    from .store.cache import CacheInvalid, read_cache, save_cache
+
+    key = _segment_key(nbits, design_radius, seg.codes, seg.ids)
+    path = os.path.join(files.folder, key + SEGMENT_FILE_SUFFIX)
+    # the "store uuid" of a segment file is its content key: a file is only ever taken for
+    # the content it was written from
+    try:
+        _, arrays, info = read_cache(path, key)
+    except CacheInvalid:
+        seg.build_mih(nbits, design_radius, threads, force)
+        arrays = {"codes": seg.codes, "ids": seg.ids}
+        info = {"mih": None}
+        if seg.mih is not None:
+            starts, widths, offsets, rows, split = seg.mih
+            arrays.update(starts=np.asarray(starts, np.int32),
+                          widths=np.asarray(widths, np.int32),
+                          offsets=np.asarray(offsets).view(np.int32),
+                          rows=np.asarray(rows).view(np.int32))
+            info = {"mih": {"split": int(split)}}
+        try:
+            os.makedirs(files.folder, exist_ok=True)
+            save_cache(path, key, 0, arrays, info)
+            _, arrays, info = read_cache(path, key)
+        except (OSError, CacheInvalid):
+            return  # the tables built in memory stay in use
+    try:
+        codes, ids = arrays["codes"], arrays["ids"]
+        if codes.shape != seg.codes.shape or not np.array_equal(ids, seg.ids):
+            return
+        mih = None
+        if info.get("mih") is not None:
+            mih = (arrays["starts"], arrays["widths"], arrays["offsets"].view(np.uint32),
+                   arrays["rows"].view(np.uint32), int(info["mih"]["split"]))
+            if mih[3].ndim != 2 or mih[3].shape != (len(mih[0]), len(ids)):
+                return
+    except (KeyError, TypeError, ValueError):
+        return
+    seg.codes, seg.ids, seg.mih, seg.path_of = codes, ids, mih, {}
+    files.used.add(path)
 
 
 def _probe_count(width: int, radius: int) -> int:
@@ -115,7 +218,7 @@ def auto_threads(work: int) -> int:
 class _Segment:
     """Sealed rows: codes sorted by external id, tombstones, optional MIH tables."""
 
-    __slots__ = ("codes", "ids", "live", "n_dead", "mih", "buckets")
+    __slots__ = ("codes", "ids", "live", "n_dead", "mih", "buckets", "path_of")
 
     def __init__(self, codes: np.ndarray, ids: np.ndarray):
         if ids.size > 1 and not np.all(ids[1:] > ids[:-1]):
@@ -127,6 +230,7 @@ class _Segment:
         self.n_dead = 0
         self.mih = None  # (starts, widths, offsets, rows, split_parity)
         self.buckets = None  # (offsets, rows, coarse codes): see BucketPrefilter
+        self.path_of = {}  # (radius, needles) -> MIH cheaper than a scan (cost model, cached)
 
     def __len__(self):
         return len(self.ids)
@@ -140,6 +244,7 @@ class _Segment:
         offsets, rows = _hamming.mih_build(self.codes, starts, widths, threads=threads,
                                            split_parity=split)
         self.mih = (starts, widths, offsets, rows, split)
+        self.path_of = {}
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
         """Positions of the given ids that are present and live here."""
@@ -368,7 +473,12 @@ class CodeIndex:
 
     def _make_segment(self, codes, ids) -> _Segment:
         seg = _Segment(codes, ids)
-        if self.method == "mih" or (self.method == "auto" and len(seg) >= MIH_MIN_ROWS):
+        files = _segment_folder
+        if (files is not None and self.prefilter is None and self.method != "scan"
+                and len(seg) >= MIH_MIN_ROWS):
+            _map_segment_file(files, seg, self.nbits, self.design_radius, self.threads,
+                              self.method == "mih")
+        elif self.method == "mih" or (self.method == "auto" and len(seg) >= MIH_MIN_ROWS):
             seg.build_mih(self.nbits, self.design_radius, self.threads, self.method == "mih")
         if self.prefilter is not None:
             seg.buckets = self.prefilter.buckets(seg.codes)
@@ -557,8 +667,14 @@ class CodeIndex:
             return False
         if self.method == "mih":
             return True
-        mih_ns, _ = mih_cost(len(seg), seg.mih[1], radius, needles)
-        return mih_ns < scan_cost(len(seg), self.nbits // 64, needles)
+        # The cost model depends on the segment's size and layout only (both fixed once it is
+        # sealed): evaluating it cost ~15 % of a 1-query search at 200k rows, so it is cached.
+        key = (radius, needles)
+        use = seg.path_of.get(key)
+        if use is None:
+            mih_ns, _ = mih_cost(len(seg), seg.mih[1], radius, needles)
+            use = seg.path_of[key] = mih_ns < scan_cost(len(seg), self.nbits // 64, needles)
+        return use
 
     def topk(self, queries, k: int, threads: int | None = None):
         """(ids (nq, k), distances (nq, k)) of the k nearest stored codes, sorted by

@@ -442,10 +442,13 @@ class Index:
 
     # -- loading and syncing --------------------------------------------------------------
     def _load(self) -> None:
-        from .store.cache import load_index_cache
+        from .codeindex import segment_files
+        from .store.cache import load_index_cache, segment_folder_of
 
         # One snapshot: with other writers at work, the codes must be those of exactly _seq.
-        with self.store.snapshot():
+        # Large sealed segments are mapped from files beside the codes cache (shared by every
+        # process that opens this store: codeindex.segment_files).
+        with self.store.snapshot(), segment_files(segment_folder_of(self.store)):
             self._seq = self.store.last_change_seq()
             cached = load_index_cache(self.store, self._seq)
             for algorithm, nbits in self.store.algorithms():
@@ -707,26 +710,176 @@ class Index:
     def query_hashes(self, hashes, algorithm: str = "pdq", max_distance: int | None = None,
                      top_k: int | None = None, dihedral: bool = False) -> list[list[Match]]:
         """Match hashes (hex strings, Fingerprints or packed array) without images: every
-        item with a fingerprint within ``max_distance`` (default: 31 for PDQ).
+        item with a fingerprint within ``max_distance`` (default: 31 for PDQ), best first.
 
-        ``dihedral=True`` (PDQ only) also searches each hash's 8 rotations/flips derived from
-        its bits (:func:`hashmatch.hashers.pdq.dihedral_from_hash`: a few bits from what the
-        turned image would hash to, so use the usual radius or slightly more).
+        PDQ: no pixels to verify, so PDQ's own rule decides (as :meth:`_verify` does for
+        items without pixels): an item matches when its best pair over its stored rows (full
+        frames, regions, crop windows) is whole image against whole image within 31 bits;
+        Match.verified is None. ``dihedral=True`` (PDQ only) also searches
+        each hash's 8 rotations/flips derived from its bits
+        (:func:`hashmatch.hashers.pdq.dihedral_from_hash`: a few bits from what the turned
+        image would hash to, so use the usual radius or slightly more), against stored full
+        frames. A thin layer over the array search (:meth:`_code_hits`, as
+        :meth:`search_codes`): one search for the whole batch, then one metadata look-up
+        for the items that were hit.
         """
+        if (algorithm == "pdq" and isinstance(hashes, np.ndarray) and hashes.ndim == 2
+                and hashes.dtype == np.uint8 and hashes.shape[1] == 32):
+            # packed PDQ codes (the hash-list hot path): no Fingerprint object per hash
+            self._maybe_sync()
+            return self._query_codes(np.ascontiguousarray(hashes), [None] * len(hashes),
+                                     algorithm, max_distance, top_k, dihedral)
         fingerprints = _as_fingerprints(hashes, algorithm, None)
+        self._maybe_sync()  # once: the whole batch is answered from one state of the store
+        out = [[] for _ in fingerprints]
+        for length in sorted({fp.nbits for fp in fingerprints}):  # one batch per length
+            at = [k for k, fp in enumerate(fingerprints) if fp.nbits == length]
+            found = self._query_codes(np.stack([fingerprints[k].bits for k in at]),
+                                      [fingerprints[k].quality for k in at], algorithm,
+                                      max_distance, top_k, dihedral)
+            for k, matches in zip(at, found):
+                out[k] = matches
+        return out
+
+    def _query_codes(self, codes, qualities, algorithm, max_distance, top_k, dihedral):
+        """query_hashes of (Q, nbytes) packed codes of one length (``qualities``: the
+        queries' own, for Match.query_quality)."""
+        nbits = codes.shape[1] * 8
+        if max_distance is None:
+            max_distance = DEFAULT_MAX_DISTANCE[algorithm]
+        radius = max(0, min(int(max_distance), nbits))
+        needles = codes[:, None, :]
+        variants = ["original"]
+        if dihedral and algorithm == "pdq":
+            from .hashers.pdq import dihedral_from_hash
+
+            variants = list(DIHEDRAL_VARIANTS)
+            needles = np.ascontiguousarray(dihedral_from_hash(codes), np.uint8)
+        lims, item_ids, distances, rows, variant = self._code_hits(
+            needles, radius, algorithm, nbits, roles=("full", "region", "crop"))
+        shard = self._shards.get((algorithm, nbits))
+        counts = lims[1:] - lims[:-1]
+        if algorithm == "pdq" and len(item_ids):
+            # No pixels to verify against (Index._verify without a query image): PDQ's own
+            # rule decides -- the item's best pair is whole image vs whole image, <= 31.
+            full = shard._name_code.get(FULL_REGION, -1)
+            keep = (shard.region_codes[rows] == full) & (distances <= DEFAULT_MAX_DISTANCE["pdq"])
+            query = np.repeat(np.arange(len(counts)), counts)[keep]
+            item_ids, distances, rows, variant = (
+                item_ids[keep], distances[keep], rows[keep], variant[keep])
+            counts = np.bincount(query, minlength=len(counts))
+            lims = np.zeros(len(counts) + 1, np.int64)
+            np.cumsum(counts, out=lims[1:])
+        if algorithm == "pdq":
+            from . import verify
+
+            kind_words, facts = verify.PLAIN_WORDS, {"rule": verify.PLAIN_RULE}
+        else:
+            kind_words, facts = ("similar hash (not verified)",
+                                 {"rule": f"{algorithm} distance <= radius"})
+        if top_k is not None:  # each query's hits are best first: keep the first top_k
+            keep = np.arange(len(item_ids)) - np.repeat(lims[:-1], counts) < int(top_k)
+            item_ids, distances, rows, variant = (
+                item_ids[keep], distances[keep], rows[keep], variant[keep])
+            counts = np.minimum(counts, int(top_k))
+        items = self.store.get_items(sorted(set(item_ids.tolist()))) if len(item_ids) else {}
+        out, at = [], 0
+        for quality, count in zip(qualities, counts.tolist()):
+            matches = []
+            for j in range(at, at + count):
+                item = items[int(item_ids[j])]
+                row, distance = int(rows[j]), int(distances[j])
+                sq = int(shard.qualities[row])
+                matches.append(Match(
+                    item_id=int(item_ids[j]), distance=distance, algorithm=algorithm,
+                    path=item.path, source=item.source, labels=list(item.labels),
+                    meta=dict(item.meta), sha256=item.sha256, query_region=FULL_REGION,
+                    query_variant=variants[int(variant[j])],
+                    stored_region=str(shard.names[shard.region_codes[row]]),
+                    stored_variant=str(shard.names[shard.variant_codes[row]]),
+                    query_quality=quality, stored_quality=None if sq < 0 else sq,
+                    score=distance, kind="copy", verified=None, verdict=kind_words,
+                    evidence=dict(facts)))
+            out.append(matches)
+            at += count
+        return out
+
+    def search_codes(self, codes, max_distance: int, algorithm: str = "pdq"):
+        """Exact range search of packed codes, arrays in and out (FAISS ``range_search``
+        style): ``codes`` (Q, nbytes) uint8 -> (lims int64 (Q + 1,), item_ids int64,
+        distances int32); query ``q``'s hits are ``item_ids[lims[q]:lims[q + 1]]``.
+
+        Every live item with a stored *full-frame* fingerprint of ``algorithm`` within
+        ``max_distance`` bits of the query is returned once (one entry per item, not per
+        fingerprint row), with its smallest distance; within a query, hits are sorted by
+        (distance, item id). No per-hit Python object and no store look-up: for hash-list
+        matching at volume (:meth:`query_hashes` adds the items' metadata).
+
+        ``codes`` may also be (Q, m, nbytes): m needles per query (e.g. its 8 dihedral
+        variants, up to 8 per pass); an item is hit when one of them is within the radius,
+        at the smallest distance over them."""
+        codes = np.asarray(codes, np.uint8)
+        if codes.ndim == 2:
+            codes = codes[:, None, :]
+        if codes.ndim != 3:
+            raise ValueError(f"codes must be (Q, nbytes) or (Q, m, nbytes), got {codes.shape}")
+        check_algorithm(algorithm)
         self._maybe_sync()
-        return [self._search(self._hash_variants(fp, dihedral), max_distance, top_k, None,
-                             margin=0, use_regions=False)
-                for fp in fingerprints]
+        nbits = codes.shape[2] * 8
+        radius = max(0, min(int(max_distance), nbits))
+        lims, item_ids, distances, _, _ = self._code_hits(codes, radius, algorithm, nbits,
+                                                          roles=("full",))
+        return lims, item_ids, distances
+
+    def _code_hits(self, needles, radius: int, algorithm: str, nbits: int, roles):
+        """(lims, item_ids, distances int32, shard rows, needle) of (Q, m, nbytes) needles:
+        per query, every item with a live row of ``roles`` within ``radius`` of one of its
+        needles, once, at its best pair (lowest distance, then needle, role, row), sorted by
+        (distance, item id). Needle 0 meets every role of ``roles``; the others (rotations)
+        meet full frames only, as :func:`hashmatch.regions.search_roles` says."""
+        from .regions import ROLES
+
+        nq = len(needles)
+        shard = self._shards.get((algorithm, nbits))
+        parts = []  # (query, fingerprint ids, distances, needle, role number)
+        if shard is not None and len(shard):
+            for role in roles:
+                part = shard.codes.parts.get(role)
+                if part is None or len(part) == 0:
+                    continue
+                these = needles if role == "full" else needles[:, :1]
+                offsets, ids, dist, var = part.range_search_multi(these, radius)
+                query = np.repeat(np.arange(nq, dtype=np.int64), offsets[1:] - offsets[:-1])
+                parts.append((query, ids, dist, var, np.full(len(ids), ROLES.index(role))))
+        if not parts:
+            return (np.zeros(nq + 1, np.int64), np.empty(0, np.int64), np.empty(0, np.int32),
+                    np.empty(0, np.int64), np.empty(0, np.int8))
+        query, fp_ids, dist, var, role_number = (np.concatenate(c) for c in zip(*parts))
+        rows = shard.rows_of(fp_ids)
+        items = shard.item_ids[rows]
+        # best pair per (query, item), then (distance, item) order within each query
+        order = np.lexsort((rows, role_number, var, dist, items, query))
+        query, items, dist, rows, var = (query[order], items[order], dist[order],
+                                         rows[order], var[order])
+        first = np.ones(len(items), bool)
+        first[1:] = (items[1:] != items[:-1]) | (query[1:] != query[:-1])
+        order = np.nonzero(first)[0]
+        order = order[np.lexsort((items[order], dist[order], query[order]))]
+        query, items, dist, rows, var = (query[order], items[order], dist[order],
+                                         rows[order], var[order])
+        lims = np.zeros(nq + 1, np.int64)
+        np.cumsum(np.bincount(query, minlength=nq), out=lims[1:])
+        return lims, items, dist.astype(np.int32, copy=False), rows, var
 
     @staticmethod
     def _hash_variants(fp: Fingerprint, dihedral: bool):
+        """(m, nbytes) needles of one hash: itself, or (PDQ, ``dihedral``) its 8
+        rotations/flips derived from its bits, in DIHEDRAL_VARIANTS order."""
         if not dihedral or fp.algorithm != "pdq":
-            return [(fp, FULL_REGION, "original")]
+            return fp.bits[None, :]
         from .hashers.pdq import dihedral_from_hash
 
-        return [(Fingerprint("pdq", bits, fp.quality), FULL_REGION, name)
-                for bits, name in zip(dihedral_from_hash(fp.bits)[0], DIHEDRAL_VARIANTS)]
+        return np.ascontiguousarray(dihedral_from_hash(fp.bits)[0], np.uint8)
 
     def _query_algorithms(self) -> tuple[str, ...]:
         stored = {a for a, _ in self._shards}

@@ -18,6 +18,13 @@ File layout (all integers little-endian)::
     payload        the arrays' raw bytes, each starting on a 64-byte boundary (offsets are
                    relative to the payload start)
 
+The ``info`` of a codes cache also holds ``head``: a digest of the store's change log at
+``seq`` (:func:`change_log_head`); before use, it and the codes of the newest cached items are
+checked against the store, so a cache of a diverged copy of the database (same uuid) is
+refused. The file is opened only if it is a regular file (no symlink, FIFO or device), its
+size must match the header, and it is mapped read-only: processes that open one store share
+the page-cache copy of its codes.
+
 Arrays are read with ``np.frombuffer`` from dtypes on an allow-list: there is no pickle and no
 eval anywhere on this path, so a hostile file can at worst be rejected.
 """
@@ -26,9 +33,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
+import stat
 import struct
 import tempfile
+import uuid as uuid_module
 from dataclasses import replace
 from typing import Iterable, NamedTuple
 
@@ -59,10 +69,43 @@ def cache_path_for(db_path) -> str:
     return os.fspath(db_path) + ".codes"
 
 
+def check_store_uuid(value) -> str:
+    """``value`` if it is a UUID in canonical form (what the stores write at creation), else
+    CacheInvalid. The uuid comes from the database (for PostgreSQL: from the server) and names
+    the cache file: ``../../../tmp/x`` must never become a path."""
+    try:
+        canonical = str(uuid_module.UUID(str(value)))
+    except (ValueError, TypeError, AttributeError):
+        canonical = None
+    if not isinstance(value, str) or canonical != value.lower():
+        raise CacheInvalid(repr(value)[:80], "store uuid is not a UUID (not used as a file name)")
+    return value
+
+
 def cache_path_of(store: Store) -> str:
     """Where ``store``'s codes cache lives: next to an SQLite file, or where the store says
-    (the PostgreSQL store keeps it in a local cache folder, see ``codes_cache_path``)."""
-    return getattr(store, "codes_cache_path", None) or cache_path_for(store.path)
+    (the PostgreSQL store keeps it in a local cache folder, see ``codes_cache_path``).
+
+    Raises CacheInvalid when the store's uuid is not a UUID, or when the path the store
+    gives is not ``<uuid>.codes`` directly inside one folder."""
+    store_uuid = check_store_uuid(store.uuid)
+    path = getattr(store, "codes_cache_path", None)
+    if not path:
+        return cache_path_for(store.path)
+    path = os.fspath(path)
+    if os.path.basename(path) != f"{store_uuid}.codes" or os.path.basename(
+            os.path.dirname(os.path.abspath(path))) in ("", "..", "."):
+        raise CacheInvalid(path, "cache path is not <store uuid>.codes inside the cache folder")
+    return path
+
+
+def segment_folder_of(store: Store) -> str | None:
+    """The folder of ``store``'s mapped index segments (hashmatch.codeindex.segment_files):
+    ``<codes cache>.segments``; None when the store has no usable cache path."""
+    try:
+        return cache_path_of(store) + ".segments"
+    except CacheInvalid:
+        return None
 
 
 def save_cache(
@@ -143,52 +186,78 @@ def load_cache(path, store_uuid: str, seq: int) -> tuple[dict[str, np.ndarray], 
 
 
 def read_cache(path, store_uuid: str) -> tuple[int, dict[str, np.ndarray], dict]:
-    """Like :func:`load_cache` but for any ``seq``: returns (seq covered, arrays, info)."""
+    """Like :func:`load_cache` but for any ``seq``: returns (seq covered, arrays, info).
+
+    Only a regular file is opened (a symlink, FIFO, device or folder is refused without
+    reading from it: O_NOFOLLOW, O_NONBLOCK, S_ISREG), and its size must equal what the
+    header says before the payload is touched. The payload is mapped read-only
+    (``mmap``): the arrays returned are views of the page cache, so every process that opens
+    the same cache file shares one copy of its bytes. The file is never written in place
+    (:func:`save_cache` renames a new file over it), so a mapping stays valid -- on the old
+    inode -- while the cache is rebuilt.
+    """
     path = os.fspath(path)
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    flags |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise CacheInvalid(path, "missing") from None
     except OSError as e:
+        if os.path.islink(path):
+            raise CacheInvalid(path, "not a regular file (symlink)") from None
         raise CacheInvalid(path, f"unreadable ({e.strerror})") from None
-
-    if len(data) < _PREFIX.size:
-        raise CacheInvalid(path, "truncated (no header)")
-    magic, version, header_len, header_sha256 = _PREFIX.unpack_from(data)
-    if magic != MAGIC:
-        raise CacheInvalid(path, "not a hashmatch codes cache (bad magic)")
-    if version != FORMAT_VERSION:
-        raise CacheInvalid(path, f"format version {version}, expected {FORMAT_VERSION}")
-    if header_len > _MAX_HEADER_BYTES or _PREFIX.size + header_len > len(data):
-        raise CacheInvalid(path, "truncated (header)")
-    header_bytes = data[_PREFIX.size : _PREFIX.size + header_len]
-    if hashlib.sha256(header_bytes).digest() != header_sha256:
-        raise CacheInvalid(path, "header checksum mismatch")
     try:
-        header = json.loads(header_bytes)
-    except ValueError:
-        raise CacheInvalid(path, "header is not valid JSON") from None
-    if not isinstance(header, dict):
-        raise CacheInvalid(path, "header is not a JSON object")
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise CacheInvalid(path, "not a regular file")
+        size = info.st_size
+        if size < _PREFIX.size:
+            raise CacheInvalid(path, "truncated (no header)")
+        magic, version, header_len, header_sha256 = _PREFIX.unpack(
+            os.pread(fd, _PREFIX.size, 0))
+        if magic != MAGIC:
+            raise CacheInvalid(path, "not a hashmatch codes cache (bad magic)")
+        if version != FORMAT_VERSION:
+            raise CacheInvalid(path, f"format version {version}, expected {FORMAT_VERSION}")
+        if header_len > _MAX_HEADER_BYTES or _PREFIX.size + header_len > size:
+            raise CacheInvalid(path, "truncated (header)")
+        header_bytes = os.pread(fd, header_len, _PREFIX.size)
+        if len(header_bytes) != header_len:
+            raise CacheInvalid(path, "truncated (header)")
+        if hashlib.sha256(header_bytes).digest() != header_sha256:
+            raise CacheInvalid(path, "header checksum mismatch")
+        try:
+            header = json.loads(header_bytes)
+        except ValueError:
+            raise CacheInvalid(path, "header is not valid JSON") from None
+        if not isinstance(header, dict):
+            raise CacheInvalid(path, "header is not a JSON object")
 
-    if header.get("store_uuid") != store_uuid:
-        raise CacheInvalid(path, "written for a different store")
-    cached_seq = header.get("seq")
-    if type(cached_seq) is not int or cached_seq < 0:
-        raise CacheInvalid(path, "header has no valid seq")
-
-    payload_start = _PREFIX.size + header_len + (-(_PREFIX.size + header_len) % _ALIGN)
-    payload = memoryview(data)[payload_start:]
-    if not isinstance(header.get("arrays"), list) or not all(
-        isinstance(entry, dict) for entry in header["arrays"]
-    ):
-        raise CacheInvalid(path, "header has no array list")
-    if len(payload) != header.get("payload_nbytes"):
-        raise CacheInvalid(
-            path,
-            f"truncated (payload is {len(payload)} bytes, header says {header.get('payload_nbytes')})",
-        )
+        if header.get("store_uuid") != store_uuid:
+            raise CacheInvalid(path, "written for a different store")
+        cached_seq = header.get("seq")
+        if type(cached_seq) is not int or cached_seq < 0:
+            raise CacheInvalid(path, "header has no valid seq")
+        if not isinstance(header.get("arrays"), list) or not all(
+            isinstance(entry, dict) for entry in header["arrays"]
+        ):
+            raise CacheInvalid(path, "header has no array list")
+        payload_start = _PREFIX.size + header_len + (-(_PREFIX.size + header_len) % _ALIGN)
+        payload_nbytes = header.get("payload_nbytes")
+        if type(payload_nbytes) is not int or payload_nbytes < 0:
+            raise CacheInvalid(path, "header has no valid payload size")
+        if size - payload_start != payload_nbytes:
+            raise CacheInvalid(
+                path,
+                f"truncated (payload is {max(0, size - payload_start)} bytes, header says "
+                f"{payload_nbytes})",
+            )
+        # The whole file, mapped read-only: shared with every other process mapping it.
+        mapped = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+    finally:
+        os.close(fd)
+    payload = memoryview(mapped)[payload_start:]
     if hashlib.sha256(payload).hexdigest() != header.get("payload_sha256"):
         raise CacheInvalid(path, "payload checksum mismatch")
 
@@ -236,8 +305,12 @@ _NUMERIC_ARRAYS = ("item_ids", "fingerprint_ids", "codes", "qualities")
 _NAME_ARRAYS = ("regions", "variants")  # object arrays of str: cached as int32 + a name list
 
 
-def save_codes_cache(path, store_uuid: str, seq: int, codes_sets: Iterable[Codes]) -> None:
-    """Save the codes of every (algorithm, nbits) of one store snapshot at change ``seq``."""
+def save_codes_cache(path, store_uuid: str, seq: int, codes_sets: Iterable[Codes],
+                     head: dict | None = None) -> None:
+    """Save the codes of every (algorithm, nbits) of one store snapshot at change ``seq``.
+    ``head``: :func:`change_log_head` of the store at ``seq`` (what ties the cache to the
+    store's content; a cache without it is never used)."""
+    check_store_uuid(store_uuid)
     arrays, sets = {}, []
     for codes in codes_sets:
         key = f"{codes.algorithm}/{codes.nbits}"
@@ -249,11 +322,12 @@ def save_codes_cache(path, store_uuid: str, seq: int, codes_sets: Iterable[Codes
         for name in _NAME_ARRAYS:
             entry[name], arrays[f"{key}/{name}"] = _to_small_ints(getattr(codes, name))
         sets.append(entry)
-    save_cache(path, store_uuid, seq, arrays, {"codes_sets": sets})
+    save_cache(path, store_uuid, seq, arrays, {"codes_sets": sets, "head": head})
 
 
-def read_codes_cache(path, store_uuid: str) -> tuple[int, dict[tuple[str, int], Codes]]:
-    """The codes saved by :func:`save_codes_cache`: (seq covered, codes by (algorithm, nbits)).
+def read_codes_cache(path, store_uuid: str, with_head: bool = False):
+    """The codes saved by :func:`save_codes_cache`: (seq covered, codes by (algorithm, nbits)),
+    and with ``with_head`` the :func:`change_log_head` saved with them as a third value.
 
     Raises CacheInvalid like :func:`load_cache` (freshness is the caller's business).
     """
@@ -281,7 +355,72 @@ def read_codes_cache(path, store_uuid: str) -> tuple[int, dict[tuple[str, int], 
             result[(algorithm, nbits)] = Codes(algorithm=algorithm, nbits=nbits, seq=seq, **fields)
     except (KeyError, TypeError, ValueError):
         raise CacheInvalid(path, "codes cache description is malformed") from None
+    if with_head:
+        return seq, result, info.get("head") if isinstance(info, dict) else None
     return seq, result
+
+
+# -- what ties a cache to the store's content -------------------------------------------------
+# A copy of a database keeps its uuid; two copies that went on separately (a restored backup
+# written to, a test copy) reach the same change numbers with other items under the same
+# item ids. seq alone cannot tell them apart, so the cache also records the change log's last
+# HEAD_CHANGES rows and the codes of its HEAD_ITEMS newest live items, and both are checked
+# against the store before the cache is used (cost: two small queries).
+HEAD_CHANGES = 64
+HEAD_ITEMS = 64
+
+
+def change_log_head(store: Store, seq: int) -> dict:
+    """{"seq", "changes_sha256"}: a digest of the change-log rows (seq, item, op) in
+    (seq - HEAD_CHANGES, seq]. Call inside the snapshot the cache is written from."""
+    changes = store.changes_since(max(0, seq - HEAD_CHANGES))
+    digest = hashlib.sha256()
+    for change in changes:
+        if change.seq > seq:
+            break
+        digest.update(f"{int(change.seq)},{int(change.item_id)},{change.op};".encode())
+    return {"seq": int(seq), "changes_sha256": digest.hexdigest()}
+
+
+def _rows_digest(codes: Codes, item_ids: np.ndarray) -> dict[int, bytes]:
+    """item id -> digest of its rows (fingerprint id, code, region, variant), for the given
+    items present in ``codes``."""
+    out = {}
+    rows = np.nonzero(np.isin(codes.item_ids, item_ids))[0]
+    for row in rows[np.lexsort((codes.fingerprint_ids[rows], codes.item_ids[rows]))]:
+        item = int(codes.item_ids[row])
+        h = hashlib.sha256(out.get(item, b""))
+        h.update(int(codes.fingerprint_ids[row]).to_bytes(8, "little", signed=True))
+        h.update(np.asarray(codes.codes[row]).tobytes())
+        h.update(f"{codes.regions[row]}\0{codes.variants[row]}".encode())
+        out[item] = h.digest()
+    return out
+
+
+def _check_content(path: str, store: Store, cached: dict, cached_seq: int, head) -> None:
+    """CacheInvalid unless the cache was written from this store's own history: its
+    change-log head matches the store's, and its newest live items have, in the store, the
+    same fingerprints (or were removed after ``cached_seq``)."""
+    if not isinstance(head, dict) or head.get("seq") != cached_seq:
+        raise CacheInvalid(path, "no change-log head (written by an older version)")
+    if change_log_head(store, cached_seq) != head:
+        raise CacheInvalid(path, "change log differs from the store's (a diverged copy?)")
+    all_ids = np.concatenate([c.item_ids for c in cached.values()] or [np.empty(0, np.int64)])
+    if len(all_ids) > 8 * HEAD_ITEMS:  # O(n), not a sort of every id
+        all_ids = np.partition(all_ids, len(all_ids) - 8 * HEAD_ITEMS)[-8 * HEAD_ITEMS:]
+    newest = np.unique(all_ids)[-HEAD_ITEMS:]
+    if len(newest) == 0:
+        return
+    stored = store.load_codes_for_items([int(i) for i in newest])
+    removed_later = {c.item_id for c in store.changes_since(cached_seq) if c.op == "remove"}
+    for key in set(cached) | set(stored):
+        mine = _rows_digest(cached[key], newest) if key in cached else {}
+        theirs = _rows_digest(stored[key], newest) if key in stored else {}
+        for item in set(mine) | set(theirs):
+            if mine.get(item) != theirs.get(item) and not (
+                    item in removed_later and item not in theirs):
+                raise CacheInvalid(
+                    path, f"item {item} differs from the store's (a diverged copy?)")
 
 
 class LoadedCodes(NamedTuple):
@@ -299,13 +438,22 @@ def load_all_codes(store: Store, cache_path=None) -> LoadedCodes:
     current, it is rewritten; failing to write it is not an error (it is only an
     accelerator), and ``how`` then says so.
     """
-    cache_path = cache_path_of(store) if cache_path is None else os.fspath(cache_path)
+    try:
+        cache_path = cache_path_of(store) if cache_path is None else os.fspath(cache_path)
+        check_store_uuid(store.uuid)
+    except CacheInvalid as e:  # no usable file name: load from the store, write no cache
+        with store.snapshot():
+            seq = store.last_change_seq()
+            codes = {key: store.load_codes(*key) for key in store.algorithms()}
+        return LoadedCodes(codes, seq, f"store ({e.reason}; no cache written)")
     with store.snapshot():  # the seq and every algorithm's codes from one state of the store
         seq = store.last_change_seq()
         try:
-            cached_seq, cached = read_codes_cache(cache_path, store.uuid)
+            cached_seq, cached, cached_head = read_codes_cache(cache_path, store.uuid,
+                                                               with_head=True)
             if cached_seq > seq:  # e.g. the database was restored from an older backup
                 raise CacheInvalid(cache_path, f"ahead of the store (change {cached_seq} > {seq})")
+            _check_content(cache_path, store, cached, cached_seq, cached_head)
         except CacheInvalid as e:
             codes = {key: store.load_codes(*key) for key in store.algorithms()}
             how = f"store ({e.reason})"
@@ -314,8 +462,9 @@ def load_all_codes(store: Store, cache_path=None) -> LoadedCodes:
                 return LoadedCodes(cached, seq, "cache")
             codes, n_changes = _catch_up(store, cached, cached_seq, seq)
             how = f"cache + {n_changes} changes"
+        head = change_log_head(store, seq)
     try:
-        save_codes_cache(cache_path, store.uuid, seq, codes.values())
+        save_codes_cache(cache_path, store.uuid, seq, codes.values(), head)
     except OSError as e:
         how += f"; could not rewrite the cache ({e})"
     return LoadedCodes(codes, seq, how)
