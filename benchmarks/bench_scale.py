@@ -467,7 +467,6 @@ def bench_codes(n: int, rounds: int, nq: int, batch: int, pdqindex_max: int, wor
     res["hashmatch_build_s"] = time.perf_counter() - t0
     res["hashmatch_rss_bytes_per_code"] = (bi.rss_bytes() - rss0) / n
     res["hashmatch_index_bytes_per_code"] = index._shards[("pdq", 256)].codes.nbytes / n
-    faiss_ids = np.arange(1, n + 1, dtype=np.int64)
 
     t0 = time.perf_counter()
     flat = faiss.IndexBinaryFlat(256)
@@ -555,7 +554,7 @@ def bench_codes(n: int, rounds: int, nq: int, batch: int, pdqindex_max: int, wor
     res["scan_floor_ms"] = 1e3 * min(floor)
     res["rounds"], res["queries"], res["batch"] = rounds, nq, batch
     res["paths"] = index._shards[("pdq", 256)].codes.parts["full"].paths(31, 1)
-    del flat, multi, pdq_index
+    flat = multi = pdq_index = None  # free the peers before the next size is built
     if workers and with_store:
         index.close()  # writes the codes cache the workers start from
         del index
@@ -588,7 +587,7 @@ def bench_codeindex_only(n: int, rounds: int, nq: int, batch: int) -> dict:
     res["rss_bytes_per_code"] = (bi.rss_bytes() - rss0) / n
     res["index_bytes_per_code"] = index.nbytes / n
     res["paths"] = index.paths(31, 1)
-    single, batched, eight, one8, floor = [], [], [], [], []
+    single, batched, eight, floor = [], [], [], []
     view = db.view(np.uint64)
     for _ in range(rounds):
         for i in range(nq):

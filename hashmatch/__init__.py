@@ -9,7 +9,7 @@ from .errors import AlgorithmMismatchError, HashFormatError, HashmatchError, Ima
 from .fingerprint import ALGORITHMS, Fingerprint
 from .hashing import FileFingerprints, hash_file, hash_files, hash_image
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # After __version__: modules below may import it from the package.
 from .cluster import Cluster, ClusterMember, cluster  # noqa: E402
