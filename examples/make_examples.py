@@ -142,8 +142,9 @@ def main() -> None:
     with_caption(poster, "NEW PRICES!!").save(os.path.join(repost_dir, "poster-meme.jpg"),
                                               quality=80)
     # Same template, different person: a hard negative. With no other card of this design in
-    # the database it comes back as the known card's clear best match at distance ~40, above
-    # the 31 a whole-image match needs (README, "Know the limit").
+    # the database it was, before the verification stage, the known card's clear best match
+    # at distance ~40 (now: "same template, not a copy", listed only with --templates), above
+    # the 31 a whole-image match needs.
     id_card("Omar Sample", "Z7654321", seed=9).save(
         os.path.join(repost_dir, "other-id-card.jpg"), quality=85)
     synthetic_photo(1234).save(os.path.join(repost_dir, "unrelated-photo.jpg"), quality=85)

@@ -25,12 +25,11 @@ the benchmark, 660 bytes); :func:`query_regions` what a query hashes (the index 
 rotations/flips of the query's full frame, compared with stored full frames only). Boxes are
 deduplicated: a region almost equal to one already listed is dropped.
 
-Decision rule (what makes a wide radius safe; :func:`select_matches`): per stored item the
-best pair score (distance, plus ``REGION_PENALTY`` for pairs involving an embedded region); an
-item within ``PDQ_MAX_DISTANCE`` matches if its score is <= ``PDQ_CERTAIN`` or it is the best
-picture and ``PDQ_MARGIN`` bits closer than any other stored picture. Template-made images
-(ID cards of one design) are close to each other; a true copy is much closer to its source
-than to the source's siblings.
+Candidates: per stored item the best pair score (distance, plus ``REGION_PENALTY`` for pairs
+involving an embedded region); items within ``PDQ_MAX_DISTANCE`` are candidates, and the
+query's verification stage (hashmatch.verify, Index._verify) decides which are the same
+picture. :func:`select_matches` is the older relative rule (the best item ``PDQ_MARGIN``
+bits closer than any other), applied only when a caller asks for ``margin`` > 0.
 
 Everything is measured in benchmarks/bench_robustness.py (RESULTS.md, "Robustness").
 """
