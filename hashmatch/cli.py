@@ -700,6 +700,7 @@ def info_command(db, as_json):
                       if stats.get("removed_items") else "")),
         ("Fingerprints", ", ".join(f"{n:,} {k.replace('/', ' ')}-bit"
                                    for k, n in fingerprints.items()) or "none"),
+        ("Checked", _verifiable_words(stats)),
         ("Size on disk", _bytes(stats.get("db_bytes"))),
         ("Last change", f"{stats['last_change_at'] or '-'} ({stats['last_action'] or '-'}; "
                         f"change number {stats.get('last_change_seq', 0)})"),
@@ -707,6 +708,18 @@ def info_command(db, as_json):
     ]
     for key, value in lines:
         _say(f"{key + ':':<14} {value}")
+
+
+def _verifiable_words(stats: dict) -> str:
+    """How many images matches can be checked against (hashmatch.verify), in words."""
+    items, verifiable = stats.get("items", 0), stats.get("verifiable_items", 0)
+    if not items:
+        return "-"
+    words = f"{verifiable:,} of {items:,} images: matches are checked on a stored copy"
+    if verifiable < items:
+        words += (f"; the other {items - verifiable:,} (hash-list entries, or indexed before "
+                  "0.2) match by whole-image PDQ only")
+    return words
 
 
 def _bytes(n) -> str:

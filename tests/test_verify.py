@@ -227,3 +227,18 @@ def test_cli_says_how_strong_a_match_is_and_lists_template_leads_only_when_asked
     (record,) = [json.loads(line) for line in leads.stdout.splitlines()]
     assert [(m["kind"], m["verified"]) for m in record["matches"]] == [("template", False)]
     assert record["matches"][0]["verdict"] == "same template, not a copy"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_info_says_how_many_images_matches_can_be_checked_on(tmp_path, backend, request):
+    from conftest import run_cli
+
+    db = str(tmp_path / "c.hmdb") if backend == "sqlite" else \
+        request.getfixturevalue("pg").new_database()
+    with hm.Index.open(db, create=True) as index:
+        index.add_files(PHOTOS[:2], workers=1)
+        index.add_hashes([hm.hash_file(PHOTOS[3]).hex()])
+        assert index.stats()["verifiable_items"] == 2
+    result = run_cli("info", "--db", db)
+    assert "2 of 3 images: matches are checked on a stored copy" in result.stdout, result.stdout
+    assert "the other 1 (hash-list entries" in result.stdout

@@ -586,7 +586,12 @@ class PostgresStore(Store):
                 "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
                 " JOIN pg_namespace n ON n.oid = c.relnamespace"
                 " WHERE n.nspname = %s AND c.relkind = 'r'", (SCHEMA,)).fetchone()[0]
-        return stats_summary(self, SCHEMA_VERSION, live, removed, per_algorithm, seq, db_bytes)
+            verifiable = db.execute(
+                "SELECT COUNT(*) FROM hashmatch.verification v JOIN hashmatch.items i"
+                " ON i.id = v.item_id WHERE i.removed_at IS NULL").fetchone()[0]
+        stats = stats_summary(self, SCHEMA_VERSION, live, removed, per_algorithm, seq, db_bytes)
+        stats["verifiable_items"] = int(verifiable)
+        return stats
 
     def integrity_check(self) -> list[str]:
         problems = []

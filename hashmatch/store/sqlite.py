@@ -439,10 +439,15 @@ class SQLiteStore(Store):
                 " JOIN items i ON i.id = f.item_id WHERE i.removed_at IS NULL GROUP BY 1, 2 ORDER BY 1, 2"
             ).fetchall()
             seq = _last_seq(db)
+            verifiable = db.execute(
+                "SELECT COUNT(*) FROM verification v JOIN items i ON i.id = v.item_id"
+                " WHERE i.removed_at IS NULL").fetchone()[0]
         db_bytes = sum(
             os.path.getsize(p) for p in (self.path, self.path + "-wal") if os.path.exists(p)
         )
-        return stats_summary(self, SCHEMA_VERSION, live, removed, per_algorithm, seq, db_bytes)
+        stats = stats_summary(self, SCHEMA_VERSION, live, removed, per_algorithm, seq, db_bytes)
+        stats["verifiable_items"] = int(verifiable)
+        return stats
 
     def integrity_check(self) -> list[str]:
         problems = []
