@@ -23,7 +23,7 @@ from .codeindex import BucketPrefilter, CodeIndex
 from .errors import HashFormatError, HashmatchError, ImageError
 from .fingerprint import DEFAULT_BITS, Fingerprint
 from .hashers import check_algorithm, decode_needs, merge_needs
-from .hashers.pdq import VARIANT_NAMES
+from .hashers.pdq import PIL_TRANSPOSE, VARIANT_NAMES
 from .hashing import FileFingerprints, iter_hash_files
 from .regions import stored_role
 from .store import is_database_url, open_store
@@ -36,16 +36,6 @@ DEFAULT_MAX_DISTANCE = {"pdq": 31, "phash": 10, "dhash": 10, "ahash": 10, "grid"
 
 # The eight rotations/flips, in the order PDQ's dihedral hashes come in.
 DIHEDRAL_VARIANTS = VARIANT_NAMES
-_PIL_DIHEDRAL = {
-    "original": None,
-    "rot90": Image.Transpose.ROTATE_90,
-    "rot180": Image.Transpose.ROTATE_180,
-    "rot270": Image.Transpose.ROTATE_270,
-    "flipx": Image.Transpose.FLIP_TOP_BOTTOM,
-    "flipy": Image.Transpose.FLIP_LEFT_RIGHT,
-    "flipplus1": Image.Transpose.TRANSPOSE,
-    "flipminus1": Image.Transpose.TRANSVERSE,
-}
 FULL_REGION = "full"
 # Candidates verified per query (closest first): a copy is nearly always the closest item or
 # among the few closest (alignment already moved its pair); each costs ~1-3 ms.
@@ -696,8 +686,8 @@ class Index:
                 except HashmatchError:
                     raise  # the store failed: every later query would too
                 except Exception as exc:  # noqa: BLE001 - one bad query must not cost the batch
-                    yield_error = f"internal error ({type(exc).__name__}: {exc})"
-                    result = QueryResult(name, error=yield_error, sha256=sha256)
+                    reason = f"internal error ({type(exc).__name__}: {exc})"
+                    result = QueryResult(name, error=reason, sha256=sha256)
                 else:
                     result = QueryResult(name, matches, sha256=sha256,
                                          fingerprints=[fp for fp, region, variant in fingerprints
@@ -915,6 +905,8 @@ class Index:
         the decision: a verified copy is a match; a same-template picture is a lead, listed
         only with ``templates``; an item without stored pixels (a hash-list entry) matches by
         the plain PDQ rule (whole image, any rotation/flip, distance <= 31)."""
+        from .regions import PDQ_MARGIN
+
         use_regions = self._use_regions() if use_regions is None else use_regions
         verifying = aligner is not None
         by_algorithm: dict[tuple[str, int], list] = {}
@@ -929,8 +921,6 @@ class Index:
             pdq_verified = verifying and algorithm == "pdq"
             shard_margin = margin if margin is not None or not pdq_verified else 0
             shard_boxes: dict[int, tuple] = {}
-            from .regions import PDQ_MARGIN
-
             found = search_shard(shard, algorithm, group, max_distance, min_quality,
                                  shard_margin, use_regions and algorithm == "pdq", aligner,
                                  boxes=shard_boxes if pdq_verified else None,
@@ -1323,7 +1313,7 @@ def _variants(image: Image.Image, algorithm: str, exact: bool, dihedral: bool,
         return list(zip(pdq_hash_image(image, exact=exact, dihedral=True, full_size=full_size),
                         DIHEDRAL_VARIANTS))
     return [(compute(image if op is None else image.transpose(op), algorithm, exact=exact), name)
-            for name, op in _PIL_DIHEDRAL.items()]
+            for name, op in PIL_TRANSPOSE.items()]
 
 
 @dataclass(frozen=True)

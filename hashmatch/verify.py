@@ -1,32 +1,33 @@
 """Verification: is a candidate the same picture? An absolute test on stored pixels.
 
-The search (hashmatch.search) proposes candidates from PDQ distances, which are relative by
+The search (hashmatch.index.search_shard) proposes candidates from PDQ distances, which are relative by
 nature: an unrelated photo can come within 60 bits of some stored photo, and documents made
 from one template (ID cards of one design, receipts of one shop) sit 14-30 bits apart, inside
 any radius that also finds edited copies. So every candidate whose stored item has pixels is
-checked against a small picture of it kept in the store (``VerificationData``: a grey
-thumbnail of a few thousand pixels, JPEG-coded, <= ``BUDGET_BYTES``, plus where the stored
-regions lie on it), independently of what else the database holds:
+checked against what the store keeps of it (``VerificationData``, <= ``BUDGET_BYTES``: a grey
+JPEG thumbnail of ~10,000 pixels, where the stored regions lie on it, and 40 ORB keypoints of
+the picture at KEYPOINT_SIDE), independently of what else the database holds:
 
 1. **Register**: the pair the search found says which box of the query (on the query's grey
-   copy, turned and mirrored as the pair says) corresponds to which stored region. The box
-   is resampled onto the stored region's grid, and the stored box is refined side by side
-   (coordinate descent on the normalised correlation) so that a crop, a border or a loose
-   trim that the search only roughly fitted lands on the stored pixels. The refined box may
-   reach beyond the stored picture (a border the search did not trim): that part is not
-   compared.
-2. **Compare** tile by tile in the registered frame, after one global brightness/contrast
-   fit (colour edits, greyscale, gamma): a tile agrees when its structure correlates, or when
-   both tiles are flat and of the same brightness.
-3. **Decide**: the *same picture* agrees almost everywhere; what disagrees is one or two
-   compact areas that something covers (a caption, a sticker, a banner): the share that
-   agrees once the largest disagreeing blob is set aside is what is tested. A picture made
-   from the same *template* with other content agrees in its layout but disagrees in many
-   separate places (another photo, other names, other lines); an unrelated picture agrees
-   nowhere. Every figure is in ``Verdict.evidence``.
+   copy, turned and mirrored as the pair says) corresponds to which stored region. The stored
+   thumbnail is sampled into the query through that correspondence, refined side by side,
+   by shifts and by a small turn (coordinate descent on the normalised correlation), so that
+   a crop, a border or a loose trim the search only roughly fitted lands on the stored
+   pixels. Only the paired query box (with a little slack) is compared: what lies outside it
+   is frame, border or page.
+2. **Compare** tile by tile in the registered frame, after one robust brightness/contrast
+   fit (colour edits, greyscale, gamma; a caption does not pull it): a tile agrees when its
+   structure correlates; flat tiles of the same brightness on both sides are no evidence.
+   Then the stored keypoints are looked for, on the query resampled to their scale, where
+   the registration puts them.
+3. **Decide**: the *same picture* agrees in its pixels and its fine detail almost
+   everywhere, or everywhere but one compact area that something covers (a caption, a
+   sticker, a banner). An unrelated picture has almost none of the keypoints. A picture made
+   from the same *template* agrees in its layout but not in its detail (another photo, other
+   names): "template". Every figure is in ``Verdict.evidence``.
 
-Thresholds are measured (benchmarks/bench_precision.py, RESULTS.md "Precision"). The
-kernels are numpy on a few thousand pixels: ~1-3 ms per candidate.
+Thresholds are measured (benchmarks/bench_precision.py, RESULTS.md "Precision"). Numpy and one
+ORB detection: 8-15 ms per verified candidate on the shared 2-core machine.
 """
 from __future__ import annotations
 
@@ -250,7 +251,6 @@ REFINE_STEPS = (0.06, 0.03, 0.015)
 REFINE_DEGREES = (1.0, 0.5, 0.25)
 MAX_DEGREES = 6.0
 ANGLE_GAIN = 0.01
-REFINE_REACH = 0.35  # a refined box may extend this share beyond the stored picture
 
 
 @dataclass
@@ -259,10 +259,6 @@ class Verdict:
 
     kind: str  # "copy" | "template" | "different"
     evidence: dict = field(default_factory=dict)
-
-    @property
-    def same_picture(self) -> bool:
-        return self.kind == "copy"
 
 
 def _sample(grey: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -299,17 +295,9 @@ def _ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return cov / float(np.sqrt(va * vb))
 
 
-_DIHEDRAL_OPS = {
-    "rot90": Image.Transpose.ROTATE_90, "rot180": Image.Transpose.ROTATE_180,
-    "rot270": Image.Transpose.ROTATE_270, "flipx": Image.Transpose.FLIP_TOP_BOTTOM,
-    "flipy": Image.Transpose.FLIP_LEFT_RIGHT, "flipplus1": Image.Transpose.TRANSPOSE,
-    "flipminus1": Image.Transpose.TRANSVERSE,
-}
-
-
 def turn_box(box: Box, size: tuple[int, int], variant: str) -> Box:
     """Where ``box`` of an image of ``size`` lands when the image is turned as ``variant``
-    (PIL's transpose of the same name in _DIHEDRAL_OPS)."""
+    (hashers.pdq.PIL_TRANSPOSE[variant])."""
     w, h = size
     l, t, r, b = box
     return {
@@ -325,7 +313,9 @@ def _turned_query(grey: np.ndarray, box: Box, variant: str, scale: float):
     copy on which one pixel is about one thumbnail pixel (``scale``: query pixels per
     thumbnail pixel), with its reduction factor."""
     image = Image.fromarray(grey)
-    op = _DIHEDRAL_OPS.get(variant)
+    from .hashers.pdq import PIL_TRANSPOSE
+
+    op = PIL_TRANSPOSE.get(variant)
     if op is not None:
         box = turn_box(box, image.size, variant)
         image = image.transpose(op)

@@ -40,6 +40,18 @@ DIHEDRAL_NAMES = _imagecore.DIHEDRAL_NAMES  # order of the dihedral hashes
 VARIANT_NAMES = ("original", "rot90", "rot180", "rot270", "flipx", "flipy", "flipplus1",
                  "flipminus1")
 MIRROR = VARIANT_NAMES.index("flipy")  # left-right flip, the commonest re-post flip
+# Each variant as the PIL transpose that turns the image the same way (None: as is); the
+# index hashes other algorithms' variants with it, verification turns query pixels with it.
+PIL_TRANSPOSE = {
+    "original": None,
+    "rot90": Image.Transpose.ROTATE_90,
+    "rot180": Image.Transpose.ROTATE_180,
+    "rot270": Image.Transpose.ROTATE_270,
+    "flipx": Image.Transpose.FLIP_TOP_BOTTOM,
+    "flipy": Image.Transpose.FLIP_LEFT_RIGHT,
+    "flipplus1": Image.Transpose.TRANSPOSE,
+    "flipminus1": Image.Transpose.TRANSVERSE,
+}
 
 # Fast file hashing lets decode draft JPEGs down while both sides stay >= this many pixels;
 # the blur is then done at the full resolution's scale (_drafted_axis_weights). Chosen from
