@@ -517,6 +517,8 @@ def _unchanged_files(index, files, stats) -> dict:
     modification time, whose bytes still have the stored SHA-256: no need to decode them."""
     import hashlib
 
+    from . import verify
+
     from .text import storable as _storable
 
     by_path = {}
@@ -524,11 +526,17 @@ def _unchanged_files(index, files, stats) -> dict:
         if f in stats:
             by_path.setdefault(_storable(stats[f][0]), f)
     stored = index.store.find_by_paths(list(by_path))
+    # Items whose verification data is missing or from an older version are decoded again,
+    # so that their matches can be checked (the store then keeps the new data).
+    checked = index.store.get_verification([item.id for item in stored.values()]) \
+        if index.regions else {}
     unchanged = {}
     for path, item in stored.items():
         f = by_path[path]
         _, size, mtime_ns = stats[f]
         if item.sha256 is None or item.size != size or item.meta.get("mtime_ns") != mtime_ns:
+            continue
+        if index.regions and not verify.is_current(checked.get(item.id)):
             continue
         digest = hashlib.sha256()
         try:

@@ -983,7 +983,8 @@ class Index:
                                          str(sregion))
             if verdict.kind == "copy":
                 copies.append((item, value, ("copy", True, verify.copy_words(
-                    distance, qvariant, qregion, str(sregion)), verdict.evidence)))
+                    distance, qvariant, qregion, str(sregion), verdict.evidence),
+                    verdict.evidence)))
             elif verdict.kind == "template" and templates:
                 leads.append((item, value, ("template", False, verify.TEMPLATE_WORDS,
                                             verdict.evidence)))

@@ -1,12 +1,13 @@
 """Verification: is a candidate the same picture? An absolute test on stored pixels.
 
-The search (hashmatch.index.search_shard) proposes candidates from PDQ distances, which are relative by
-nature: an unrelated photo can come within 60 bits of some stored photo, and documents made
-from one template (ID cards of one design, receipts of one shop) sit 14-30 bits apart, inside
-any radius that also finds edited copies. So every candidate whose stored item has pixels is
-checked against what the store keeps of it (``VerificationData``, <= ``BUDGET_BYTES``: a grey
-JPEG thumbnail of ~10,000 pixels, where the stored regions lie on it, and 40 ORB keypoints of
-the picture at KEYPOINT_SIDE), independently of what else the database holds:
+The search (hashmatch.index.search_shard) proposes candidates from PDQ distances, which are
+relative by nature: an unrelated photo can come within 60 bits of some stored photo, and
+documents made from one template (ID cards of one design, receipts of one shop) sit 14-30
+bits apart, inside any radius that also finds edited copies. So every candidate whose stored
+item has pixels is checked against what the store keeps of it (``VerificationData``,
+<= ``BUDGET_BYTES``: a grey JPEG thumbnail of up to ~10,000 pixels, where the stored regions
+lie on it, and a *detail code* of 64 bits for each of ~240 tiles of the picture), whatever
+else the database holds:
 
 1. **Register**: the pair the search found says which box of the query (on the query's grey
    copy, turned and mirrored as the pair says) corresponds to which stored region. The stored
@@ -15,19 +16,24 @@ the picture at KEYPOINT_SIDE), independently of what else the database holds:
    a crop, a border or a loose trim the search only roughly fitted lands on the stored
    pixels. Only the paired query box (with a little slack) is compared: what lies outside it
    is frame, border or page.
-2. **Compare** tile by tile in the registered frame, after one robust brightness/contrast
-   fit (colour edits, greyscale, gamma; a caption does not pull it): a tile agrees when its
-   structure correlates; flat tiles of the same brightness on both sides are no evidence.
-   Then the stored keypoints are looked for, on the query resampled to their scale, where
-   the registration puts them.
-3. **Decide**: the *same picture* agrees in its pixels and its fine detail almost
-   everywhere, or everywhere but one compact area that something covers (a caption, a
-   sticker, a banner). An unrelated picture has almost none of the keypoints. A picture made
-   from the same *template* agrees in its layout but not in its detail (another photo, other
-   names): "template". Every figure is in ``Verdict.evidence``.
+2. **Compare the layout** tile by tile on the thumbnail, after one robust brightness/contrast
+   fit (colour edits, greyscale, gamma; a caption does not pull it).
+3. **Compare the detail** tile by tile at several times the thumbnail's resolution: each
+   stored tile's code holds the signs of its 63 lowest DCT coefficients (against their
+   median, as PDQ does for the whole picture); the query is sampled at the same places
+   through the registration (within 2 samples either way) and only its confident
+   coefficients are compared. Letters, digits and faces are resolved here: another name
+   or another total is another code.
+4. **Decide**: the *same picture* agrees in its detail everywhere the query shows it, but
+   for one connected area at most that something covers (a caption, a sticker, a banner);
+   where that area is large, it must differ in its layout too (an overlay replaces the
+   picture, where a sibling keeps its layout). A picture made from the same *template*
+   agrees in its layout but not in its detail at several places (other names, other
+   lines): "template". An unrelated picture agrees in neither. Every figure is in
+   ``Verdict.evidence``.
 
-Thresholds are measured (benchmarks/bench_precision.py, RESULTS.md "Precision"). Numpy and one
-ORB detection: 8-15 ms per verified candidate on the shared 2-core machine.
+Thresholds are measured (benchmarks/bench_precision.py, RESULTS.md "Precision"). Numpy only:
+about 10 ms per verified candidate on the shared 2-core machine.
 """
 from __future__ import annotations
 
@@ -43,37 +49,37 @@ FBox = tuple[float, float, float, float]
 # ---------------------------------------------------------------------------------------------
 # stored data
 
-MAGIC = b"HMV2"
+MAGIC = b"HMV3"  # HMV2 (thumbnail + ORB keypoints, hashmatch 0.2.0) is read as outdated
 # magic, thumbnail width and height, content box, embedded box (in 1/65535 of the picture),
-# number of keypoints, JPEG length.
-_HEADER = struct.Struct("<4sHH8HHH")
-_KEYPOINT = struct.Struct("<HH32s")  # position (1/65535 of the picture), ORB descriptor
-# Per item: header + JPEG bytes. The issue's budget is 4 KB; a grey JPEG of ~9,000 pixels
-# (e.g. 110x82 for a photo, 55x165 for a receipt) fits it for photos and most documents;
-# text-dense pictures step down until it fits.
+# JPEG length, detail grid columns and rows.
+_HEADER = struct.Struct("<4sHH8HHBB")
+# Per item: header + JPEG bytes + detail codes. The issue's budget is 4 KB: the detail codes
+# take up to ~2 KB, a grey JPEG of ~7,000-10,000 pixels (e.g. 100x70 for a photo, 50x150 for
+# a receipt) the rest; text-dense pictures step the thumbnail down until it fits.
 BUDGET_BYTES = 4000
-# Local features (OpenCV's ORB) of the picture at KEYPOINT_SIDE on its long side, the
-# strongest spread over a KEYPOINT_GRID x KEYPOINT_GRID grid: fine detail (letters, faces)
-# that the thumbnail is too coarse to show, which is what tells a copy from a picture made
-# from the same template with other names and photos.
-KEYPOINT_SIDE = 512
-KEYPOINT_COUNT = 40
-KEYPOINT_GRID = 5
 THUMB_PIXELS = 10_000
 MIN_THUMB_PIXELS = 1_500
 THUMB_QUALITY = 82
 MAX_THUMB_SIDE = 400  # refuse anything larger when reading (hostile stores)
+# The detail grid: about DETAIL_TILES tiles shaped to the picture; each tile is sampled at
+# DETAIL_SAMPLES x DETAIL_SAMPLES and coded by the signs of the 63 lowest AC coefficients of
+# its 8x8 DCT against their median, plus a "flat" bit (too little texture to code).
+DETAIL_TILES = 240
+DETAIL_MAX_SIDE = 40
+DETAIL_SAMPLES = 16
+DETAIL_FLAT_STD = 4.0
+DETAIL_BYTES = 8
 
 
 @dataclass(frozen=True)
 class VerificationData:
-    """A stored picture as the verifier needs it: grey thumbnail + region boxes on it."""
+    """A stored picture as the verifier needs it: grey thumbnail, region boxes on it, and
+    the detail codes of its tiles."""
 
     thumb: np.ndarray  # (h, w) uint8
     content: FBox  # the stored "content" region, in thumbnail pixels
     embedded: FBox
-    keypoints: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (n, 2) thumb px
-    descriptors: np.ndarray = field(default_factory=lambda: np.zeros((0, 32), np.uint8))
+    detail: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, DETAIL_BYTES), np.uint8))
 
     def region_box(self, region: str) -> FBox | None:
         """Where stored region ``region`` lies on the thumbnail (crop windows from content)."""
@@ -111,7 +117,7 @@ def encode(image: Image.Image, content_box: Box, embedded_box: Box) -> bytes:
 
     grey = image if image.mode == "L" else image.convert("L")
     boxes = _fraction_box(content_box, grey.size) + _fraction_box(embedded_box, grey.size)
-    points = _stored_keypoints(grey)
+    nx, ny, detail = _stored_detail(grey)
     pixels = THUMB_PIXELS
     while True:
         tw, th = _thumb_size(grey.width, grey.height, pixels)
@@ -119,51 +125,54 @@ def encode(image: Image.Image, content_box: Box, embedded_box: Box) -> bytes:
         arr = np.ascontiguousarray(np.asarray(small, np.uint8)[:, :, None])
         data = simplejpeg.encode_jpeg(arr, quality=THUMB_QUALITY, colorspace="GRAY",
                                       colorsubsampling="Gray")
-        out = (_HEADER.pack(MAGIC, tw, th, *boxes, len(points) // _KEYPOINT.size, len(data))
-               + data + points)
+        out = _HEADER.pack(MAGIC, tw, th, *boxes, len(data), nx, ny) + data + detail
         if len(out) <= BUDGET_BYTES or pixels <= MIN_THUMB_PIXELS:
             return out
-        pixels = max(MIN_THUMB_PIXELS, int(pixels * 0.75))
+        pixels = max(MIN_THUMB_PIXELS, int(pixels * 0.8))
 
 
-def _orb(grey: np.ndarray, count: int):
-    """ORB keypoints (x, y) and descriptors of a grey array. One pyramid level: the query is
-    resampled to the stored keypoints' scale before it is looked at, so the scale search
-    of a full pyramid buys nothing (and cost 2.5x the time)."""
-    import cv2
-
-    orb = cv2.ORB_create(nfeatures=count, fastThreshold=12, edgeThreshold=15,  # type: ignore[attr-defined]
-                         patchSize=31, nlevels=1, scoreType=cv2.ORB_FAST_SCORE)  # type: ignore[attr-defined]
-    found, desc = orb.detectAndCompute(np.ascontiguousarray(grey, np.uint8), None)
-    if desc is None or not found:
-        return np.zeros((0, 2)), np.zeros((0, 32), np.uint8), np.zeros(0)
-    xy = np.array([k.pt for k in found], np.float64)
-    response = np.array([k.response for k in found], np.float64)
-    return xy, desc, response
+def _dct_rows(size: int) -> np.ndarray:
+    """The 8 lowest DCT-II basis rows for ``size`` samples."""
+    x = np.arange(size)
+    return np.cos(np.pi * (2 * x[None, :] + 1) * np.arange(8)[:, None] / (2 * size)).astype(
+        np.float32)
 
 
-def _stored_keypoints(grey: Image.Image) -> bytes:
-    scale = KEYPOINT_SIDE / max(grey.size)
-    size = (max(16, round(grey.width * scale)), max(16, round(grey.height * scale)))
-    work = np.asarray(_reduce_to(grey, *size), np.uint8)
-    xy, desc, response = _orb(work, 10 * KEYPOINT_COUNT)
-    if len(xy) == 0:
-        return b""
-    # The strongest of each grid cell in turn: keypoints spread over the whole picture.
-    cell = (np.minimum(xy[:, 0] * KEYPOINT_GRID // size[0], KEYPOINT_GRID - 1) * KEYPOINT_GRID
-            + np.minimum(xy[:, 1] * KEYPOINT_GRID // size[1], KEYPOINT_GRID - 1)).astype(int)
-    order = np.lexsort((-response, cell))
-    rank = np.empty(len(xy), int)
-    starts = np.r_[0, np.nonzero(np.diff(cell[order]))[0] + 1]
-    for begin, end in zip(starts, np.r_[starts[1:], len(order)]):
-        rank[order[begin:end]] = np.arange(end - begin)
-    chosen = np.lexsort((-response, rank))[:KEYPOINT_COUNT]
-    out = b""
-    for k in chosen:
-        fx = max(0, min(65535, round(xy[k, 0] / size[0] * 65535)))
-        fy = max(0, min(65535, round(xy[k, 1] / size[1] * 65535)))
-        out += _KEYPOINT.pack(fx, fy, desc[k].tobytes())
-    return out
+_DCT = _dct_rows(DETAIL_SAMPLES)
+
+
+def detail_grid(width: int, height: int) -> tuple[int, int]:
+    """Columns and rows of the detail grid of a picture of this size."""
+    nx = max(2, min(DETAIL_MAX_SIDE, round((DETAIL_TILES * width / max(1, height)) ** 0.5)))
+    ny = max(2, min(DETAIL_MAX_SIDE, round(DETAIL_TILES / nx)))
+    return nx, ny
+
+
+def tile_coefficients(patches: np.ndarray) -> np.ndarray:
+    """(..., S, S) grey patches -> (..., 63): their 63 lowest AC DCT coefficients minus
+    the coefficients' median (so that a sign is one bit of the code)."""
+    coeffs = np.matmul(np.matmul(_DCT, patches.astype(np.float32)), _DCT.T)
+    c = coeffs.reshape(coeffs.shape[:-2] + (64,))[..., 1:]
+    return c - np.median(c, axis=-1, keepdims=True)
+
+
+def tile_codes(patches: np.ndarray) -> np.ndarray:
+    """(..., S, S) grey patches -> (..., 8) uint8: 63 coefficient signs, then the flat bit."""
+    bits = tile_coefficients(patches) > 0
+    flat = patches.std(axis=(-2, -1)) < DETAIL_FLAT_STD
+    return np.packbits(np.concatenate([bits, flat[..., None]], axis=-1), axis=-1)
+
+
+def _stored_detail(grey: Image.Image) -> tuple[int, int, bytes]:
+    nx, ny = detail_grid(grey.width, grey.height)
+    s = DETAIL_SAMPLES
+    # Box-reduce by a whole factor, then resample: about one area average per sample, as
+    # the query's side does (hashmatch.verify._detail_agreement).
+    factor = min(grey.width // (nx * s), grey.height // (ny * s))
+    work = grey.reduce(factor) if factor >= 2 else grey
+    arr = np.asarray(work.resize((nx * s, ny * s), Image.Resampling.BILINEAR), np.float32)
+    patches = arr.reshape(ny, s, nx, s).transpose(0, 2, 1, 3)
+    return nx, ny, np.ascontiguousarray(tile_codes(patches)).tobytes()
 
 
 def _reduce_to(grey: Image.Image, tw: int, th: int) -> Image.Image:
@@ -176,7 +185,14 @@ def _reduce_to(grey: Image.Image, tw: int, th: int) -> Image.Image:
 
 class VerificationDataError(ValueError):
     """Stored verification data that is not what hashmatch writes (a hostile or damaged
-    store): the candidate is then treated as unverifiable, never trusted."""
+    store, or an older format): the candidate is then treated as unverifiable, never
+    trusted."""
+
+
+def is_current(blob) -> bool:
+    """Whether stored verification data is in the format this version verifies with (data
+    of an older version is replaced when its file is indexed again)."""
+    return isinstance(blob, (bytes, bytearray, memoryview)) and bytes(blob[:4]) == MAGIC
 
 
 def decode(blob: bytes) -> VerificationData:
@@ -186,19 +202,19 @@ def decode(blob: bytes) -> VerificationData:
     if not isinstance(blob, (bytes, bytearray, memoryview)):
         raise VerificationDataError("not bytes")
     blob = bytes(blob)
+    if blob[:4] == b"HMV2":
+        raise VerificationDataError("made by hashmatch 0.2 (index the file again)")
     if len(blob) <= _HEADER.size or len(blob) > 4 * BUDGET_BYTES:
         raise VerificationDataError(f"wrong size ({len(blob)} bytes)")
-    magic, tw, th, *boxes, n_points, jpeg_size = _HEADER.unpack_from(blob)
-    if magic != MAGIC or not (8 <= tw <= MAX_THUMB_SIDE and 8 <= th <= MAX_THUMB_SIDE):
+    magic, tw, th, *boxes, jpeg_size, nx, ny = _HEADER.unpack_from(blob)
+    if magic != MAGIC or not (8 <= tw <= MAX_THUMB_SIDE and 8 <= th <= MAX_THUMB_SIDE) \
+            or not (2 <= nx <= DETAIL_MAX_SIDE and 2 <= ny <= DETAIL_MAX_SIDE):
         raise VerificationDataError("bad header")
-    if _HEADER.size + jpeg_size + n_points * _KEYPOINT.size != len(blob):
+    if _HEADER.size + jpeg_size + nx * ny * DETAIL_BYTES != len(blob):
         raise VerificationDataError("lengths in the header do not add up")
     jpeg = blob[_HEADER.size:_HEADER.size + jpeg_size]
-    rest = blob[_HEADER.size + jpeg_size:]
-    points = [_KEYPOINT.unpack_from(rest, k * _KEYPOINT.size) for k in range(n_points)]
-    keypoints = np.array([(x / 65535 * tw, y / 65535 * th) for x, y, _ in points],
-                         np.float64).reshape(-1, 2)
-    descriptors = np.frombuffer(b"".join(d for _, _, d in points), np.uint8).reshape(-1, 32)
+    detail = np.frombuffer(blob[_HEADER.size + jpeg_size:], np.uint8).reshape(
+        ny, nx, DETAIL_BYTES)
     try:
         hw = simplejpeg.decode_jpeg_header(jpeg)
         if (hw[1], hw[0]) != (tw, th):
@@ -215,8 +231,7 @@ def decode(blob: bytes) -> VerificationData:
             raise VerificationDataError("bad region box")
         return (l * tw, t * th, r * tw, b * th)
 
-    return VerificationData(np.ascontiguousarray(arr), box(boxes[:4]), box(boxes[4:]),
-                            keypoints, descriptors)
+    return VerificationData(np.ascontiguousarray(arr), box(boxes[:4]), box(boxes[4:]), detail)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,22 +244,31 @@ TILE = 6
 FLAT_STD = 5.0
 FLAT_LEVELS = 24.0  # flat tiles agree when their brightness (after the global fit) is this close
 TILE_AGREE_NCC = 0.55
-# The decision (measured on 564 copy pairs and 660 pairs of unknown pictures with their
-# closest stored items: benchmarks/bench_precision.py, RESULTS.md "Precision"):
-# - the query has the stored picture's fine detail: at least SAME_KEYPOINTS of its keypoints
-#   (an unrelated photo or receipt: <= 0.25; a copy: 0.9 typically);
-# - and its pixels agree: SAME_AGREE of the compared tiles, and SAME_AGREE_KEYPOINTS of its
-#   keypoints; or, when something covers part
-#   of it (a caption, a sticker, a banner), OCCLUDED_AGREE of them with everything but the
-#   largest disagreeing area agreeing (OCCLUDED_REST) and its keypoints there too
-#   (OCCLUDED_KEYPOINTS). A card of the same design with another photo and name agrees
-#   around the photo too, but not in its names and numbers: its keypoints there fail.
-SAME_KEYPOINTS = 0.30
-SAME_AGREE = 0.90
-SAME_AGREE_KEYPOINTS = 0.50  # ... with this share of its keypoints
-OCCLUDED_AGREE = 0.50
-OCCLUDED_REST = 0.85
-OCCLUDED_KEYPOINTS = 0.95
+# The decision (measured on the verified pairs of bench_precision's quick suite: 994 copy
+# pairs, 1,895 pairs of a query with a stored picture it is not; RESULTS.md "Precision"):
+# - a detail tile agrees when at most DETAIL_AGREE_WRONG of 32 of its confident bits differ
+#   (a copy: 0-1 mostly; another name in the same field: 8-16);
+# - the same picture: of the textured tiles the query shows, at least DETAIL_MIN_AGREE
+#   agree, and outside the largest connected group of disagreeing tiles at least
+#   SAME_DETAIL_REST do (noise, a turn of a few degrees); that group (something covering
+#   the picture) is at most COVERED_FREELY of the tiles, or at most COVERED_AT_MOST if the
+#   layout there differs too (at most COVERED_LAYOUT_AGREE of the thumbnail tiles under it
+#   agree: an overlay replaces the picture, where a card of the same design keeps its
+#   labels and lines and changes only the names in them);
+# - the query shows at least MIN_COVER of the stored picture, and at least MIN_DETAIL_TILES
+#   textured tiles of it;
+# - otherwise a "template" when at least TEMPLATE_AGREE of the thumbnail tiles agree and
+#   DETAIL_MIN_AGREE of the detail tiles (an unrelated picture: rarely 0.4, mostly < 0.2).
+DETAIL_SHIFT = 2  # samples either way: what the registration leaves over
+DETAIL_CONFIDENT = 32  # bits compared per tile: the query's most confident ones ...
+DETAIL_MIN_COEFF = 0.3  # ... of those at least this share of the tile's RMS coefficient
+DETAIL_AGREE_WRONG = 3
+DETAIL_MIN_AGREE = 0.30
+SAME_DETAIL_REST = 0.92
+COVERED_FREELY = 0.15
+COVERED_AT_MOST = 0.30
+COVERED_LAYOUT_AGREE = 0.30
+MIN_DETAIL_TILES = 8
 TEMPLATE_AGREE = 0.45  # not a copy, but at least this agrees: the same layout, other content
 MIN_COVER = 0.30  # the query must show at least this share of the stored picture
 REFINE_STEPS = (0.06, 0.03, 0.015)
@@ -469,71 +493,70 @@ def _largest_blob(mask: np.ndarray) -> tuple[int, np.ndarray]:
     return int(sizes.max()), labels == int(np.argmax(sizes)) + 1
 
 
-QUERY_KEYPOINTS = 1000  # ORB features of the query, where the stored picture lies
-KEYPOINT_REACH = 0.03  # a stored keypoint is looked for this far (share of KEYPOINT_SIDE)
-KEYPOINT_MATCH_BITS = 64  # of ORB's 256: the same spot of the same picture
-
-
-def _keypoint_agreement(turned: np.ndarray, factor: int, reg: "_Registration", pose,
-                        stored: VerificationData, blob_mask: np.ndarray, thumb_shape):
-    """Share of the stored keypoints the query shows that it has too, at the place the
-    registration puts them (all of them, and those outside the largest tile difference),
-    and how many it shows."""
-    if len(stored.keypoints) == 0:
-        return 0.0, 0.0, 0
+def _detail_agreement(turned: np.ndarray, factor: int, reg: "_Registration", pose,
+                      stored: VerificationData, thumb_shape):
+    """Per detail tile of the stored picture: how many of 32 confident bits of the query's
+    code differ from the stored code (the best of the shifts within DETAIL_SHIFT samples),
+    -1 where the query does not show the tile; and the mask of tiles that are no evidence
+    (flat on both sides)."""
+    ny, nx = stored.detail.shape[:2]
     h, w = thumb_shape
+    s, k = DETAIL_SAMPLES, DETAIL_SHIFT
     (sl, st, sr, sb), angle = pose
     ql, qt, qr, qb = (v * factor for v in reg.qbox)
     kx, ky = (qr - ql) / (sr - sl), (qb - qt) / (sb - st)
-    # Stored keypoints in the turned query's pixels (the registration's map, scaled back up).
-    dx = (stored.keypoints[:, 0] - (sl + sr) / 2) * kx
-    dy = (stored.keypoints[:, 1] - (st + sb) / 2) * ky
-    c, s = np.cos(np.radians(angle)), np.sin(np.radians(angle))
-    px = (ql + qr) / 2 + dx * c - dy * s
-    py = (qt + qb) / 2 + dx * s + dy * c
-    gh, gw = turned.shape
-    visible = (px >= 8) & (px < gw - 8) & (py >= 8) & (py < gh - 8)
+    # Sample the query as the stored picture was: box-reduced by a whole factor to about
+    # one pixel per sample, then bilinear.
+    spacing = max(kx * w / (nx * s), ky * h / (ny * s))
+    image = turned
+    r = int(spacing)
+    if r >= 2:
+        image = np.asarray(Image.fromarray(np.ascontiguousarray(turned)).reduce(r))
+    else:
+        r = 1
+    n = s + 2 * k
+    offsets = (np.arange(n) - k + 0.5) / s  # in tiles
+    us = (np.arange(nx)[:, None] + offsets[None, :]) / nx * w  # (nx, n) thumbnail pixels
+    vs = (np.arange(ny)[:, None] + offsets[None, :]) / ny * h
+    dx = (np.broadcast_to(us[None, :, None, :], (ny, nx, n, n)) - (sl + sr) / 2) * kx
+    dy = (np.broadcast_to(vs[:, None, :, None], (ny, nx, n, n)) - (st + sb) / 2) * ky
+    c, sn = np.cos(np.radians(angle)), np.sin(np.radians(angle))
+    px = (ql + qr) / 2 + dx * c - dy * sn
+    py = (qt + qb) / 2 + dx * sn + dy * c
+    values, valid = _sample(image.astype(np.float32), px / r, py / r)
     if reg.limit is not None:
-        l, t, r, b = (v * factor for v in reg.limit)
-        visible &= (px >= l) & (px <= r) & (py >= t) & (py <= b)
-    if not visible.any():
-        return 0.0, 0.0, 0
-    # The query at the stored keypoints' scale, resampled as the stored picture was (the
-    # descriptors are sensitive to the resampling: the whole query is resized, then cut),
-    # then cut to where the stored picture lies, so that the query's keypoints are spent
-    # there and not on a caption bar or a page around it.
-    per_keypoint_px = max(kx * w, ky * h) / KEYPOINT_SIDE  # query px per stored-keypoint px
-    ratio = 1.0 / per_keypoint_px
-    whole = (max(16, round(gw * ratio)), max(16, round(gh * ratio)))
-    if whole[0] * whole[1] > 16 * KEYPOINT_SIDE * KEYPOINT_SIDE:
-        return 0.0, 0.0, 0
-    resized = np.asarray(_reduce_to(Image.fromarray(np.ascontiguousarray(turned)), *whole))
-    sx, sy = whole[0] / gw, whole[1] / gh
-    margin = 0.05 * KEYPOINT_SIDE
-    x0 = int(max(0, px[visible].min() * sx - margin))
-    x1 = int(min(whole[0], px[visible].max() * sx + margin))
-    y0 = int(max(0, py[visible].min() * sy - margin))
-    y1 = int(min(whole[1], py[visible].max() * sy + margin))
-    if x1 - x0 < 16 or y1 - y0 < 16:
-        return 0.0, 0.0, 0
-    qxy, qdesc, _ = _orb(resized[y0:y1, x0:x1], QUERY_KEYPOINTS)
-    if len(qxy) == 0:
-        return 0.0, 0.0, int(visible.sum())
-    at = np.stack([px * sx - x0, py * sy - y0], axis=1)
-    reach = KEYPOINT_REACH * KEYPOINT_SIDE
-    near = ((at[:, None, :] - qxy[None, :, :]) ** 2).sum(axis=2) <= reach * reach
-    which, other = np.nonzero(near)
-    bits = np.bitwise_count(stored.descriptors[which] ^ qdesc[other]).sum(axis=1)
-    best = np.full(len(at), 256, np.int64)
-    np.minimum.at(best, which, bits.astype(np.int64))
-    matched = best <= KEYPOINT_MATCH_BITS
-    ny, nx = blob_mask.shape
-    ti = np.clip((stored.keypoints[:, 1] // max(1, h // ny)).astype(int), 0, ny - 1)
-    tj = np.clip((stored.keypoints[:, 0] // max(1, w // nx)).astype(int), 0, nx - 1)
-    outside = visible & ~blob_mask[ti, tj]
-    share_all = float(matched[visible].mean())
-    share_outside = float(matched[outside].mean()) if outside.any() else share_all
-    return share_all, share_outside, int(visible.sum())
+        l, t, rr, b = (v * factor for v in reg.limit)
+        valid &= (px >= l) & (px <= rr) & (py >= t) & (py <= b)
+    shown = valid[:, :, k:k + s, k:k + s].mean(axis=(2, 3)) >= 0.9
+    windows = np.stack([values[:, :, a:a + s, b:b + s]
+                        for a in range(2 * k + 1) for b in range(2 * k + 1)], axis=2)
+    coeffs = tile_coefficients(windows)  # (ny, nx, shifts, 63)
+    stored_bits = np.unpackbits(stored.detail, axis=-1).astype(bool)  # (ny, nx, 64)
+    # Only the query's confident coefficients count: one near the median flips with any
+    # resampling or JPEG noise.
+    top = np.argpartition(-np.abs(coeffs), DETAIL_CONFIDENT, axis=-1)[..., :DETAIL_CONFIDENT]
+    confident = np.take_along_axis(coeffs, top, axis=-1)
+    rms = np.sqrt((coeffs * coeffs).mean(axis=-1, keepdims=True))
+    counted = np.abs(confident) >= DETAIL_MIN_COEFF * rms
+    expected = np.take_along_axis(
+        np.broadcast_to(stored_bits[:, :, None, :63], coeffs.shape), top, axis=-1)
+    wrong = ((confident > 0) != expected) & counted
+    share = (wrong.sum(axis=-1) / np.maximum(counted.sum(axis=-1), 1)).min(axis=-1)
+    # A stored flat tile is no evidence, unless the query shows texture there: something
+    # was put on the picture (a caption's letters over a blank area).
+    textured = windows[:, :, len(windows[0, 0]) // 2].std(axis=(-2, -1)) >= 2 * DETAIL_FLAT_STD
+    flat = stored_bits[:, :, 63]
+    wrong = np.where(flat & textured, DETAIL_CONFIDENT, np.round(share * DETAIL_CONFIDENT))
+    return np.where(shown, wrong, -1), flat & ~textured
+
+
+def _layout_at(tiles: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The thumbnail tile comparison (1 agree, 0 disagree, -1 none) under the centre of
+    each tile of a detail grid of ``shape``."""
+    cy, cx = tiles.shape
+    ci = np.clip(((np.arange(shape[0]) + 0.5) / shape[0] * cy).astype(int), 0, cy - 1)
+    cj = np.clip(((np.arange(shape[1]) + 0.5) / shape[1] * cx).astype(int), 0, cx - 1)
+    return tiles[ci[:, None], cj[None, :]]
 
 
 def verify_pair(query_grey: np.ndarray, query_box: Box, query_variant: str,
@@ -567,35 +590,43 @@ def verify_pair(query_grey: np.ndarray, query_box: Box, query_variant: str,
     reg = _Registration(thumb, query, qbox, limit=limit)
     values, valid = reg.sample(pose)
     ncc = _ncc(values, thumb, valid)
-    tiles, tile_ncc = _tile_agreement(values, thumb, valid)
+    tiles, _ = _tile_agreement(values, thumb, valid)
     cover = float(valid.mean())
     compared = tiles >= 0
     n = int(compared.sum())
     if n == 0:
         return Verdict("different", {"reason": "no overlap", "cover": round(cover, 3)})
-    agree = int((tiles == 1).sum())
-    disagree = compared & (tiles == 0)
-    blob, blob_mask = _largest_blob(disagree)
-    outside = tile_ncc[~blob_mask & ~np.isnan(tile_ncc)]
-    detail = float(outside.mean()) if len(outside) else 0.0
-    raw = agree / n
-    set_aside = agree / max(1, n - blob)
-    kp_all, kp_outside, kp_visible = _keypoint_agreement(turned, factor, reg, pose, stored,
-                                                         blob_mask, thumb.shape)
-    evidence = {"agree": round(raw, 3), "agree_outside_largest_difference": round(set_aside, 3),
-                "largest_difference": round(blob / n, 3), "tiles": n,
+    layout = int((tiles == 1).sum()) / n
+    wrong, flat = _detail_agreement(turned, factor, reg, pose, stored, thumb.shape)
+    layout_at = _layout_at(tiles, wrong.shape)
+    # Flat on both sides, but of another brightness (a plain sticker over a blank area):
+    # the layout comparison says so.
+    wrong = np.where(flat & (wrong >= 0) & (layout_at == 0), DETAIL_CONFIDENT, wrong)
+    flat &= layout_at != 0
+    textured = (wrong >= 0) & ~flat
+    count = int(textured.sum())
+    agree = textured & (wrong <= DETAIL_AGREE_WRONG)
+    covered, covered_mask = _largest_blob(textured & ~agree)
+    rest = textured & ~covered_mask
+    share = float(agree.sum()) / max(1, count)
+    share_rest = float((agree & rest).sum()) / max(1, int(rest.sum()))
+    covered_share = covered / max(1, int((wrong >= 0).sum()))  # of the picture shown
+    under = layout_at[covered_mask]
+    layout_covered = float((under == 1).sum() / max(1, (under >= 0).sum()))
+    evidence = {"detail_agree": round(share, 3),
+                "detail_agree_outside_largest_difference": round(share_rest, 3),
+                "largest_difference": round(covered_share, 3),
+                "layout_agree_in_largest_difference": round(layout_covered, 3),
+                "detail_tiles": count, "layout_agree": round(layout, 3), "layout_tiles": n,
                 "cover": round(cover, 3), "correlation": round(ncc, 3),
-                "detail_outside_largest_difference": round(detail, 3),
-                "angle": round(pose[1], 2), "keypoints_visible": kp_visible,
-                "keypoints_agree": round(kp_all, 3),
-                "keypoints_agree_outside_largest_difference": round(kp_outside, 3)}
-    if kp_visible and kp_all < SAME_KEYPOINTS:
-        return Verdict("different", evidence)
-    if cover >= MIN_COVER and ((raw >= SAME_AGREE and kp_all >= SAME_AGREE_KEYPOINTS) or (
-            raw >= OCCLUDED_AGREE and set_aside >= OCCLUDED_REST
-            and kp_outside >= OCCLUDED_KEYPOINTS)):
+                "angle": round(pose[1], 2)}
+    if cover >= MIN_COVER and count >= MIN_DETAIL_TILES and share >= DETAIL_MIN_AGREE \
+            and share_rest >= SAME_DETAIL_REST and (
+                covered_share <= COVERED_FREELY or (
+                    covered_share <= COVERED_AT_MOST
+                    and layout_covered <= COVERED_LAYOUT_AGREE)):
         return Verdict("copy", evidence)
-    if raw >= TEMPLATE_AGREE:
+    if cover >= MIN_COVER and layout >= TEMPLATE_AGREE and share >= DETAIL_MIN_AGREE:
         return Verdict("template", evidence)
     return Verdict("different", evidence)
 
@@ -608,9 +639,17 @@ PLAIN_RULE = "plain PDQ: whole image, any rotation or flip, distance <= 31"
 TEMPLATE_WORDS = "same template, not a copy"
 
 
-def copy_words(distance: int, query_variant: str, query_region: str, stored_region: str) -> str:
+COVERED_WORDS_FROM = 0.05  # a covered/changed area this large is named in the verdict
+
+
+def copy_words(distance: int, query_variant: str, query_region: str, stored_region: str,
+               evidence: dict | None = None) -> str:
     """"same picture", or "same picture, edited" when it was turned, framed, cut or changed
-    (the outputs say how beside it: hashmatch.formats.describe_how)."""
+    (the outputs say how beside it: hashmatch.formats.describe_how), with the share of the
+    picture something covers when that is large enough to matter to a reader."""
+    covered = float((evidence or {}).get("largest_difference", 0.0))
+    if covered >= COVERED_WORDS_FROM:
+        return f"same picture, edited: {round(100 * covered)} % of it covered or changed"
     if distance <= 8 and query_variant == "original" and query_region == "full" \
             and stored_region == "full":
         return "same picture"

@@ -411,7 +411,7 @@ class PostgresStore(Store):
         live = dict(db.execute(
             "SELECT sha256, id FROM hashmatch.items WHERE sha256 = ANY(%s::text[])"
             " AND removed_at IS NULL", (conflicting,)).fetchall()) if conflicting else {}
-        new_ids, fingerprints, verification = [], [], []
+        new_ids, fingerprints, verification, upgrades = [], [], [], []
         for item_id, k in zip(ids, fresh):
             record = prepared[k][0]
             if item_id in inserted:
@@ -422,6 +422,8 @@ class PostgresStore(Store):
                     verification.append((item_id, record.verification))
             elif record.sha256 in live:
                 outcomes[k] = AddOutcome("duplicate", live[record.sha256])
+                if record.verification is not None:
+                    upgrades.append((live[record.sha256], record.verification))
             else:  # the conflicting item was removed meanwhile by another writer: start over
                 raise _race()
         for k, (record, _, _) in enumerate(prepared):
@@ -440,6 +442,14 @@ class PostgresStore(Store):
                 "INSERT INTO hashmatch.verification (item_id, data)"
                 " SELECT t.item_id, t.data FROM unnest(%s::bigint[], %s::bytea[])"
                 " AS t(item_id, data)", tuple(map(list, zip(*verification))))
+        if upgrades:
+            # As SQLiteStore: data of another format (an older version) is replaced.
+            db.execute(
+                "INSERT INTO hashmatch.verification (item_id, data)"
+                " SELECT t.item_id, t.data FROM unnest(%s::bigint[], %s::bytea[])"
+                " AS t(item_id, data) ON CONFLICT (item_id) DO UPDATE SET data = EXCLUDED.data"
+                " WHERE substring(hashmatch.verification.data from 1 for 4)"
+                " <> substring(EXCLUDED.data from 1 for 4)", tuple(map(list, zip(*upgrades))))
         self._append_changes(db, new_ids, "add", now)
         added = len(new_ids)
         summary = {"added": added, "duplicates": len(outcomes) - added, **(detail or {})}
@@ -572,6 +582,9 @@ class PostgresStore(Store):
                 for i, at, actor, action, detail in rows]
 
     def stats(self) -> dict:
+        # Verifiable: verification data in the format this version reads.
+        from ..verify import MAGIC as verification_format
+
         with self._read() as db:
             live, removed = db.execute(
                 "SELECT COUNT(*) FILTER (WHERE removed_at IS NULL),"
@@ -588,7 +601,8 @@ class PostgresStore(Store):
                 " WHERE n.nspname = %s AND c.relkind = 'r'", (SCHEMA,)).fetchone()[0]
             verifiable = db.execute(
                 "SELECT COUNT(*) FROM hashmatch.verification v JOIN hashmatch.items i"
-                " ON i.id = v.item_id WHERE i.removed_at IS NULL").fetchone()[0]
+                " ON i.id = v.item_id WHERE i.removed_at IS NULL"
+                " AND substring(v.data from 1 for 4) = %s", (verification_format,)).fetchone()[0]
         stats = stats_summary(self, SCHEMA_VERSION, live, removed, per_algorithm, seq, db_bytes)
         stats["verifiable_items"] = int(verifiable)
         return stats

@@ -272,6 +272,8 @@ class SQLiteStore(Store):
                     (record.sha256,),
                 ).fetchone()
                 if row is not None:
+                    if record.verification is not None:
+                        db.execute(_UPGRADE_VERIFICATION, (row[0], record.verification))
                     outcomes.append(AddOutcome("duplicate", row[0]))
                     continue
             item = (record.path, record.sha256, record.size, now, labels_json, record.source)
@@ -429,6 +431,9 @@ class SQLiteStore(Store):
         ]
 
     def stats(self) -> dict:
+        # Verifiable: verification data in the format this version reads.
+        from ..verify import MAGIC as verification_format
+
         with self._read() as db:
             live = db.execute("SELECT COUNT(*) FROM items WHERE removed_at IS NULL").fetchone()[0]
             removed = db.execute(
@@ -441,7 +446,8 @@ class SQLiteStore(Store):
             seq = _last_seq(db)
             verifiable = db.execute(
                 "SELECT COUNT(*) FROM verification v JOIN items i ON i.id = v.item_id"
-                " WHERE i.removed_at IS NULL").fetchone()[0]
+                " WHERE i.removed_at IS NULL AND substr(v.data, 1, 4) = ?",
+                (verification_format,)).fetchone()[0]
         db_bytes = sum(
             os.path.getsize(p) for p in (self.path, self.path + "-wal") if os.path.exists(p)
         )
@@ -652,6 +658,12 @@ def _prepare_database(conn: sqlite3.Connection, path: str, create: bool) -> str:
     return meta["store_uuid"]
 
 
+# A stored image indexed again brings its verification data: kept when the stored data is
+# missing or of another format (the first 4 bytes name it), so an item indexed by an older
+# version becomes verifiable again.
+_UPGRADE_VERIFICATION = (
+    "INSERT INTO verification (item_id, data) VALUES (?, ?) ON CONFLICT (item_id) DO UPDATE"
+    " SET data = excluded.data WHERE substr(verification.data, 1, 4) != substr(excluded.data, 1, 4)")
 _VERIFICATION_TABLE = next(s for s in _SCHEMA if s.startswith("CREATE TABLE verification"))
 
 
