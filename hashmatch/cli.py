@@ -526,18 +526,25 @@ def _unchanged_files(index, files, stats) -> dict:
         if f in stats:
             by_path.setdefault(_storable(stats[f][0]), f)
     stored = index.store.find_by_paths(list(by_path))
-    # Items whose verification data is missing or from an older version are decoded again,
-    # so that their matches can be checked (the store then keeps the new data).
-    checked = index.store.get_verification([item.id for item in stored.values()]) \
-        if index.regions else {}
-    unchanged = {}
+    candidates = []
     for path, item in stored.items():
         f = by_path[path]
         _, size, mtime_ns = stats[f]
-        if item.sha256 is None or item.size != size or item.meta.get("mtime_ns") != mtime_ns:
-            continue
-        if index.regions and not verify.is_current(checked.get(item.id)):
-            continue
+        if item.sha256 is not None and item.size == size \
+                and item.meta.get("mtime_ns") == mtime_ns:
+            candidates.append((f, item))
+    if index.regions:
+        # Items whose verification data is missing or from an older version are decoded
+        # again, so that their matches can be checked (the store then keeps the new data).
+        # Read a batch at a time: ~4 KB an item.
+        current = set()
+        for start in range(0, len(candidates), 1000):
+            ids = [item.id for _, item in candidates[start:start + 1000]]
+            current.update(item_id for item_id, blob in index.store.get_verification(ids).items()
+                           if verify.is_current(blob))
+        candidates = [(f, item) for f, item in candidates if item.id in current]
+    unchanged = {}
+    for f, item in candidates:
         digest = hashlib.sha256()
         try:
             with open(f, "rb") as handle:

@@ -353,6 +353,22 @@ def _turned_query(grey: np.ndarray, box: Box, variant: str, scale: float):
     return turned, reduced, factor, tuple(float(v) / factor for v in box)
 
 
+def _to_query(pose, qbox: FBox, us: np.ndarray, vs: np.ndarray):
+    """Stored thumbnail points (``us``, ``vs``: arrays that broadcast together) -> query
+    points: the pose's stored box maps onto ``qbox`` (a scale per axis), turned by the
+    pose's angle about the boxes' centres."""
+    (sl, st, sr, sb), angle = pose
+    ql, qt, qr, qb = qbox
+    dx = (us - (sl + sr) / 2) * ((qr - ql) / (sr - sl))
+    dy = (vs - (st + sb) / 2) * ((qb - qt) / (sb - st))
+    shape = np.broadcast_shapes(np.shape(us), np.shape(vs))
+    if not angle:
+        return (np.broadcast_to((ql + qr) / 2 + dx, shape),
+                np.broadcast_to((qt + qb) / 2 + dy, shape))
+    c, s = np.cos(np.radians(angle)), np.sin(np.radians(angle))
+    return (ql + qr) / 2 + dx * c - dy * s, (qt + qb) / 2 + dx * s + dy * c
+
+
 class _Registration:
     """Stored thumbnail pixel -> query pixel: the stored box ``sbox`` maps onto the query
     box (a scale per axis), turned by ``angle`` degrees about the boxes' centres (what a
@@ -368,18 +384,7 @@ class _Registration:
         self.vs = (np.arange(0, h, stride, dtype=np.float64) + 0.5)[:, None]
 
     def sample(self, pose) -> tuple[np.ndarray, np.ndarray]:
-        (sl, st, sr, sb), angle = pose
-        ql, qt, qr, qb = self.qbox
-        kx, ky = (qr - ql) / (sr - sl), (qb - qt) / (sb - st)
-        dx = (self.us - (sl + sr) / 2) * kx
-        dy = (self.vs - (st + sb) / 2) * ky
-        if angle:
-            c, s = np.cos(np.radians(angle)), np.sin(np.radians(angle))
-            xs = (ql + qr) / 2 + dx * c - dy * s
-            ys = (qt + qb) / 2 + dx * s + dy * c
-        else:
-            xs = np.broadcast_to((ql + qr) / 2 + dx, (len(self.vs), dx.shape[1]))
-            ys = np.broadcast_to((qt + qb) / 2 + dy, (dy.shape[0], self.us.shape[1]))
+        xs, ys = _to_query(pose, self.qbox, self.us, self.vs)
         values, valid = _sample(self.query, xs, ys)
         if self.limit is not None:
             l, t, r, b = self.limit
@@ -477,8 +482,7 @@ def _tile_agreement(q: np.ndarray, s: np.ndarray, valid: np.ndarray):
     out[both_flat & same_level] = -1
     out[both_flat & ~same_level] = 0
     out[n < 0.6 * th * tw] = -1
-    textured = ~both_flat & (out >= 0)
-    return out, np.where(textured, np.clip(ncc, -1, 1), np.nan)
+    return out
 
 
 def _largest_blob(mask: np.ndarray) -> tuple[int, np.ndarray]:
@@ -494,20 +498,21 @@ def _largest_blob(mask: np.ndarray) -> tuple[int, np.ndarray]:
 
 
 def _detail_agreement(turned: np.ndarray, factor: int, reg: "_Registration", pose,
-                      stored: VerificationData, thumb_shape):
+                      stored: VerificationData, layout: np.ndarray):
     """Per detail tile of the stored picture: how many of 32 confident bits of the query's
     code differ from the stored code (the best of the shifts within DETAIL_SHIFT samples),
-    -1 where the query does not show the tile; and the mask of tiles that are no evidence
-    (flat on both sides)."""
+    -1 where the query does not show the tile; the mask of tiles that are no evidence
+    either way; and the thumbnail comparison ``layout`` under each tile."""
     ny, nx = stored.detail.shape[:2]
-    h, w = thumb_shape
+    h, w = stored.thumb.shape
     s, k = DETAIL_SAMPLES, DETAIL_SHIFT
-    (sl, st, sr, sb), angle = pose
-    ql, qt, qr, qb = (v * factor for v in reg.qbox)
-    kx, ky = (qr - ql) / (sr - sl), (qb - qt) / (sb - st)
+    ql, qt, qr, qb = reg.qbox
+    qbox = (ql * factor, qt * factor, qr * factor, qb * factor)  # the turned query's pixels
+    (sl, st, sr, sb), _ = pose
     # Sample the query as the stored picture was: box-reduced by a whole factor to about
     # one pixel per sample, then bilinear.
-    spacing = max(kx * w / (nx * s), ky * h / (ny * s))
+    spacing = max((qbox[2] - qbox[0]) / (sr - sl) * w / (nx * s),
+                  (qbox[3] - qbox[1]) / (sb - st) * h / (ny * s))
     image = turned
     r = int(spacing)
     if r >= 2:
@@ -518,18 +523,14 @@ def _detail_agreement(turned: np.ndarray, factor: int, reg: "_Registration", pos
     offsets = (np.arange(n) - k + 0.5) / s  # in tiles
     us = (np.arange(nx)[:, None] + offsets[None, :]) / nx * w  # (nx, n) thumbnail pixels
     vs = (np.arange(ny)[:, None] + offsets[None, :]) / ny * h
-    dx = (np.broadcast_to(us[None, :, None, :], (ny, nx, n, n)) - (sl + sr) / 2) * kx
-    dy = (np.broadcast_to(vs[:, None, :, None], (ny, nx, n, n)) - (st + sb) / 2) * ky
-    c, sn = np.cos(np.radians(angle)), np.sin(np.radians(angle))
-    px = (ql + qr) / 2 + dx * c - dy * sn
-    py = (qt + qb) / 2 + dx * sn + dy * c
+    px, py = _to_query(pose, qbox, us[None, :, None, :], vs[:, None, :, None])
     values, valid = _sample(image.astype(np.float32), px / r, py / r)
     if reg.limit is not None:
         l, t, rr, b = (v * factor for v in reg.limit)
         valid &= (px >= l) & (px <= rr) & (py >= t) & (py <= b)
     shown = valid[:, :, k:k + s, k:k + s].mean(axis=(2, 3)) >= 0.9
-    windows = np.stack([values[:, :, a:a + s, b:b + s]
-                        for a in range(2 * k + 1) for b in range(2 * k + 1)], axis=2)
+    shifts = [(a, b) for a in range(2 * k + 1) for b in range(2 * k + 1)]
+    windows = np.stack([values[:, :, a:a + s, b:b + s] for a, b in shifts], axis=2)
     coeffs = tile_coefficients(windows)  # (ny, nx, shifts, 63)
     stored_bits = np.unpackbits(stored.detail, axis=-1).astype(bool)  # (ny, nx, 64)
     # Only the query's confident coefficients count: one near the median flips with any
@@ -542,12 +543,15 @@ def _detail_agreement(turned: np.ndarray, factor: int, reg: "_Registration", pos
         np.broadcast_to(stored_bits[:, :, None, :63], coeffs.shape), top, axis=-1)
     wrong = ((confident > 0) != expected) & counted
     share = (wrong.sum(axis=-1) / np.maximum(counted.sum(axis=-1), 1)).min(axis=-1)
-    # A stored flat tile is no evidence, unless the query shows texture there: something
-    # was put on the picture (a caption's letters over a blank area).
-    textured = windows[:, :, len(windows[0, 0]) // 2].std(axis=(-2, -1)) >= 2 * DETAIL_FLAT_STD
+    # A stored flat tile is no evidence, unless something was put on the picture there:
+    # the query shows texture (a caption's letters over a blank area), or the thumbnail
+    # comparison says the brightness differs (a plain sticker over a blank area).
+    layout_at = _layout_at(layout, (ny, nx))
     flat = stored_bits[:, :, 63]
-    wrong = np.where(flat & textured, DETAIL_CONFIDENT, np.round(share * DETAIL_CONFIDENT))
-    return np.where(shown, wrong, -1), flat & ~textured
+    centre = windows[:, :, shifts.index((k, k))]
+    changed = flat & ((centre.std(axis=(-2, -1)) >= 2 * DETAIL_FLAT_STD) | (layout_at == 0))
+    wrong = np.where(changed, DETAIL_CONFIDENT, np.round(share * DETAIL_CONFIDENT))
+    return np.where(shown, wrong, -1), flat & ~changed, layout_at
 
 
 def _layout_at(tiles: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -590,20 +594,15 @@ def verify_pair(query_grey: np.ndarray, query_box: Box, query_variant: str,
     reg = _Registration(thumb, query, qbox, limit=limit)
     values, valid = reg.sample(pose)
     ncc = _ncc(values, thumb, valid)
-    tiles, _ = _tile_agreement(values, thumb, valid)
+    tiles = _tile_agreement(values, thumb, valid)
     cover = float(valid.mean())
     compared = tiles >= 0
     n = int(compared.sum())
     if n == 0:
         return Verdict("different", {"reason": "no overlap", "cover": round(cover, 3)})
     layout = int((tiles == 1).sum()) / n
-    wrong, flat = _detail_agreement(turned, factor, reg, pose, stored, thumb.shape)
-    layout_at = _layout_at(tiles, wrong.shape)
-    # Flat on both sides, but of another brightness (a plain sticker over a blank area):
-    # the layout comparison says so.
-    wrong = np.where(flat & (wrong >= 0) & (layout_at == 0), DETAIL_CONFIDENT, wrong)
-    flat &= layout_at != 0
-    textured = (wrong >= 0) & ~flat
+    wrong, no_evidence, layout_at = _detail_agreement(turned, factor, reg, pose, stored, tiles)
+    textured = (wrong >= 0) & ~no_evidence
     count = int(textured.sum())
     agree = textured & (wrong <= DETAIL_AGREE_WRONG)
     covered, covered_mask = _largest_blob(textured & ~agree)
