@@ -166,19 +166,22 @@ def build(quick: bool):
                                                                     ads=60)
     unknown = ([("photo", str(p)) for p in photos[-n_neg["photos"]:]]
                + [("receipt", str(p)) for p in receipts[-n_neg["receipts"]:]]
-               + [(kinds[i % 3], p) for i, p in enumerate(adverts(800_000, n_neg["ads"],
-                                                                 "unknown"))])
+               + [(Path(p).stem.split("_")[0], p) for p in adverts(800_000, n_neg["ads"],
+                                                                  "unknown")])
     distractors = [str(p) for p in photos[30:len(photos) - n_neg["photos"]]]
     distractors += [str(p) for p in receipts[10:len(receipts) - n_neg["receipts"]]]
     distractors += adverts(100_000, 400 if quick else 3_560, "distractors")
     negatives = []
-    for i, (kind, path) in enumerate(unknown):
+    for kind, path in unknown:
         negatives.append((kind, "as is", path))
         src = Image.open(path).convert("RGB")
+        # Named and seeded by the source picture, not by its place in the list: the quick
+        # and the full suite list other pictures, and share this folder.
+        stem = Path(path).stem
         for name in NEGATIVE_EDITS:
-            out = WORK / "negatives" / f"{i:04d}_{name}.jpg"
+            out = WORK / "negatives" / f"{stem}_{name}.jpg"
             if not out.exists():
-                _save(apply(name, src, 700_000 + i), out)
+                _save(apply(name, src, edits.seed_of("negative", stem)), out)
             negatives.append((kind, name, str(out)))
     edit_names = OWN_EDITS + list(HELD_OUT_EDITS)
     if quick:
