@@ -52,17 +52,24 @@ class ServeProcess:
              "--port", str(self.port), "--workers", str(self.workers), "--sync-interval", "0.2",
              *self.extra],
             stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        # Ready means every worker has loaded its index: one worker answering 200 while the
+        # other still loads would hand the test a 503 on its first call. Fresh connections let
+        # the kernel spread the probes over the workers; each answer names its worker.
+        ready_workers: set[str] = set()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 pytest.fail(f"hashmatch serve exited with {self.proc.returncode}:\n{self.log()}",
                             pytrace=False)
             try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return self
+                r = httpx.get(self.url + "/readyz", headers={"Connection": "close"}, timeout=2)
+                if r.status_code == 200:
+                    ready_workers.add(r.headers.get("x-hashmatch-worker", ""))
+                    if len(ready_workers) >= self.workers:
+                        return self
             except httpx.HTTPError:
                 pass
-            time.sleep(0.2)
+            time.sleep(0.05 if ready_workers else 0.2)
         self.stop()
         pytest.fail(f"hashmatch serve did not become ready in {timeout:.0f} s:\n{self.log()}",
                     pytrace=False)
