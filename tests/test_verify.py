@@ -42,8 +42,8 @@ def _jpeg(image: Image.Image, quality: int) -> Image.Image:
     return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
 
 
-def card(name: str, number: str, portrait: Image.Image) -> Image.Image:
-    """An identity card of one fixed design: only the name, number and photo vary."""
+def _card_design(portrait: Image.Image) -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    """The fixed part of the test cards' design: guilloche, header band and photo."""
     im = Image.new("RGB", (856, 540), (214, 226, 236))
     draw = ImageDraw.Draw(im)
     for i in range(0, 856 + 540, 18):
@@ -51,6 +51,12 @@ def card(name: str, number: str, portrait: Image.Image) -> Image.Image:
     draw.rectangle([0, 0, 856, 78], fill=(22, 60, 120))
     draw.text((24, 18), "REPUBLIC OF ESTARIA", font=ImageFont.truetype(FONT, 30), fill="white")
     im.paste(ImageOps.fit(portrait, (230, 290)), (30, 110))
+    return im, draw
+
+
+def card(name: str, number: str, portrait: Image.Image) -> Image.Image:
+    """An identity card of one fixed design: only the name, number and photo vary."""
+    im, draw = _card_design(portrait)
     for k, (label, value) in enumerate([("Surname", name), ("Card No.", number)]):
         draw.text((290, 120 + 90 * k), label, font=ImageFont.truetype(FONT, 16), fill=(70, 80, 100))
         draw.text((290, 140 + 90 * k), value, font=ImageFont.truetype(FONT, 34), fill=(10, 10, 30))
@@ -65,7 +71,11 @@ def photo():
     return decode.decode(PHOTOS[5], mode="RGB").image
 
 
-@pytest.mark.parametrize("path", PHOTOS[:6] + RECEIPTS[:4])
+# The named two have a thumbnail that fills its room but for a few bytes: the tile bitmaps
+# must be counted in it.
+@pytest.mark.parametrize("path", PHOTOS[:6] + RECEIPTS[:4] + [
+    CORPUS / "photos" / "235230d6-8a23-4981-bc43-5e62c0570f44.jpg",
+    CORPUS / "receipts" / "158.jpg"], ids=lambda p: p.name)
 def test_stored_data_fits_the_budget_and_reads_back(path):
     image = decode.decode(path, mode="RGB").image
     boxes = regions.find_boxes(image, framed=False)
@@ -75,6 +85,13 @@ def test_stored_data_fits_the_budget_and_reads_back(path):
     assert data.thumb.dtype == np.uint8 and min(data.thumb.shape) >= 8
     nx, ny = verify.detail_grid(*image.size)
     assert data.detail.shape == (ny, nx, verify.DETAIL_BYTES) and nx * ny >= 200
+    # Fine codes for the tiles with the most fine detail, none for flat tiles.
+    assert data.fine_tiles.shape == (ny, nx)
+    assert data.fine.shape == (int(data.fine_tiles.sum()), 2, 2, verify.FINE_CODE_BYTES)
+    assert len(data.fine) <= verify.FINE_MAX_TILES
+    assert not (data.fine_tiles & (data.detail[:, :, -1] & 1).astype(bool)).any()
+    if path in RECEIPTS:  # text: finer than a tile's code holds
+        assert len(data.fine) >= 10
     h, w = data.thumb.shape
     assert data.region_box("full") == (0.0, 0.0, float(w), float(h))
     l, t, r, b = data.region_box("crop:lt12")
@@ -85,9 +102,19 @@ def test_stored_data_fits_the_budget_and_reads_back(path):
 def test_damaged_or_hostile_data_is_refused_not_trusted(photo):
     boxes = regions.find_boxes(photo, framed=False)
     blob = verify.encode(photo, boxes["content"], boxes["embedded"])
+    data = verify.decode(blob)
+    n_fine = len(data.fine)
+    assert n_fine > 0
+    at = verify._HEADER.size - 2  # the header's last field: how many tiles have fine codes
+    more_fine = blob[:at] + struct.pack("<H", n_fine + 1) + blob[at + 2:]
+    # A fine-tile bit set that the count does not know (lengths still add up).
+    bitmap = len(blob) - n_fine * verify.FINE_BYTES - (data.fine_tiles.size + 7) // 8
+    unset = int(np.flatnonzero(~data.fine_tiles.ravel())[0])
+    flipped = bytearray(blob)
+    flipped[bitmap + unset // 8] |= 0x80 >> (unset % 8)
     for bad in (b"", blob[:10], b"XXXX" + blob[4:], blob[:-1], blob + b"\0",
                 blob[:4] + struct.pack("<HH", 60000, 60000) + blob[8:], b"\xff" * 3000,
-                "text"):
+                "text", more_fine, bytes(flipped)):
         with pytest.raises(verify.VerificationDataError):
             verify.decode(bad)
 
@@ -126,6 +153,23 @@ def test_a_copy_is_the_same_picture_through_re_post_edits(photo, edit):
     verdict = verify.verify_pair(grey, box or _whole(grey), variant, stored, region)
     assert verdict.kind == "copy", verdict.evidence
 
+@pytest.mark.parametrize("degrees", [1.0, -3.0, 3.0])
+def test_a_copy_turned_a_few_degrees_and_cut_to_its_inner_box_is_the_same_picture(photo,
+                                                                                 degrees):
+    # The search pairs the whole query with the stored picture upright; a smooth photo gains
+    # too little correlation per degree on the thumbnail for the descent from upright to
+    # turn it, so the verifier must find the turn itself.
+    w, h = photo.size
+    t = abs(np.tan(np.radians(degrees)))
+    dx, dy = round(h * t / 2) + 1, round(w * t / 2) + 1
+    query = _jpeg(photo.rotate(degrees, Image.Resampling.BICUBIC).crop((dx, dy, w - dx, h - dy)),
+                  85)
+    grey = _grey(query)
+    verdict = verify.verify_pair(grey, _whole(grey), "original", _stored(photo), "full")
+    assert verdict.kind == "copy", verdict.evidence
+    # (the pose turns the stored picture onto the query: the other way round)
+    assert abs(verdict.evidence["angle"] + degrees) <= 1.25
+
 
 def test_an_unrelated_photo_is_not_the_same_picture(photo):
     stored = _stored(photo)
@@ -146,6 +190,40 @@ def test_a_card_of_the_same_design_with_another_photo_and_name_is_a_template_not
     # ... while the card itself, re-encoded, is the same picture.
     grey = _grey(_jpeg(known, 60))
     assert verify.verify_pair(grey, _whole(grey), "original", stored, "full").kind == "copy"
+
+
+def dense_card(fields: list[str], portrait: Image.Image) -> Image.Image:
+    """A card of another fixed design with six fields in small type under their labels, and
+    a machine-readable line."""
+    im, draw = _card_design(portrait)
+    labels = ["Surname", "Given names", "Nationality", "Date of birth", "Place of birth",
+              "Card No."]
+    for k, (label, value) in enumerate(zip(labels, fields)):
+        draw.text((290, 105 + 50 * k), label, font=ImageFont.truetype(FONT, 14),
+                  fill=(70, 80, 100))
+        draw.text((290, 123 + 50 * k), value, font=ImageFont.truetype(FONT, 22),
+                  fill=(10, 10, 30))
+    draw.rectangle([0, 420, 856, 540], fill=(236, 236, 230))
+    draw.text((30, 440), f"IDEST{fields[5]}<<<<<<<<<<<<<<<", font=ImageFont.truetype(FONT, 26),
+              fill=(20, 20, 20))
+    return im
+
+
+def test_a_card_with_the_same_names_and_other_details_and_photo_is_not_a_copy():
+    """A hard sibling: same design and same names; the photo (one area, as a sticker would
+    cover), the place of birth and the digits of two fields differ. Text in small type is
+    finer than a tile's code holds and differs in a tile's weaker coefficients: the fine
+    codes and every coefficient above the noise must count (HMV3 codes called it a copy)."""
+    portraits = [decode.decode(p, mode="RGB").image for p in PHOTOS[40:42]]
+    known = ["QURESHI", "KARIM", "ESTARIAN", "12.01.1968", "BERLIN", "E70441399"]
+    other = ["QURESHI", "KARIM", "ESTARIAN", "09.09.1975", "HAMBURG", "E28470519"]
+    stored = _stored(dense_card(known, portraits[0]))
+    for quality in (90, 60):
+        grey = _grey(_jpeg(dense_card(other, portraits[1]), quality))
+        verdict = verify.verify_pair(grey, _whole(grey), "original", stored, "full")
+        assert verdict.kind != "copy", verdict.evidence
+        grey = _grey(_jpeg(dense_card(known, portraits[0]), quality))
+        assert verify.verify_pair(grey, _whole(grey), "original", stored, "full").kind == "copy"
 
 
 def test_a_covered_copy_says_how_much_is_covered(photo):
@@ -233,9 +311,11 @@ def test_an_older_database_is_upgraded_and_its_items_keep_matching(tmp_path):
     db.close()
 
 
-def test_data_of_an_older_version_is_not_trusted_and_is_replaced_on_re_index(tmp_path):
-    """Verification data in 0.2's format (HMV2) is neither decoded nor counted as checkable;
-    indexing the folder again (which otherwise skips unchanged files) replaces it."""
+@pytest.mark.parametrize("magic", [b"HMV2", b"HMV3"])
+def test_data_of_an_older_version_is_not_trusted_and_is_replaced_on_re_index(tmp_path, magic):
+    """Verification data in an older format (HMV2: 0.2's thumbnail and keypoints; HMV3:
+    detail codes without fine codes) is neither decoded nor counted as checkable; indexing
+    the folder again (which otherwise skips unchanged files) replaces it."""
     import sqlite3
 
     from conftest import run_cli
@@ -248,7 +328,7 @@ def test_data_of_an_older_version_is_not_trusted_and_is_replaced_on_re_index(tmp
     assert run_cli("index", "--db", db, "-r", folder).returncode == 0
     con = sqlite3.connect(db)
     with con:
-        con.execute("UPDATE verification SET data = ?", (b"HMV2" + bytes(200),))
+        con.execute("UPDATE verification SET data = ?", (magic + bytes(200),))
     con.close()
     with hm.Index.open(db) as index:
         assert index.stats()["verifiable_items"] == 0
