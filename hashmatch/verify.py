@@ -143,8 +143,9 @@ def encode(image: Image.Image, content_box: Box, embedded_box: Box) -> bytes:
     boxes = _fraction_box(content_box, grey.size) + _fraction_box(embedded_box, grey.size)
     nx, ny, codes, fine_detail, quarters = _stored_detail(grey)
     flat = (codes[:, :, DETAIL_BYTES - 1] & 1).astype(bool)
-    bitmap = len(np.packbits(flat.ravel()))
-    detail = np.packbits(flat.ravel()).tobytes() + codes[~flat].tobytes()
+    flat_bitmap = np.packbits(flat.ravel()).tobytes()
+    bitmap = len(flat_bitmap)
+    detail = flat_bitmap + codes[~flat].tobytes()
     # The thumbnail first, as if every tile took its 8 bytes (registration and the layout
     # comparison need it as large as that leaves); fine codes get what is left over. Both
     # bitmaps (flat tiles, fine tiles) are always written.
@@ -165,8 +166,8 @@ def encode(image: Image.Image, content_box: Box, embedded_box: Box) -> bytes:
     fine_tiles = np.zeros(ny * nx, bool)
     fine_tiles[np.argsort(-wanted, kind="stable")[:count]] = True
     fine_tiles = fine_tiles.reshape(ny, nx)
-    detail += np.packbits(fine_tiles.ravel()).tobytes() + fine_codes(
-        quarters[fine_tiles]).tobytes()
+    detail += np.packbits(fine_tiles.ravel()).tobytes() + tile_codes(
+        quarters[fine_tiles], FINE_COEFFS).tobytes()
     return _HEADER.pack(MAGIC, tw, th, *boxes, len(data), nx, ny, count) + data + detail
 
 
@@ -199,9 +200,13 @@ def tile_coefficients(patches: np.ndarray) -> np.ndarray:
     return c - np.median(c, axis=-1, keepdims=True)
 
 
-def tile_codes(patches: np.ndarray) -> np.ndarray:
-    """(..., S, S) grey patches -> (..., 8) uint8: 63 coefficient signs, then the flat bit."""
+def tile_codes(patches: np.ndarray, coefficients=None) -> np.ndarray:
+    """(..., S, S) grey patches -> packed uint8 codes: the signs of ``coefficients`` of
+    tile_coefficients (all 63 by default: 8 bytes; FINE_COEFFS for a fine code: 4 bytes),
+    then the flat bit."""
     bits = tile_coefficients(patches) > 0
+    if coefficients is not None:
+        bits = bits[..., coefficients]
     flat = patches.std(axis=(-2, -1)) < DETAIL_FLAT_STD
     return np.packbits(np.concatenate([bits, flat[..., None]], axis=-1), axis=-1)
 
@@ -228,14 +233,6 @@ def _stored_detail(grey: Image.Image):
     fine_detail = np.sqrt((finer.reshape(ny, 2 * s, nx, 2 * s) ** 2).mean(axis=(1, 3)))
     quarters = fine.reshape(ny, 2, s, nx, 2, s).transpose(0, 3, 1, 4, 2, 5)
     return nx, ny, codes, fine_detail, quarters
-
-
-def fine_codes(quarters: np.ndarray) -> np.ndarray:
-    """(..., 2, 2, S, S) quarters of tiles sampled at twice the tile resolution ->
-    (..., 2, 2, FINE_CODE_BYTES) uint8: FINE_COEFFS signs, then the flat bit."""
-    bits = tile_coefficients(quarters)[..., FINE_COEFFS] > 0
-    flat = quarters.std(axis=(-2, -1)) < DETAIL_FLAT_STD
-    return np.packbits(np.concatenate([bits, flat[..., None]], axis=-1), axis=-1)
 
 
 def _reduce_to(grey: Image.Image, tw: int, th: int) -> Image.Image:
@@ -625,7 +622,8 @@ def _detail_agreement(turned: np.ndarray, factor: int, reg: "_Registration", pos
     shown = valid[:, :, k:k + s, k:k + s].mean(axis=(2, 3)) >= 0.9
     windows = np.stack([values[:, :, a:a + s, b:b + s] for a, b in _SHIFTS], axis=2)
     stored_bits = np.unpackbits(stored.detail, axis=-1).astype(bool)  # (ny, nx, 64)
-    per_shift = _wrong_share(windows, stored_bits)  # (ny, nx, shifts)
+    wrong_bits, counted = _wrong_bits(windows, stored_bits)
+    per_shift = wrong_bits / np.maximum(counted, 1)  # (ny, nx, shifts)
     share = per_shift.min(axis=-1)
     if stored.fine_tiles.any() and spacing / 2 >= FINE_MIN_RESOLUTION:
         fine = _fine_wrong_share(turned, spacing, pose, qbox, reg, factor, stored,
@@ -663,20 +661,14 @@ def _wrong_bits(windows: np.ndarray, stored_bits: np.ndarray,
     return wrong.sum(axis=-1), counted.sum(axis=-1)
 
 
-def _wrong_share(windows: np.ndarray, stored_bits: np.ndarray) -> np.ndarray:
-    """The share of a tile code's counted bits that differ, per shift (_wrong_bits)."""
-    wrong, counted = _wrong_bits(windows, stored_bits)
-    return wrong / np.maximum(counted, 1)
-
-
 def _fine_wrong_share(turned: np.ndarray, spacing: float, pose, qbox: FBox,
                       reg: "_Registration", factor: int, stored: VerificationData,
                       best_shift: np.ndarray):
     """(ny, nx): for the tiles with fine codes, the share of wrong bits of their four
     quarters pooled (at the best of the shifts within DETAIL_SHIFT fine samples about the
     tile's own best shift); 0 elsewhere, and where the quarters count fewer than
-    FINE_MIN_COUNTED bits. ``turned``: the turned query in full
-    size, ``spacing`` its pixels a tile sample."""
+    FINE_MIN_COUNTED bits. ``turned``: the turned query in full size, ``spacing`` its
+    pixels a tile sample."""
     ny, nx = stored.fine_tiles.shape
     h, w = stored.thumb.shape
     s, k = DETAIL_SAMPLES, DETAIL_SHIFT
@@ -761,7 +753,8 @@ def verify_pair(query_grey: np.ndarray, query_box: Box, query_variant: str,
     # descent from upright did not turn far enough (on a smooth photo, each degree gains
     # little correlation on the thumbnail) agrees in its coarse layout and fails in its
     # detail everywhere a little. Descents from turned starts; the best one is judged
-    # again if its turn earns its keep as any turn must.
+    # again if it fits better than the upright one (no ANGLE_GAIN margin here: a 1-degree
+    # turn gains less than that, RESULTS.md session 10).
     box = pose[0]
     screened = sorted(TURN_STARTS, key=lambda a: coarse.score((box, a)), reverse=True)
     turned_pose, turned_score = max((_refine(coarse, box, a) for a in screened[:TURN_TRIES]),
