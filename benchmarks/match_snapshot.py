@@ -46,7 +46,14 @@ def suite(work: Path) -> tuple[list[str], list[str]]:
     return known + distractors, queries
 
 
+ROOT = str(HERE.parent) + "/"
+
+
 def _plain(value):
+    """JSON-ready, floats exact, and paths relative to the checkout (so snapshots taken in
+    two worktrees compare)."""
+    if isinstance(value, str):
+        return value.replace(ROOT, "")
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, dict):
@@ -65,12 +72,12 @@ def snapshot(out: Path, work: Path, every: int = 1) -> None:
             for done, result in enumerate(index.iter_query_many(queries, templates=True,
                                                                 workers=2), start=1):
                 matches = [_plain(m.to_dict()) for m in result.matches]
-                sink.write(json.dumps({"query": result.path, "error": result.error,
+                sink.write(json.dumps({"query": _plain(result.path), "error": result.error,
                                        "matches": matches}) + "\n")
                 pdq = [fp for fp in result.fingerprints if fp.algorithm == "pdq"]
                 if pdq:
                     by_hash = index.query_hashes([pdq[0].hex()])[0]
-                    sink.write(json.dumps({"query": "hash:" + result.path,
+                    sink.write(json.dumps({"query": "hash:" + _plain(result.path),
                                            "matches": [_plain(m.to_dict()) for m in by_hash]})
                                + "\n")
                 if done % 250 == 0:
