@@ -951,12 +951,22 @@ class Index:
     def _verify(self, ranked, boxes, aligner, templates: bool) -> list:
         """(item, evidence tuple, (kind, verified, verdict words, facts)) of what the
         decision keeps, best first: the VERIFY_CANDIDATES closest PDQ candidates that have
-        stored pixels are verified; the rest keep the plain PDQ rule."""
+        stored pixels are verified, further ones with pixels are dropped unchecked; items
+        without pixels keep the plain PDQ rule."""
         from . import verify
 
         pdq_items = [item for item, value in ranked if value[1] == "pdq"]
         wanted = [item for item in pdq_items if boxes.get(item)][:VERIFY_CANDIDATES]
         stored = self.store.get_verification(wanted) if aligner is not None and wanted else {}
+        # The plain rule is for items without pixels (hash lists). A candidate with pixels
+        # that was not among the verified few is unchecked, not a match: in a database of
+        # many same-template cards, the siblings beyond the first few would otherwise all
+        # pass as "whole-image hash matches".
+        unchecked = set()
+        if aligner is not None:
+            unchecked = self.store.verifiable_items(
+                [item for item, value in ranked if value[1] == "pdq" and item not in wanted
+                 and _plain_pdq_match(value[3], value[5], value[2])])
         copies, leads, plain = [], [], []
         for item, value in ranked:
             key, algorithm, distance, qregion, qvariant, sregion = value[:6]
@@ -964,8 +974,10 @@ class Index:
                 plain.append((item, value, ("copy", None, "similar hash (not verified)",
                                             {"rule": f"{algorithm} distance <= radius"})))
                 continue
+            if item in unchecked:
+                continue
             blob = stored.get(item) if item in wanted else None
-            if blob is None:  # no pixels stored (a hash-list entry), or beyond the verified few
+            if blob is None:  # no pixels stored (a hash-list entry)
                 if _plain_pdq_match(qregion, sregion, distance):
                     plain.append((item, value, ("copy", None, verify.PLAIN_WORDS,
                                                 {"rule": verify.PLAIN_RULE})))

@@ -254,3 +254,17 @@ def test_index_on_postgres_indexes_and_finds_images(url, tmp_path):
     with Index.open(url) as again:  # a fresh process would do the same: load from the store
         assert len(again) == 6
         assert again.query(photos[4])[0].path == str(photos[4])
+
+
+def test_both_stores_tell_which_candidates_have_current_verification_data(url, tmp_path):
+    # The query drops a candidate with pixels that it did not verify, and keeps the plain
+    # rule for one without (a hash-list entry): both stores must answer alike.
+    from conftest import CORPUS
+
+    photos = sorted((CORPUS / "photos").glob("*.jpg"))[:3]
+    for target in (url, str(tmp_path / "v.hmdb")):
+        with Index.open(target, create=True) as index:
+            ids = [o.item_id for o in index.add_files(photos, workers=1).outcomes]
+            hashes = index.add_hashes(["0" * 64])
+            assert index.store.verifiable_items(ids + [hashes[0], 99_999]) == set(ids)
+            assert index.store.verifiable_items([]) == set()

@@ -192,6 +192,31 @@ def test_a_card_of_the_same_design_with_another_photo_and_name_is_a_template_not
     assert verify.verify_pair(grey, _whole(grey), "original", stored, "full").kind == "copy"
 
 
+def test_an_unknown_card_matches_none_of_many_stored_cards_of_its_design(tmp_path):
+    # More same-design siblings within PDQ's radius than the query verifies: the ones it
+    # did not verify have pixels, so they are unchecked, never "whole-image hash matches".
+    portrait = decode.decode(PHOTOS[20], mode="RGB").image
+    names = ["HADDAD", "KHALIL", "NASSER", "SALEH", "YOUSEF", "AZIZ", "RAHMAN", "TAHIR",
+             "FARAH", "OMAR"]
+    paths = []
+    for k, name in enumerate(names):
+        paths.append(tmp_path / f"card{k}.jpg")
+        card(name, f"E{48213377 + 7919 * k}", portrait).save(paths[-1], quality=90)
+    unknown = tmp_path / "unknown.jpg"
+    card("MANSOUR", "E91550264", portrait).save(unknown, quality=90)
+    with hm.Index.open(str(tmp_path / "cards.hmdb"), create=True) as index:
+        index.add_files(paths)
+        leads = index.query(unknown, templates=True)
+        assert len(leads) >= 4 and all(m.kind == "template" for m in leads), \
+            [(m.kind, m.verdict) for m in leads]
+        assert index.query(unknown) == []
+        # ... while a stored card, re-encoded, is found first, as a verified copy.
+        _jpeg(card(names[7], f"E{48213377 + 7919 * 7}", portrait), 70).save(tmp_path / "q.jpg")
+        found = index.query(tmp_path / "q.jpg")
+        assert found[0].path == str(paths[7]) and found[0].verified
+        assert all(m.verified for m in found)
+
+
 def dense_card(fields: list[str], portrait: Image.Image) -> Image.Image:
     """A card of another fixed design with six fields in small type under their labels, and
     a machine-readable line."""

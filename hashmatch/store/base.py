@@ -197,6 +197,12 @@ class Store(abc.ABC):
         query's candidates only, never held in memory with the codes."""
 
     @abc.abstractmethod
+    def verifiable_items(self, item_ids: Iterable[int]) -> set[int]:
+        """Those of the given items whose verification data is in the format this version
+        reads (the data itself is not fetched): a candidate among them that the query could
+        not verify is no match, and must not fall back to the plain rule of hash lists."""
+
+    @abc.abstractmethod
     def get_items(self, item_ids: Iterable[int]) -> dict[int, Item]:
         """Items by id, removed ones included (``item.removed``); unknown ids are absent."""
 

@@ -502,6 +502,19 @@ class PostgresStore(Store):
                 " WHERE item_id = ANY(%s::bigint[])", (wanted,)).fetchall()
         return {int(item_id): bytes(data) for item_id, data in rows}
 
+    def verifiable_items(self, item_ids) -> set[int]:
+        from ..verify import MAGIC as verification_format
+
+        wanted = _ids(item_ids)
+        if not wanted:
+            return set()
+        with self._read(single=True) as db:
+            rows = db.execute(
+                "SELECT item_id FROM hashmatch.verification"
+                " WHERE item_id = ANY(%s::bigint[]) AND substring(data from 1 for 4) = %s",
+                (wanted, verification_format)).fetchall()
+        return {int(item_id) for item_id, in rows}
+
     def get_items(self, item_ids) -> dict[int, Item]:
         wanted = _ids(item_ids)
         if not wanted:

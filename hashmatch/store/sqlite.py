@@ -339,6 +339,21 @@ class SQLiteStore(Store):
         return {item_id: data for item_id, data in rows
                 if isinstance(item_id, int) and isinstance(data, bytes)}
 
+    def verifiable_items(self, item_ids) -> set[int]:
+        from ..verify import MAGIC as verification_format
+
+        try:
+            with self._read() as db:
+                rows = db.execute(
+                    "SELECT item_id FROM verification"
+                    " WHERE item_id IN (SELECT value FROM json_each(?)) AND substr(data, 1, 4) = ?",
+                    (_id_list(item_ids), verification_format),
+                ).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: cannot read the verification table ({exc}): "
+                             "a crafted or damaged database") from None
+        return {item_id for item_id, in rows if isinstance(item_id, int)}
+
     def get_items(self, item_ids) -> dict[int, Item]:
         with self._read() as db:
             rows = db.execute(
