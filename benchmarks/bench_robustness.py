@@ -19,6 +19,7 @@ Writes the RESULTS.md section between the BENCH_ROBUSTNESS markers and benchmark
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -211,7 +212,8 @@ def hm_default_store(path: str) -> dict:
 
 
 def hashmatch_index_scores(db: list[str], queries: list[Query], workers: int,
-                           max_distance: int = 128, variants=()):
+                           max_distance: int = 128, variants=(),
+                           region_config: regions.RegionConfig = regions.DEFAULT_REGION_CONFIG):
     """The real thing: a hashmatch Index of ``db`` (regions on, the defaults), queried with
     every query file through ``Index.query_many``. Returns one (n_queries, n_items) matrix of
     matched items' scores (NO_MATCH elsewhere) for the defaults at ``max_distance`` (the
@@ -220,12 +222,14 @@ def hashmatch_index_scores(db: list[str], queries: list[Query], workers: int,
     sweep at t approximates querying at t: the decision rule is exact under a cut
     (regions.select_matches) and the prefilter does not depend on the radius
     (index.PREFILTER_THRESHOLD), but which items are aligned does (the closest within the
-    radius: regions.ALIGN_WINDOW), hence the separate query at the default radius."""
+    radius: regions.ALIGN_WINDOW), hence the separate query at the default radius.
+    ``region_config``: the Index's (``--set``)."""
     import tempfile
     from hashmatch.index import Index, query_fingerprints
     qpaths = [q.path for q in queries]
     with tempfile.TemporaryDirectory() as tmp, \
-            Index.open(os.path.join(tmp, "bench.hmdb"), create=True) as index:
+            Index.open(os.path.join(tmp, "bench.hmdb"), create=True,
+                       region_config=region_config) as index:
         report = index.add_files(db, workers=workers)
         if report.failed:
             print(f"  {len(report.failed)} database files failed: {report.failed[0].reason}",
@@ -245,7 +249,7 @@ def hashmatch_index_scores(db: list[str], queries: list[Query], workers: int,
             matrices.append(best)
     sample = qpaths[:: max(1, len(qpaths) // 200)]
     region_needles = np.mean([sum(1 for _, region, _ in query_fingerprints(
-        p, ("pdq",), False, True, True)[0] if region != "full") for p in sample])
+        p, ("pdq",), False, True, True, region_config)[0] if region != "full") for p in sample])
     return matrices, {"rows_per_item": rows / len(db), "region_needles": float(region_needles),
                       "role_share": role_share}
 
@@ -504,6 +508,28 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores"
 
 
+def region_config_of(assignments: list[str], parser) -> regions.RegionConfig:
+    """The RegionConfig of ``--set regions.NAME=VALUE`` assignments (VALUE in JSON: true,
+    false); an unknown NAME or a value that is not a JSON boolean is a usage error."""
+    fields = {field.name for field in dataclasses.fields(regions.RegionConfig)}
+    changes = {}
+    for assignment in assignments:
+        name, _, value = assignment.partition("=")
+        module, _, attr = name.partition(".")
+        attr = attr.lower()  # regions.ALIGN, as the module switch was spelled, still reads
+        if module != "regions" or attr not in fields:
+            parser.error(f"--set {assignment}: not regions.NAME=VALUE with NAME one of "
+                         f"{', '.join(sorted(fields))}")
+        try:
+            changes[attr] = json.loads(value)
+        except json.JSONDecodeError:
+            changes[attr] = None
+        if not isinstance(changes[attr], bool):
+            parser.error(f"--set {assignment}: the value is true or false")
+        print(f"experiment: regions.{attr} = {changes[attr]!r}")
+    return dataclasses.replace(regions.DEFAULT_REGION_CONFIG, **changes)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -514,15 +540,11 @@ def main(argv=None):
                         help="only the query-latency figures at 1M items (RESULTS.md is not "
                              "touched): the database's role mix, then latency_ratio")
     parser.add_argument("--set", action="append", default=[], metavar="regions.NAME=VALUE",
-                        help="experiment: override a hashmatch.regions constant (with --workers 1 "
-                             "so that hashing, not only matching, sees it)")
+                        help="experiment: switch a step of the region pipeline (a field of "
+                             "hashmatch.regions.RegionConfig, e.g. regions.align=false); the "
+                             "Index hands it to its worker processes")
     args = parser.parse_args(argv)
-    for assignment in args.set:
-        name, value = assignment.split("=", 1)
-        module, attr = name.split(".", 1)
-        assert module == "regions" and hasattr(regions, attr), name
-        setattr(regions, attr, json.loads(value))
-        print(f"experiment: regions.{attr} = {getattr(regions, attr)!r}")
+    args.region_config = region_config_of(args.set, parser)
     started = time.time()
     edit_names = list(edits.EDITS)
     db, n_orig, queries = build_dataset(args.quick, edit_names)
@@ -542,7 +564,8 @@ def main(argv=None):
         if name == "hashmatch default":
             variants = {} if args.no_ablations else ABLATIONS
             scores, stats = hashmatch_index_scores(db, queries, args.workers,
-                                                   variants=list(variants.values()))
+                                                   variants=list(variants.values()),
+                                                   region_config=args.region_config)
             best, best_default = scores[0], scores[1]
             np.save(WORK / ("index_scores_quick.npy" if args.quick else "index_scores.npy"), best)
             default_t = regions.PDQ_MAX_DISTANCE
@@ -668,7 +691,8 @@ def print_latency(db, queries, args) -> None:
     import tempfile
     from hashmatch.index import Index
     with tempfile.TemporaryDirectory() as tmp, \
-            Index.open(os.path.join(tmp, "bench.hmdb"), create=True) as index:
+            Index.open(os.path.join(tmp, "bench.hmdb"), create=True,
+                       region_config=args.region_config) as index:
         index.add_files(db, workers=args.workers)
         role_share = role_mix(index, len(db))
     print(f"role mix per item: {role_share}", flush=True)

@@ -5,6 +5,7 @@ import csv
 import json
 from typing import Iterable, TextIO
 
+from .regions.names import RegionName
 from .text import ljust, rjust, safe, shorten, storable, width
 
 # How the matching copy differs from the stored image, by the query variant that matched.
@@ -38,25 +39,29 @@ STORED_REGION_WORDS = {
 
 
 # A query box moved onto the stored picture before comparing (hashmatch.regions.Aligner).
-ALIGNED_SUFFIX = "+aligned"
 ALIGNED_WORDS = "edges matched to the known image"
 
 
 def describe_how(query_variant: str, query_region: str, stored_region: str) -> str:
     """How the query matched, in words: rotation/flip, then which parts of either image."""
     words = [VARIANT_WORDS.get(query_variant, query_variant)]
-    aligned = query_region.endswith(ALIGNED_SUFFIX)
-    if aligned:
-        query_region = query_region[: -len(ALIGNED_SUFFIX)]
-    query_kind = query_region.split(":")[0]
-    stored_kind = stored_region.split(":")[0]
-    if query_kind != "full":
-        words.append(QUERY_REGION_WORDS.get(query_kind, query_region))
-    if aligned:
+    query = RegionName.try_parse(query_region)
+    if query is None or query.kind != "full":
+        words.append(_region_words(query, query_region, QUERY_REGION_WORDS))
+    if query is not None and query.aligned:
         words.append(ALIGNED_WORDS)
-    if stored_kind != "full":
-        words.append(STORED_REGION_WORDS.get(stored_kind, stored_region))
+    stored = RegionName.try_parse(stored_region)
+    if stored is None or stored.kind != "full":
+        words.append(_region_words(stored, stored_region, STORED_REGION_WORDS))
     return ", ".join(words)
+
+
+def _region_words(name: RegionName | None, text: str, words: dict[str, str]) -> str:
+    """The words for a region's kind; a name without words (or one hashmatch does not
+    write: a hash list's) as it is."""
+    if name is None:
+        return text
+    return words.get(name.kind, str(name.without_aligned()))
 
 
 CSV_COLUMNS = ["query", "query_sha256", "distance", "score", "verdict", "verified", "kind",

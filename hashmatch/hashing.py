@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from . import decode as decoding
 from .errors import ImageError
@@ -15,6 +15,9 @@ from .fingerprint import Fingerprint
 from .hashers import DEFAULT_ALGORITHM, compute, decode_needs, merge_needs
 from .parallel import ordered_map
 from .text import storable
+
+if TYPE_CHECKING:
+    from .regions import RegionConfig
 
 
 @dataclass
@@ -66,11 +69,12 @@ def hash_file(source, algorithm: str = DEFAULT_ALGORITHM, *, exact: bool = False
 
 
 def fingerprint_file(path, algorithms: Sequence[str] = (DEFAULT_ALGORITHM,), exact: bool = False,
-                     exif_transpose: bool = True, regions: bool = False) -> FileFingerprints:
+                     exif_transpose: bool = True, regions: bool = False,
+                     region_config: RegionConfig | None = None) -> FileFingerprints:
     """Decode ``path`` once and fingerprint it with each algorithm; never raises for bad files.
 
     ``regions``: also PDQ-hash the image's regions (:func:`hashmatch.regions.storage_fingerprints`)
-    when PDQ is among the algorithms."""
+    when PDQ is among the algorithms; ``region_config``: which steps of that run (None: all)."""
     name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else decoding.describe(path)
     if isinstance(name, bytes):
         name = os.fsdecode(name)
@@ -90,11 +94,13 @@ def fingerprint_file(path, algorithms: Sequence[str] = (DEFAULT_ALGORITHM,), exa
             from .regions import storage_fingerprints
 
             from . import verify
-            from .regions import find_boxes
+            from .regions import DEFAULT_REGION_CONFIG, find_boxes
 
+            config = region_config or DEFAULT_REGION_CONFIG
             full = result.fingerprints[list(algorithms).index("pdq")]
-            boxes = find_boxes(decoded.image, framed=False)
-            result.regions = storage_fingerprints(decoded.image, full=full, boxes=boxes)[1:]
+            boxes = find_boxes(decoded.image, framed=False, config=config)
+            result.regions = storage_fingerprints(decoded.image, full=full, boxes=boxes,
+                                                  config=config)[1:]
             result.verification = verify.encode(decoded.image, boxes["content"],
                                                 boxes["embedded"])
     except ImageError as exc:
@@ -123,12 +129,12 @@ def hash_files(paths: Iterable, algorithm: str = DEFAULT_ALGORITHM, *, exact: bo
 def iter_hash_files(paths: Iterable, algorithms: Sequence[str] = (DEFAULT_ALGORITHM,), *,
                     exact: bool = False, workers: int | None = None, exif_transpose: bool = True,
                     progress: Callable[[int], None] | None = None, client=None,
-                    regions: bool = False):
+                    regions: bool = False, region_config: RegionConfig | None = None):
     """Like :func:`hash_files` but yields results in order as they are ready (streaming)."""
     from .hashers import check_algorithm
 
     algorithms = tuple(check_algorithm(a) for a in algorithms)
-    job = _FingerprintJob(algorithms, exact, exif_transpose, regions)
+    job = _FingerprintJob(algorithms, exact, exif_transpose, regions, region_config)
     if client is not None:
         from .distributed import dask_map_files
 
@@ -151,7 +157,8 @@ class _FingerprintJob:
     exact: bool
     exif_transpose: bool
     regions: bool = False
+    region_config: RegionConfig | None = None  # None: every step of the region pipeline
 
     def __call__(self, path) -> FileFingerprints:
         return fingerprint_file(path, self.algorithms, self.exact, self.exif_transpose,
-                                self.regions)
+                                self.regions, self.region_config)

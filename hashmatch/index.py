@@ -25,7 +25,7 @@ from .fingerprint import DEFAULT_BITS, Fingerprint
 from .hashers import check_algorithm, decode_needs, merge_needs
 from .hashers.pdq import PIL_TRANSPOSE, VARIANT_NAMES
 from .hashing import FileFingerprints, iter_hash_files
-from .regions import stored_role
+from .regions import DEFAULT_REGION_CONFIG, RegionConfig, RegionName, stored_role
 from .store import is_database_url, open_store
 
 # Industry defaults: PDQ matches at distance <= 31 of 256 (ThreatExchange, HMA); for the
@@ -382,13 +382,16 @@ class Index:
     batch_size = BATCH_SIZE
 
     def __init__(self, store, path: str, algorithms: Sequence[str],
-                 sync_interval: float | None = None, regions: bool = True):
+                 sync_interval: float | None = None, regions: bool = True,
+                 region_config: RegionConfig | None = None):
         self.store = store
         self.path = path
         self.algorithms = tuple(check_algorithm(a) for a in algorithms)
         # Store and search PDQ fingerprints of image regions too (borders trimmed, the
         # picture inside a screenshot/post/meme): hashmatch.regions.
         self.regions = regions
+        # Which steps of the region pipeline run, here and in worker processes.
+        self.region_config = region_config or DEFAULT_REGION_CONFIG
         self._shards: dict[tuple[str, int], _Shard] = {}
         self._seq = 0
         # Queries sync() first when this many seconds have passed since the last sync
@@ -401,19 +404,22 @@ class Index:
     @classmethod
     def open(cls, path: str | None = None, create: bool = False,
              algorithms: Sequence[str] = ("pdq",), sync_interval: float | None = None,
-             regions: bool = True) -> "Index":
+             regions: bool = True, region_config: RegionConfig | None = None) -> "Index":
         """Open (or with ``create=True`` create) the index at ``path`` (default: see
         :func:`default_db_path`); a ``postgresql://`` URL opens the shared PostgreSQL store.
         ``algorithms``: what :meth:`add_files` computes. ``sync_interval``: seconds after
         which a query first applies other writers' changes (:meth:`sync`); None = never
         automatically. ``regions``: :meth:`add_files` also stores PDQ fingerprints of the
         image's regions and queries search with them (re-posts in borders, memes,
-        screenshots); False = full frames only, as plain PDQ does."""
+        screenshots); False = full frames only, as plain PDQ does. ``region_config``: which
+        steps of the region pipeline run (:class:`hashmatch.regions.RegionConfig`; default:
+        all, as measured)."""
         path = os.fspath(path) if path is not None else default_db_path()
         store = open_store(path, create=create)
         if is_database_url(path):
             path = store.path  # without the password
-        return cls(store, path, algorithms, sync_interval=sync_interval, regions=regions)
+        return cls(store, path, algorithms, sync_interval=sync_interval, regions=regions,
+                   region_config=region_config)
 
     def close(self) -> None:
         if self.store is not None:
@@ -503,7 +509,8 @@ class Index:
         report = AddReport()
         batch: list[FileFingerprints] = []
         for result in iter_hash_files(paths, self.algorithms, exact=exact, workers=workers,
-                                      progress=progress, client=client, regions=self.regions):
+                                      progress=progress, client=client, regions=self.regions,
+                                      region_config=self.region_config):
             batch.append(result)
             if len(batch) >= self.batch_size:
                 report.outcomes.extend(self._commit_files(batch, labels, source, meta, min_quality,
@@ -642,7 +649,7 @@ class Index:
         """
         use_regions = self._use_regions(regions)
         fingerprints, _, aligner = _query_needles(image, self._query_algorithms(), exact,
-                                                  dihedral, use_regions)
+                                                  dihedral, use_regions, self.region_config)
         self._maybe_sync()
         return self._search(fingerprints, max_distance, top_k, min_quality, margin, use_regions,
                             aligner, templates)
@@ -674,7 +681,8 @@ class Index:
         sources = [os.fspath(s) if isinstance(s, os.PathLike) else s for s in sources]
         self._maybe_sync()  # the whole batch is answered from one state of the store
         use_regions = self._use_regions(regions)
-        job = _QueryFingerprintJob(self._query_algorithms(), exact, dihedral, use_regions)
+        job = _QueryFingerprintJob(self._query_algorithms(), exact, dihedral, use_regions,
+                                   self.region_config)
         for done, (name, fingerprints, sha256, aligner, error) in enumerate(
                 ordered_map(job, sources, workers=workers), start=1):
             if error:
@@ -924,7 +932,8 @@ class Index:
             found = search_shard(shard, algorithm, group, max_distance, min_quality,
                                  shard_margin, use_regions and algorithm == "pdq", aligner,
                                  boxes=shard_boxes if pdq_verified else None,
-                                 slack=PDQ_MARGIN if pdq_verified and use_regions else 0)
+                                 slack=PDQ_MARGIN if pdq_verified and use_regions else 0,
+                                 region_config=self.region_config)
             for item, value in found.items():
                 if item not in evidence or value[0] < evidence[item][0]:
                     evidence[item] = value
@@ -1037,15 +1046,16 @@ class Index:
 
 
 def query_fingerprints(image, algorithms: Sequence[str], exact: bool, dihedral: bool,
-                       regions: bool = False):
+                       regions: bool = False, region_config: RegionConfig = DEFAULT_REGION_CONFIG):
     """The (Fingerprint, region, variant) needles to search for one query image, and the
     decoded image."""
-    needles, decoded, _ = _query_needles(image, algorithms, exact, dihedral, regions)
+    needles, decoded, _ = _query_needles(image, algorithms, exact, dihedral, regions,
+                                         region_config)
     return needles, decoded
 
 
 def _query_needles(image, algorithms: Sequence[str], exact: bool, dihedral: bool,
-                   regions: bool = False):
+                   regions: bool = False, region_config: RegionConfig = DEFAULT_REGION_CONFIG):
     """(needles, decoded image, :class:`hashmatch.regions.Aligner` or None)."""
     needs = merge_needs([decode_needs(a, exact) for a in algorithms])
     decoded = decoding.decode(image, mode=needs.mode, draft_min_side=needs.draft_min_side)
@@ -1056,7 +1066,7 @@ def _query_needles(image, algorithms: Sequence[str], exact: bool, dihedral: bool
 
             full = [fp for fp, _ in _variants(decoded.image, algorithm, exact, True,
                                               decoded.full_size)]
-            found, aligner = region_needles(decoded.image, full)
+            found, aligner = region_needles(decoded.image, full, config=region_config)
             # Without rotations the full frame is searched as is only; regions stay.
             needles.extend(found if dihedral else found[:1] + found[len(full):])
         else:
@@ -1075,14 +1085,16 @@ def _query_needles(image, algorithms: Sequence[str], exact: bool, dihedral: bool
 
 def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
                  use_regions: bool, aligner=None, _pairs_only: bool = False, boxes=None,
-                 needle_boxes=None, slack: int = 0):
+                 needle_boxes=None, slack: int = 0,
+                 region_config: RegionConfig = DEFAULT_REGION_CONFIG):
     """Matching items of one shard (the codes of one algorithm): item -> (sort key,
     evidence...). ``aligner`` (a :class:`hashmatch.regions.Aligner`, regions only): the
     closest items' pairs are aligned before the decision. ``boxes``: a dict filled with
     item -> the query box of its deciding pair on the aligner's grey copies (what
     verification compares); ``needle_boxes``: that box per needle where it is not the
     aligner's own box of the needle's region. ``slack``: pairs this far beyond the radius
-    are collected too (alignment may bring them within it). Module-level so benchmarks can time the
+    are collected too (alignment may bring them within it). ``region_config.align``: whether
+    pairs are aligned. Module-level so benchmarks can time the
     search alone."""
     from . import regions as rg
 
@@ -1150,15 +1162,15 @@ def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
     aligned = None  # which pairs had their query box moved onto the stored picture
     pair_boxes: dict[int, tuple] = {}  # pair -> its aligned query box
     needle_boxes = dict(needle_boxes or {})
-    if aligner is not None and use_regions and rg.ALIGN:
+    if aligner is not None and use_regions and region_config.align:
         score, distance, aligned, moved = _align_contenders(
             shard, aligner, needles, rows, needle, score, distance, items, first, pair_boxes)
         changed = bool(aligned.any())
         if moved:
             # Boxes aligned onto the closest items, searched again: a box aligned onto a
             # template sibling is the copy's true box and meets the copy's own source.
-            more = [(aligner.fingerprint(region, box, variant), region + rg.ALIGNED_SUFFIX,
-                     variant)
+            more = [(aligner.fingerprint(region, box, variant),
+                     str(RegionName.parse(region).with_aligned()), variant)
                     for region, variant, box in moved]
             pairs = search_shard(shard, algorithm, more, radius, min_quality, 0, use_regions,
                                  _pairs_only=True)
@@ -1201,8 +1213,8 @@ def search_shard(shard, algorithm, needles, max_distance, min_quality, margin,
         if boxes is not None:
             boxes[int(items[j])] = pair_boxes.get(int(j)) or needle_boxes.get(int(needle[j])) \
                 or (aligner.boxes.get(qregion) if aligner is not None else None)
-        if aligned is not None and aligned[j] and not qregion.endswith(rg.ALIGNED_SUFFIX):
-            qregion += rg.ALIGNED_SUFFIX  # its box was moved onto the stored picture
+        if aligned is not None and aligned[j]:  # its box was moved onto the stored picture
+            qregion = str(RegionName.parse(qregion).with_aligned())
         row = rows[j]
         out[int(items[j])] = ((int(score[j]), algorithm != "pdq"), algorithm, int(distance[j]),
                               qregion, qvariant, shard.names[shard.region_codes[row]],
@@ -1335,12 +1347,14 @@ class _QueryFingerprintJob:
     exact: bool
     dihedral: bool
     regions: bool = False
+    region_config: RegionConfig = DEFAULT_REGION_CONFIG
 
     def __call__(self, source):
         name = decoding.describe(source)
         try:
             needles, decoded, aligner = _query_needles(source, self.algorithms, self.exact,
-                                                       self.dihedral, self.regions)
+                                                       self.dihedral, self.regions,
+                                                       self.region_config)
             return name, needles, decoded.sha256, aligner, None
         except ImageError as exc:
             return name, [], None, None, exc.reason + (f" ({exc.detail})" if exc.detail else "")

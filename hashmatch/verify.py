@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from .regions.names import RegionName
+
 Box = tuple[int, int, int, int]
 FBox = tuple[float, float, float, float]
 
@@ -114,11 +116,9 @@ class VerificationData:
             return self.content
         if region == "embedded":
             return self.embedded
-        if region.startswith("crop:"):
-            from .regions import crop_window_box
+        from .regions import crop_window_box
 
-            return crop_window_box(self.content, region)
-        return None
+        return crop_window_box(self.content, region)  # None for any other name
 
 
 def _thumb_size(width: int, height: int, pixels: int) -> tuple[int, int]:
@@ -737,7 +737,8 @@ def verify_pair(query_grey: np.ndarray, query_box: Box, query_variant: str,
     # picture put in a frame shows the frame where the cut-off part was), with some slack
     # for the refinement; the whole query when the stored region is only a part of the
     # stored picture (an embedded picture), which the query may show the rest of.
-    if stored_region.startswith("embedded"):
+    stored_name = RegionName.try_parse(stored_region)
+    if stored_name is not None and stored_name.kind == "embedded":
         limit = None
     else:
         ql, qt, qr, qb = qbox

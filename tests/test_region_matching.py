@@ -159,11 +159,11 @@ def id_card_index(tmp_path_factory):
                                              (5, (0.0, 0.1, 0.04, 0.0)),
                                              (8, (0.03, 0.03, 0.08, 0.05))])
 def test_a_cropped_card_is_told_from_its_template_siblings_by_alignment(
-        id_card_index, monkeypatch, card, fractions):
+        id_card_index, card, fractions):
     """Cropped between two stored crop windows, a card is 40-80 bits from its source and
     within the margin of its siblings; aligning the query to each close item locks onto the
     source only."""
-    from hashmatch import regions
+    from hashmatch.regions import RegionConfig
 
     index, paths = id_card_index
     query = jpeg_bytes(edits.crop_sides(Image.open(paths[card]).convert("RGB"), fractions))
@@ -171,8 +171,23 @@ def test_a_cropped_card_is_told_from_its_template_siblings_by_alignment(
     assert _names(matches) == [paths[card].name], [(m.path, m.score) for m in matches]
     assert matches[0].distance <= 32
     assert matches[0].query_region.endswith("+aligned")  # Match says the box was moved
-    monkeypatch.setattr(regions, "ALIGN", False)
     # Without alignment the pair is too loose to verify as a copy: listed as a lead at most.
-    unaligned = index.query(query, margin=0, max_distance=128, templates=True)
+    with hm.Index.open(index.path, region_config=RegionConfig(align=False)) as unaligning:
+        unaligned = unaligning.query(query, margin=0, max_distance=128, templates=True)
     assert min(m.distance for m in unaligned if m.path == str(paths[card])) > \
         matches[0].distance + 12
+
+
+def test_the_region_config_of_an_index_reaches_its_worker_processes(tmp_path):
+    """What Index.open(region_config=...) switches off, the hashing in worker processes
+    leaves out: without crop windows no stored row is one (the default stores them)."""
+    from hashmatch.regions import RegionConfig, RegionName
+
+    kinds = {}
+    for config in (RegionConfig(), RegionConfig(store_crop_windows=False)):
+        with hm.Index.open(tmp_path / f"{config.store_crop_windows}.hmdb", create=True,
+                           region_config=config) as index:
+            assert not index.add_files(PHOTOS[:2], workers=2).failed
+            kinds[config.store_crop_windows] = {
+                RegionName.parse(name).kind for name in index.fingerprint_rows().regions}
+    assert "crop" in kinds[True] and "crop" not in kinds[False] and "full" in kinds[False]

@@ -11,6 +11,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from hashmatch import regions
+from hashmatch.regions import RegionConfig, RegionName, tilt
+from hashmatch.regions import boxes as region_boxes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import edits  # noqa: E402
@@ -65,7 +67,7 @@ def test_no_border_keeps_the_full_frame():
     found = [r.name for r in regions.query_regions(image)]
     # No box but the frame; nothing else but the frame turned back by the fixed guesses (no
     # straight edges tell this picture's angle, nor that it stands upright).
-    assert [name for name in found if not regions._is_straightened(name)] == ["full"]
+    assert [name for name in found if not RegionName.parse(name).rebuilds_frame] == ["full"]
     assert all(name.startswith("turned:") for name in found[1:])
 
 
@@ -73,18 +75,19 @@ def test_straight_edges_give_the_angle_of_a_small_turn_cut_to_its_inner_box():
     poster = edits.price_poster(np.random.default_rng(3))
     for degrees in (2.6, -3.0, 4.5):
         turned = jpeg(edits.turn_inner(poster, degrees))
-        angle, upright = regions._content_tilt(turned.convert("L"))
+        angle, upright = tilt._content_tilt(turned.convert("L"))
         assert not upright and abs(angle + degrees) < 0.3, (degrees, angle)
         assert [r.name for r in regions.query_regions(turned)][-1] == "straightened"
     # Upright, the same edges say so: no turned-back frame is queried.
-    assert regions._content_tilt(jpeg(poster).convert("L")) == (None, True)
-    assert not any(regions._is_straightened(r.name) for r in regions.query_regions(jpeg(poster)))
+    assert tilt._content_tilt(jpeg(poster).convert("L")) == (None, True)
+    assert not any(RegionName.parse(r.name).rebuilds_frame
+                   for r in regions.query_regions(jpeg(poster)))
 
 
 def test_a_turned_back_frame_has_the_size_of_the_frame_before_the_cut():
     picture = Image.new("L", (400, 300))
     cut = edits.turn_inner(picture, 3.0)
-    restored = regions._restored_frame(cut, -3.0)
+    restored = tilt._restored_frame(cut, -3.0)
     assert abs(restored.width - 400) <= 3 and abs(restored.height - 300) <= 3
 
 
@@ -200,10 +203,10 @@ def test_stored_codes_are_those_of_hashing_each_box_on_its_own():
               Image.new("RGB", (300, 200), (255, 255, 255))]
     for image in images:
         stored = regions.storage_fingerprints(image)
-        pixels = regions._pixels(image)
+        pixels = region_boxes._pixels(image)
         expected = [(r.name, pdq_hash_image(image, exact=False) if r.name == "full"
-                     else regions._hash_box(pixels, r.box))
-                    for r in regions.storage_regions(image, crops=regions.STORE_CROP_WINDOWS)]
+                     else region_boxes._hash_box(pixels, r.box))
+                    for r in regions.storage_regions(image, crops=True)]
         assert [(n, fp.bits.tobytes(), fp.quality) for n, fp in stored] == \
             [(n, fp.bits.tobytes(), fp.quality) for n, fp in expected]
     assert len(regions.storage_fingerprints(images[0])) > 10  # crop windows were stored
@@ -249,13 +252,8 @@ def test_box_sides_snap_to_the_border_on_the_full_resolution_pixels():
     picture = photo_like(7, (600, 450))
     framed = Image.new("RGB", (600 + 2 * 37, 450 + 2 * 37), (0, 0, 0))
     framed.paste(picture, (37, 37))  # 37 px: not a multiple of the analysis copy's factor
-    boxes = regions.find_boxes(framed)
-    assert boxes["content"] == (37, 37, 637, 487)
-    regions.REFINE = False
-    try:
-        coarse = regions.find_boxes(framed)["content"]
-    finally:
-        regions.REFINE = True
+    assert regions.find_boxes(framed)["content"] == (37, 37, 637, 487)
+    coarse = regions.find_boxes(framed, config=RegionConfig(refine=False))["content"]
     assert coarse != (37, 37, 637, 487)  # what the refinement is for
 
 
@@ -283,8 +281,8 @@ def test_alignment_moves_a_query_box_onto_the_stored_window():
     grey = aligner.greys[aligner.boxes["full"][0]]
     for variant in ("original", "flipy"):
         assert aligner.fingerprint("full", box, variant) == (
-            regions._hash_box(grey, box, dihedral=True)[MIRROR] if variant == "flipy"
-            else regions._hash_box(grey, box))
+            region_boxes._hash_box(grey, box, dihedral=True)[MIRROR] if variant == "flipy"
+            else region_boxes._hash_box(grey, box))
     handed_over = copy.deepcopy(aligner)
     assert "_hashed" in vars(aligner) and "_hashed" not in vars(handed_over)
     assert handed_over.align("full", "original", target) == (aligned, box)

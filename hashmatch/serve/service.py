@@ -223,7 +223,8 @@ class Service:
         rows = [(fp.algorithm, fp.nbits, "full", "original", fp.bits.tobytes(), fp.quality)]
         if self.index.regions:
             rows += [(r.algorithm, r.nbits, name, "original", r.bits.tobytes(), r.quality)
-                     for name, r in storage_fingerprints(decoded.image, full=fp)[1:]]
+                     for name, r in storage_fingerprints(decoded.image, full=fp,
+                                                         config=self.index.region_config)[1:]]
         width, height = decoded.original_size
         meta = {**meta, "upload": {"sha256": hashlib.sha256(data).hexdigest(),
                                    "bytes": len(data), "format": decoded.format,
