@@ -43,9 +43,10 @@ from datetime import datetime, timezone
 from typing import Iterable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .base import (AddOutcome, AuditEntry, Change, Codes, Item, Store, StoreError, check_kind,
-                   checked_item, items_matching, prepare_record, stats_summary)
-from .sqlite import _actor, _codes_from_rows
+from .base import (VERIFICATION_MAGIC, AddOutcome, AuditEntry, Change, Codes, Item, Store,
+                   StoreError)
+from .common import (audit_actor, check_kind, check_meta_key, checked_item, codes_from_rows,
+                     items_matching, prepare_record, stats_summary)
 
 SCHEMA = "hashmatch"
 SCHEMA_VERSION = 2  # 2: the verification table
@@ -530,7 +531,7 @@ class PostgresStore(Store):
             else:
                 rows = _fetch_codes(db, _LOAD_CODES_OF_ITEMS,
                                     (_ids(item_ids), algorithm, int(nbits)))
-        return _codes_from_rows(algorithm, int(nbits), seq, rows, self.path)
+        return codes_from_rows(self.path, algorithm, int(nbits), seq, rows)
 
     def load_codes_for_items(self, item_ids) -> dict[tuple[str, int], Codes]:
         wanted = _ids(item_ids)
@@ -583,8 +584,6 @@ class PostgresStore(Store):
 
     def stats(self) -> dict:
         # Verifiable: verification data in the format this version reads.
-        from ..verify import MAGIC as verification_format
-
         with self._read() as db:
             live, removed = db.execute(
                 "SELECT COUNT(*) FILTER (WHERE removed_at IS NULL),"
@@ -602,7 +601,7 @@ class PostgresStore(Store):
             verifiable = db.execute(
                 "SELECT COUNT(*) FROM hashmatch.verification v JOIN hashmatch.items i"
                 " ON i.id = v.item_id WHERE i.removed_at IS NULL"
-                " AND substring(v.data from 1 for 4) = %s", (verification_format,)).fetchone()[0]
+                " AND substring(v.data from 1 for 4) = %s", (VERIFICATION_MAGIC,)).fetchone()[0]
         stats = stats_summary(self, SCHEMA_VERSION, live, removed, per_algorithm, seq, db_bytes)
         stats["verifiable_items"] = int(verifiable)
         return stats
@@ -711,8 +710,6 @@ class PostgresStore(Store):
         return None if row is None else row[0]
 
     def set_meta_value(self, key: str, value: str, *, action=None, detail=None) -> None:
-        from .base import check_meta_key
-
         check_meta_key(key, value)
 
         def body(db):
@@ -724,8 +721,6 @@ class PostgresStore(Store):
         self._write(body)
 
     def delete_meta_value(self, key: str, *, action=None, detail=None) -> bool:
-        from .base import check_meta_key
-
         check_meta_key(key)
 
         def body(db):
@@ -859,7 +854,7 @@ def _append_audit(db, at, action: str, detail: dict) -> None:
     db.execute(
         "INSERT INTO hashmatch.audit (at, actor, action, detail)"
         " VALUES (COALESCE(%s, now()), %s, %s, %s::json)",
-        (at, _actor(), action, json.dumps(detail, ensure_ascii=False, default=str)))
+        (at, audit_actor(), action, json.dumps(detail, ensure_ascii=False, default=str)))
 
 
 def _last_seq(db) -> int:

@@ -16,11 +16,9 @@ Every statement is parameterised; id lists travel as one JSON array parameter (`
 
 from __future__ import annotations
 
-import getpass
 import itertools
 import json
 import os
-import socket
 import sqlite3
 import threading
 import uuid as uuid_module
@@ -30,15 +28,12 @@ from typing import Iterable
 
 import numpy as np
 
-from .base import (
-    AddOutcome,
-    AuditEntry,
-    Change,
-    Codes,
-    Item,
-    Store,
-    StoreError,
+from .base import (VERIFICATION_MAGIC, AddOutcome, AuditEntry, Change, Codes, Item, Store,
+                   StoreError)
+from .common import (
+    audit_actor,
     check_kind,
+    check_meta_key,
     checked_item,
     codes_from_rows,
     items_matching,
@@ -118,15 +113,6 @@ _LOAD_CODES_OF_ITEMS = f"""
 
 def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
-def _actor() -> str:
-    """Who is acting, for the audit log: OS user, host and process."""
-    try:
-        user = getpass.getuser()
-    except Exception:  # no passwd entry (containers): the uid still identifies the account
-        user = f"uid {os.getuid()}"
-    return f"{user}@{socket.gethostname()} pid {os.getpid()}"
 
 
 def _id_list(item_ids: Iterable[int]) -> str:
@@ -372,7 +358,7 @@ class SQLiteStore(Store):
                 rows = cursor.fetchmany(_FETCH_ROWS)
                 if not rows and parts:
                     break
-                parts.append(_codes_from_rows(algorithm, nbits, seq, rows, self.path))
+                parts.append(codes_from_rows(self.path, algorithm, nbits, seq, rows))
                 if len(rows) < _FETCH_ROWS:
                     break
         return parts[0] if len(parts) == 1 else _concatenate_codes(parts)
@@ -432,8 +418,6 @@ class SQLiteStore(Store):
 
     def stats(self) -> dict:
         # Verifiable: verification data in the format this version reads.
-        from ..verify import MAGIC as verification_format
-
         with self._read() as db:
             live = db.execute("SELECT COUNT(*) FROM items WHERE removed_at IS NULL").fetchone()[0]
             removed = db.execute(
@@ -447,7 +431,7 @@ class SQLiteStore(Store):
             verifiable = db.execute(
                 "SELECT COUNT(*) FROM verification v JOIN items i ON i.id = v.item_id"
                 " WHERE i.removed_at IS NULL AND substr(v.data, 1, 4) = ?",
-                (verification_format,)).fetchone()[0]
+                (VERIFICATION_MAGIC,)).fetchone()[0]
         db_bytes = sum(
             os.path.getsize(p) for p in (self.path, self.path + "-wal") if os.path.exists(p)
         )
@@ -560,8 +544,6 @@ class SQLiteStore(Store):
         return None if row is None else row[0]
 
     def set_meta_value(self, key: str, value: str, *, action=None, detail=None) -> None:
-        from .base import check_meta_key
-
         check_meta_key(key, value)
         with self._write() as db:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
@@ -569,8 +551,6 @@ class SQLiteStore(Store):
                 _append_audit(db, _utc_now(), action, detail or {})
 
     def delete_meta_value(self, key: str, *, action=None, detail=None) -> bool:
-        from .base import check_meta_key
-
         check_meta_key(key)
         with self._write() as db:
             existed = db.execute("DELETE FROM meta WHERE key = ?", (key,)).rowcount > 0
@@ -776,7 +756,7 @@ def _table_names(conn: sqlite3.Connection) -> set[str]:
 def _append_audit(db: sqlite3.Connection, at: str, action: str, detail: dict) -> None:
     db.execute(
         "INSERT INTO audit (at, actor, action, detail) VALUES (?, ?, ?, ?)",
-        (at, _actor(), action, json.dumps(detail, ensure_ascii=False, default=str)),
+        (at, audit_actor(), action, json.dumps(detail, ensure_ascii=False, default=str)),
     )
 
 
@@ -805,10 +785,3 @@ def _concatenate_codes(parts: list) -> Codes:
         variants=np.concatenate([p.variants for p in parts]),
         qualities=np.concatenate([p.qualities for p in parts]),
     )
-
-
-def _codes_from_rows(algorithm: str, nbits: int, seq: int, rows: list,
-                     where: str = "store") -> Codes:
-    """Turn (item_id, fingerprint_id, region, variant, quality, code) rows into arrays,
-    checking every value (base.codes_from_rows)."""
-    return codes_from_rows(where, algorithm, nbits, seq, rows)
