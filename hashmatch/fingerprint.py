@@ -19,11 +19,13 @@ ALGORITHMS = tuple(DEFAULT_BITS)
 _POPCOUNT8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
-def _check_algorithm(algorithm: str) -> str:
-    if algorithm not in DEFAULT_BITS:
-        raise HashFormatError(
-            f"unknown algorithm {algorithm!r}; expected one of {', '.join(ALGORITHMS)}"
-        )
+def check_algorithm(algorithm) -> str:
+    """``algorithm`` if hashmatch has it, else HashFormatError: the one check (and message)
+    wherever an algorithm is named -- a Fingerprint, a hasher, a hash list, the index."""
+    if algorithm not in ALGORITHMS:
+        shown = repr(algorithm)
+        shown = shown if len(shown) <= 42 else shown[:40] + "..."  # a crafted list's line
+        raise HashFormatError(f"unknown algorithm {shown}; choose one of: {', '.join(ALGORITHMS)}")
     return algorithm
 
 
@@ -37,7 +39,7 @@ class Fingerprint:
     __slots__ = ("algorithm", "bits", "quality")
 
     def __init__(self, algorithm: str, bits, quality: int | None = None):
-        _check_algorithm(algorithm)
+        check_algorithm(algorithm)
         packed = np.ascontiguousarray(bits, dtype=np.uint8).reshape(-1)
         if packed.size == 0 or packed.size % 8:
             raise HashFormatError(
@@ -55,7 +57,7 @@ class Fingerprint:
     @classmethod
     def from_hex(cls, text: str, algorithm: str = "pdq", quality: int | None = None) -> "Fingerprint":
         """Parse the hex form of a hash. Raises HashFormatError on bad input."""
-        _check_algorithm(algorithm)
+        check_algorithm(algorithm)
         if not isinstance(text, str):
             raise HashFormatError(f"hash must be a hex string, got {type(text).__name__}")
         text = text.strip().lower()
