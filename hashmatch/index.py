@@ -102,6 +102,8 @@ class QueryResult:
 
 @dataclass
 class AddOutcome:
+    """One file of :meth:`Index.add_files`: added, duplicate, skipped or failed (with why)."""
+
     path: str
     status: str  # "added" | "duplicate" | "skipped" | "failed"
     item_id: int | None = None

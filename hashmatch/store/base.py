@@ -74,8 +74,10 @@ class ItemRecord:
     verification: bytes | None = None
 
 
-class AddOutcome(NamedTuple):
-    """Result of adding one record: ``status`` is 'added' or 'duplicate' (of ``item_id``)."""
+class RecordOutcome(NamedTuple):
+    """What :meth:`Store.add_items` did with one record: ``status`` is 'added' or
+    'duplicate' (of ``item_id``). Not hashmatch.index.AddOutcome, one indexed *file*'s
+    outcome (which can also be 'skipped' or 'failed', with the reason)."""
 
     status: str
     item_id: int
@@ -163,7 +165,7 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def add_items(
         self, records: Iterable[ItemRecord], *, action: str = "add", detail: dict | None = None
-    ) -> list[AddOutcome]:
+    ) -> list[RecordOutcome]:
         """Add items with their fingerprints in one transaction; one outcome per record.
 
         A record whose ``sha256`` equals a live item's (or an earlier record's in the same call)
@@ -175,7 +177,7 @@ class Store(abc.ABC):
     def add_items_streaming(
         self, records: Iterable[ItemRecord], *, action: str = "add", detail: dict | None = None,
         batch: int = 10_000,
-    ) -> list[AddOutcome]:
+    ) -> list[RecordOutcome]:
         """As :meth:`add_items` -- one transaction, all or nothing -- for a long iterable
         (a hash list of millions of lines): backends that can consume it ``batch`` records
         at a time, validating each batch as it comes, do, so the records never all sit in

@@ -43,7 +43,7 @@ from datetime import datetime, timezone
 from typing import Iterable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .base import (VERIFICATION_MAGIC, AddOutcome, AuditEntry, Change, Codes, Item, Store,
+from .base import (VERIFICATION_MAGIC, AuditEntry, Change, Codes, Item, RecordOutcome, Store,
                    StoreError)
 from .common import (audit_actor, check_kind, check_meta_key, checked_item, codes_from_rows,
                      items_matching, prepare_record, stats_summary)
@@ -360,7 +360,7 @@ class PostgresStore(Store):
         return self._snapshot()
 
     # -- writes -------------------------------------------------------------------------
-    def add_items(self, records, *, action="add", detail=None) -> list[AddOutcome]:
+    def add_items(self, records, *, action="add", detail=None) -> list[RecordOutcome]:
         prepared = [prepare_record(r) for r in records]  # all validated before any write
         for record, _, _ in prepared:
             where = f"record {record.path!r}"
@@ -373,7 +373,7 @@ class PostgresStore(Store):
             return []
         return self._write(lambda db: self._add(db, prepared, action, detail))
 
-    def _add(self, db, prepared, action, detail) -> list[AddOutcome]:
+    def _add(self, db, prepared, action, detail) -> list[RecordOutcome]:
         """The body of add_items: a handful of statements per call, whatever its size.
 
         Ids are drawn from the identity sequence up front (in record order) so that items and
@@ -382,7 +382,7 @@ class PostgresStore(Store):
         also waits for a concurrent writer adding the same file, then sees its row).
         """
         now = db.execute("SELECT now()").fetchone()[0]
-        outcomes: list[AddOutcome | None] = [None] * len(prepared)
+        outcomes: list[RecordOutcome | None] = [None] * len(prepared)
         first_of: dict[str, int] = {}  # sha256 -> index of its first record in this call
         fresh = []  # indexes of the records to insert
         for k, (record, _, _) in enumerate(prepared):
@@ -416,20 +416,20 @@ class PostgresStore(Store):
         for item_id, k in zip(ids, fresh):
             record = prepared[k][0]
             if item_id in inserted:
-                outcomes[k] = AddOutcome("added", item_id)
+                outcomes[k] = RecordOutcome("added", item_id)
                 new_ids.append(item_id)
                 fingerprints += [(item_id, *fp) for fp in record.fingerprints]
                 if record.verification is not None:
                     verification.append((item_id, record.verification))
             elif record.sha256 in live:
-                outcomes[k] = AddOutcome("duplicate", live[record.sha256])
+                outcomes[k] = RecordOutcome("duplicate", live[record.sha256])
                 if record.verification is not None:
                     upgrades.append((live[record.sha256], record.verification))
             else:  # the conflicting item was removed meanwhile by another writer: start over
                 raise _race()
         for k, (record, _, _) in enumerate(prepared):
             if outcomes[k] is None:  # a repeat of an earlier record of this call
-                outcomes[k] = AddOutcome("duplicate", outcomes[first_of[record.sha256]].item_id)
+                outcomes[k] = RecordOutcome("duplicate", outcomes[first_of[record.sha256]].item_id)
         if fingerprints:
             db.execute(
                 "INSERT INTO hashmatch.fingerprints (item_id, algorithm, nbits, region, variant,"

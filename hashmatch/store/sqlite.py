@@ -28,7 +28,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .base import (VERIFICATION_MAGIC, AddOutcome, AuditEntry, Change, Codes, Item, Store,
+from .base import (VERIFICATION_MAGIC, AuditEntry, Change, Codes, Item, RecordOutcome, Store,
                    StoreError)
 from .common import (
     audit_actor,
@@ -217,7 +217,7 @@ class SQLiteStore(Store):
         return self._conn
 
     # -- writes -------------------------------------------------------------------------
-    def add_items(self, records, *, action="add", detail=None) -> list[AddOutcome]:
+    def add_items(self, records, *, action="add", detail=None) -> list[RecordOutcome]:
         prepared = [prepare_record(r) for r in records]  # all validated before any write
         if not prepared:
             return []
@@ -231,10 +231,10 @@ class SQLiteStore(Store):
         return outcomes
 
     def add_items_streaming(self, records, *, action="add", detail=None,
-                            batch=10_000) -> list[AddOutcome]:
+                            batch=10_000) -> list[RecordOutcome]:
         """One transaction, ``batch`` records validated and inserted at a time (see Store)."""
         now = _utc_now()
-        outcomes: list[AddOutcome] = []
+        outcomes: list[RecordOutcome] = []
         iterator = iter(records)
         with self._write() as db:
             while True:
@@ -260,7 +260,7 @@ class SQLiteStore(Store):
                 if row is not None:
                     if record.verification is not None:
                         db.execute(_UPGRADE_VERIFICATION, (row[0], record.verification))
-                    outcomes.append(AddOutcome("duplicate", row[0]))
+                    outcomes.append(RecordOutcome("duplicate", row[0]))
                     continue
             item = (record.path, record.sha256, record.size, now, labels_json, record.source)
             item_id = db.execute(
@@ -279,7 +279,7 @@ class SQLiteStore(Store):
             db.execute(
                 "INSERT INTO changes (item_id, op, at) VALUES (?, 'add', ?)", (item_id, now)
             )
-            outcomes.append(AddOutcome("added", item_id))
+            outcomes.append(RecordOutcome("added", item_id))
 
     def remove_items(self, item_ids, *, detail=None) -> int:
         requested = sorted({int(i) for i in item_ids})
