@@ -1,10 +1,14 @@
-"""The Fingerprint value type: one perceptual hash of one image (or image region).
+"""The value types of hashing: a Fingerprint, one perceptual hash of one image (or image
+region), and FileFingerprints, everything hashing learnt about one file (here, below both
+hashing and its Dask runner hashmatch.distributed, which makes one for a lost task).
 
 Bits are stored packed, most significant bit first, so that ``fp.hex()`` is the usual hex
 form of each algorithm: PDQ's 64-hex-digit form (as the C++ reference and ThreatExchange write
 it) and imagehash's ``str(ImageHash)`` for phash/dhash/ahash.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -148,3 +152,31 @@ class Fingerprint:
         # Lets Fingerprints cross process boundaries (multiprocessing) by value; hashmatch
         # itself never unpickles anything read from disk or the network.
         return (Fingerprint, (self.algorithm, self.bits.copy(), self.quality))
+
+
+@dataclass
+class FileFingerprints:
+    """Everything hashing learnt about one file; ``error`` set (and no fingerprints) on failure."""
+
+    path: str
+    fingerprints: list[Fingerprint] = field(default_factory=list)
+    sha256: str | None = None
+    file_size: int | None = None
+    format: str | None = None
+    width: int | None = None
+    height: int | None = None
+    error: str | None = None  # "reason (detail)" as ImageError words it
+    # (region name, PDQ fingerprint) of the image's regions besides the full frame (content
+    # without borders, embedded picture: hashmatch.regions), when asked for.
+    regions: list[tuple[str, Fingerprint]] = field(default_factory=list)
+    # What the verification stage compares candidates with (hashmatch.verify.encode), made
+    # with the regions.
+    verification: bytes | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def fingerprint(self) -> Fingerprint | None:
+        return self.fingerprints[0] if self.fingerprints else None
