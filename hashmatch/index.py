@@ -885,6 +885,11 @@ class Index:
             return rg.PDQ_MAX_DISTANCE
         return DEFAULT_MAX_DISTANCE.get(algorithm, 10)
 
+    def uses_regions(self, regions: bool | None = None) -> bool:
+        """Whether a query given ``regions`` (None: this index's setting) searches the region
+        fingerprints; they are PDQ only, so never when PDQ is not queried."""
+        return self._use_regions(regions)
+
     def _use_regions(self, regions: bool | None = None) -> bool:
         wanted = self.regions if regions is None else regions
         return bool(wanted) and "pdq" in self._query_algorithms()

@@ -121,7 +121,7 @@ def build_query_report(index, files: list[str], max_distance: int | None = None,
         thresholds={a: index.default_max_distance(a, regions) if max_distance is None
                     else max_distance for a in algorithms},
         options={"top_k": top_k, "rotations_and_mirrors": dihedral,
-                 "regions": index._use_regions(regions),
+                 "regions": index.uses_regions(regions),
                  "every_match_verified_on_the_stored_picture": True,
                  "same_template_leads_listed": templates})
     return {"report": header, "queries": queries}, thumbnails
