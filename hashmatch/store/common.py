@@ -16,6 +16,7 @@ import numpy as np
 
 from .base import Codes, FingerprintRecord, Item, ItemRecord, StoreError
 
+
 def audit_actor() -> str:
     """Who is acting, for the audit log: OS user, host and process."""
     try:
