@@ -5,7 +5,7 @@ And do true copies still match, through edits the project's own suite has and so
     .venv/bin/python benchmarks/bench_precision.py             # the RESULTS.md figures
 
 Known items (the database's own pictures): corpus photos and receipts and synthetic adverts
-(ID cards of one design, chat screenshots, price posters; benchmarks/edits.py). Database
+(ID cards of one design, chat screenshots, price posters; tests/edits.py). Database
 sizes: the known items alone (80), then + real distractors (more corpus images and adverts
 of the same templates) to ~4,000, then + hash-list padding (PDQ codes of those distractors
 with 40-70 random bits flipped: plausible hashes without pixels, which the plain-PDQ rule
@@ -37,6 +37,9 @@ from PIL import Image, ImageDraw
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
+# edits.py (the synthetic adverts and the re-post edits) lives with the tests, which use it too;
+# appended, so the benchmarks folder wins any name both folders have (reliability)
+sys.path.append(str(HERE.parent / "tests"))
 
 import edits  # noqa: E402
 

@@ -5,10 +5,10 @@
 
 Data (written once under benchmarks/_work/robustness, then every system hashes FROM THE FILES):
 - originals: public-corpus photos and receipts + synthetic adverts (ID cards from one template,
-  chat screenshots, price posters; benchmarks/edits.py);
+  chat screenshots, price posters; tests/edits.py);
 - database = originals + distractors: the rest of the corpus, many more adverts from the same
   templates (hard negatives), and edited distractors (screenshots/posts/borders of other images);
-- queries: every edit of benchmarks/edits.py applied to every original (positives), plus
+- queries: every edit of tests/edits.py applied to every original (positives), plus
   negative queries: held-out images, each through a random edit, that are not in the database.
 
 A query's false alarm: any database item other than its source within the threshold. For each
@@ -34,6 +34,9 @@ from PIL import Image
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
+# edits.py (the synthetic adverts and the re-post edits) lives with the tests, which use it too;
+# appended, so the benchmarks folder wins any name both folders have (reliability)
+sys.path.append(str(HERE.parent / "tests"))
 
 import edits  # noqa: E402
 

@@ -16,6 +16,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# edits.py (the synthetic adverts and the re-post edits) lives with the tests, which use it too;
+# appended, so the benchmarks folder wins any name both folders have (reliability)
+sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))
 import bench_robustness as br  # noqa: E402
 import edits  # noqa: E402
 

@@ -1140,7 +1140,7 @@ def export_command(db, fmt, algorithm, output):
 
     if fmt == "pytx" and algorithm not in PYTX_SIGNAL_TYPES:
         _fail(f"python-threatexchange has no signal type for {algorithm}: use --format hex")
-    from .report import OutputPathError, check_output_path, write_atomically
+    from .report import OutputPathError, check_output_path, write_output
 
     index = _open_index(db, create=False)
     with index:
@@ -1153,7 +1153,7 @@ def export_command(db, fmt, algorithm, output):
                 _fail(safe(f"export not written: {exc}"))
             buffer = io.StringIO()
             count = export_hash_list(index, buffer, fmt, algorithm)
-            write_atomically(target, buffer.getvalue().encode("utf-8"))
+            write_output(target, buffer.getvalue().encode("utf-8"))
     click.echo(f"exported {count} hashes" + (f" to {output}" if output else ""), err=True)
 
 

@@ -704,6 +704,11 @@ class CodeIndex:
         """Which method each segment would use for such a call (diagnostics, benchmarks)."""
         return ["mih" if self._use_mih(s, radius, needles) else "scan" for s in self._segments]
 
+    @property
+    def buffered_rows(self) -> int:
+        """Rows in the append buffer, not sealed into a segment yet (diagnostics, tests)."""
+        return self._buf_n
+
 
 def _coarse_pairs(coarse, coarse_needles, coarse_radius):
     """(rows, needles) of the pairs within ``coarse_radius``: one scan of the coarse codes,

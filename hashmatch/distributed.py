@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
 from .errors import HashmatchError
+from .fingerprint import FileFingerprints
 
 DEFAULT_MAX_BATCH = 64  # files per task at most: keeps results flowing and memory small
 
@@ -89,8 +90,6 @@ def dask_map_files(job: Callable, paths: Sequence, client, batch_size: int | Non
     worker thread busy, at most DEFAULT_MAX_BATCH). ``max_in_flight``: batches submitted
     ahead of the one being yielded (default: 4 per worker thread).
     """
-    from .hashing import FileFingerprints
-
     paths = list(paths)
     if not paths:
         return

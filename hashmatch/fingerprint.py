@@ -1,10 +1,14 @@
-"""The Fingerprint value type: one perceptual hash of one image (or image region).
+"""The value types of hashing: a Fingerprint, one perceptual hash of one image (or image
+region), and FileFingerprints, everything hashing learnt about one file (here, below both
+hashing and its Dask runner hashmatch.distributed, which makes one for a lost task).
 
 Bits are stored packed, most significant bit first, so that ``fp.hex()`` is the usual hex
 form of each algorithm: PDQ's 64-hex-digit form (as the C++ reference and ThreatExchange write
 it) and imagehash's ``str(ImageHash)`` for phash/dhash/ahash.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -19,11 +23,13 @@ ALGORITHMS = tuple(DEFAULT_BITS)
 _POPCOUNT8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
-def _check_algorithm(algorithm: str) -> str:
-    if algorithm not in DEFAULT_BITS:
-        raise HashFormatError(
-            f"unknown algorithm {algorithm!r}; expected one of {', '.join(ALGORITHMS)}"
-        )
+def check_algorithm(algorithm) -> str:
+    """``algorithm`` if hashmatch has it, else HashFormatError: the one check (and message)
+    wherever an algorithm is named -- a Fingerprint, a hasher, a hash list, the index."""
+    if algorithm not in ALGORITHMS:
+        shown = repr(algorithm)
+        shown = shown if len(shown) <= 42 else shown[:40] + "..."  # a crafted list's line
+        raise HashFormatError(f"unknown algorithm {shown}; choose one of: {', '.join(ALGORITHMS)}")
     return algorithm
 
 
@@ -37,7 +43,7 @@ class Fingerprint:
     __slots__ = ("algorithm", "bits", "quality")
 
     def __init__(self, algorithm: str, bits, quality: int | None = None):
-        _check_algorithm(algorithm)
+        check_algorithm(algorithm)
         packed = np.ascontiguousarray(bits, dtype=np.uint8).reshape(-1)
         if packed.size == 0 or packed.size % 8:
             raise HashFormatError(
@@ -55,7 +61,7 @@ class Fingerprint:
     @classmethod
     def from_hex(cls, text: str, algorithm: str = "pdq", quality: int | None = None) -> "Fingerprint":
         """Parse the hex form of a hash. Raises HashFormatError on bad input."""
-        _check_algorithm(algorithm)
+        check_algorithm(algorithm)
         if not isinstance(text, str):
             raise HashFormatError(f"hash must be a hex string, got {type(text).__name__}")
         text = text.strip().lower()
@@ -146,3 +152,31 @@ class Fingerprint:
         # Lets Fingerprints cross process boundaries (multiprocessing) by value; hashmatch
         # itself never unpickles anything read from disk or the network.
         return (Fingerprint, (self.algorithm, self.bits.copy(), self.quality))
+
+
+@dataclass
+class FileFingerprints:
+    """Everything hashing learnt about one file; ``error`` set (and no fingerprints) on failure."""
+
+    path: str
+    fingerprints: list[Fingerprint] = field(default_factory=list)
+    sha256: str | None = None
+    file_size: int | None = None
+    format: str | None = None
+    width: int | None = None
+    height: int | None = None
+    error: str | None = None  # "reason (detail)" as ImageError words it
+    # (region name, PDQ fingerprint) of the image's regions besides the full frame (content
+    # without borders, embedded picture: hashmatch.regions), when asked for.
+    regions: list[tuple[str, Fingerprint]] = field(default_factory=list)
+    # What the verification stage compares candidates with (hashmatch.verify.encode), made
+    # with the regions.
+    verification: bytes | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def fingerprint(self) -> Fingerprint | None:
+        return self.fingerprints[0] if self.fingerprints else None

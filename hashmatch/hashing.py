@@ -6,46 +6,18 @@ per-file work unit (:func:`fingerprint_file`) that indexing runs in worker proce
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from . import decode as decoding
 from .errors import ImageError
-from .fingerprint import Fingerprint
+from .fingerprint import FileFingerprints, Fingerprint
 from .hashers import DEFAULT_ALGORITHM, compute, decode_needs, merge_needs
 from .parallel import ordered_map
 from .text import storable
 
 if TYPE_CHECKING:
     from .regions import RegionConfig
-
-
-@dataclass
-class FileFingerprints:
-    """Everything hashing learnt about one file; ``error`` set (and no fingerprints) on failure."""
-
-    path: str
-    fingerprints: list[Fingerprint] = field(default_factory=list)
-    sha256: str | None = None
-    file_size: int | None = None
-    format: str | None = None
-    width: int | None = None
-    height: int | None = None
-    error: str | None = None  # "reason (detail)" as ImageError words it
-    # (region name, PDQ fingerprint) of the image's regions besides the full frame (content
-    # without borders, embedded picture: hashmatch.regions), when asked for.
-    regions: list[tuple[str, Fingerprint]] = field(default_factory=list)
-    # What the verification stage compares candidates with (hashmatch.verify.encode), made
-    # with the regions.
-    verification: bytes | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @property
-    def fingerprint(self) -> Fingerprint | None:
-        return self.fingerprints[0] if self.fingerprints else None
 
 
 def hash_image(image, algorithm: str = DEFAULT_ALGORITHM, *, exact: bool = False,

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator, TextIO
 
 from .errors import HashFormatError
-from .fingerprint import ALGORITHMS, DEFAULT_BITS
+from .fingerprint import DEFAULT_BITS, check_algorithm
 from .formats import csv_safe_row, csv_unguard_cell
 
 FORMATS = ("te", "csv", "jsonl")
@@ -160,9 +160,7 @@ def _parse_stream(handle, name: str, fmt: str, algorithm: str, problems: list, c
                   columns: dict | None = None):
     """(format, iterator of (line number, HashEntry or _BadLine)) reading ``handle`` a line at
     a time; encoding problems go to ``problems``, ``counter[0]`` counts the lines read."""
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {algorithm!r}; "
-                         f"expected one of {', '.join(ALGORITHMS)}")
+    check_algorithm(algorithm)  # HashFormatError, a ValueError
     if fmt != "auto" and fmt not in FORMATS:
         raise ValueError(f"unknown hash-list format {fmt!r}; expected auto or one of {FORMATS}")
     lines = _decoded_lines(handle, name, problems, counter)
@@ -396,7 +394,7 @@ def _entry(number, algorithm, hex_text, quality=None, *, labels=(), source=None,
            sha256=None, size=None, meta=None, region="full", variant="original", item=None
            ) -> HashEntry:
     """Validate every field of one line; raises _BadLine naming the first bad one."""
-    algorithm = _check_algorithm(algorithm)
+    algorithm = _listed_algorithm(algorithm)
     return HashEntry(
         line=number, algorithm=algorithm, hash=_check_hash(hex_text, algorithm),
         quality=_check_quality(quality, algorithm), labels=_check_labels(labels),
@@ -407,11 +405,12 @@ def _entry(number, algorithm, hex_text, quality=None, *, labels=(), source=None,
 
 
 # -- field checks ---------------------------------------------------------------------------
-def _check_algorithm(algorithm) -> str:
-    algorithm = str(algorithm).strip().lower()
-    if algorithm not in ALGORITHMS:
-        raise _BadLine(f"unknown algorithm {algorithm[:40]!r} (known: {', '.join(ALGORITHMS)})")
-    return algorithm
+def _listed_algorithm(algorithm) -> str:
+    """A line's algorithm field, as lists write it (any case, padded), checked."""
+    try:
+        return check_algorithm(str(algorithm).strip().lower())
+    except HashFormatError as exc:
+        raise _BadLine(str(exc)) from None
 
 
 def _check_hash(hex_text, algorithm: str) -> str:
@@ -581,7 +580,7 @@ def validate_item_fields(algorithm: str = "pdq", quality=None, labels=(), source
     = {}); quality 0-100 or None.
     """
     try:
-        return (_check_quality(quality, _check_algorithm(algorithm)),
+        return (_check_quality(quality, _listed_algorithm(algorithm)),
                 _check_labels([] if labels is None else labels),
                 _optional_text(source, "source"), _check_meta(meta))
     except _BadLine as exc:

@@ -102,6 +102,8 @@ class QueryResult:
 
 @dataclass
 class AddOutcome:
+    """One file of :meth:`Index.add_files`: added, duplicate, skipped or failed (with why)."""
+
     path: str
     status: str  # "added" | "duplicate" | "skipped" | "failed"
     item_id: int | None = None
@@ -890,6 +892,11 @@ class Index:
         if algorithm == "pdq" and self._use_regions(regions):
             return rg.PDQ_MAX_DISTANCE
         return DEFAULT_MAX_DISTANCE.get(algorithm, 10)
+
+    def uses_regions(self, regions: bool | None = None) -> bool:
+        """Whether a query given ``regions`` (None: this index's setting) searches the region
+        fingerprints; they are PDQ only, so never when PDQ is not queried."""
+        return self._use_regions(regions)
 
     def _use_regions(self, regions: bool | None = None) -> bool:
         wanted = self.regions if regions is None else regions

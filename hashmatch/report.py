@@ -19,13 +19,13 @@ import html
 import io
 import json
 import os
-import tempfile
 from datetime import datetime, timezone
 from typing import Iterable
 
 from . import __version__
 from . import decode as decoding
 from .errors import ImageError
+from .paths import write_atomically
 from .text import from_storable, storable
 
 THUMBNAIL_SIDE = 200
@@ -121,7 +121,7 @@ def build_query_report(index, files: list[str], max_distance: int | None = None,
         thresholds={a: index.default_max_distance(a, regions) if max_distance is None
                     else max_distance for a in algorithms},
         options={"top_k": top_k, "rotations_and_mirrors": dihedral,
-                 "regions": index._use_regions(regions),
+                 "regions": index.uses_regions(regions),
                  "every_match_verified_on_the_stored_picture": True,
                  "same_template_leads_listed": templates})
     return {"report": header, "queries": queries}, thumbnails
@@ -274,21 +274,10 @@ def check_output_path(path: str, protected: Iterable[str]) -> str:
     return path
 
 
-def write_atomically(path: str, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename over ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".hashmatch-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+def write_output(path: str, data: bytes) -> None:
+    """An output file (report, CSV), replaced atomically and readable like any file a user
+    saves (the temporary file would be 0o600)."""
+    write_atomically(path, data, permissions=0o644)
 
 
 def write_report(document: dict, thumbnails: dict[str, str], html_path: str,
@@ -297,9 +286,9 @@ def write_report(document: dict, thumbnails: dict[str, str], html_path: str,
     html_path, json_path = check_output_paths(html_path, json_path, protected)
     data = json_bytes(document)
     digest = hashlib.sha256(data).hexdigest()
-    write_atomically(json_path, data)
+    write_output(json_path, data)
     page = render_html(document, thumbnails, digest, os.path.basename(json_path))
-    write_atomically(html_path, page.encode("utf-8", "backslashreplace"))
+    write_output(html_path, page.encode("utf-8", "backslashreplace"))
     return html_path, json_path, digest
 
 

@@ -46,6 +46,7 @@ import numpy as np
 from PIL import Image
 
 from .regions.names import RegionName
+from .store.base import VERIFICATION_MAGIC
 
 Box = tuple[int, int, int, int]
 FBox = tuple[float, float, float, float]
@@ -53,7 +54,7 @@ FBox = tuple[float, float, float, float]
 # ---------------------------------------------------------------------------------------------
 # stored data
 
-MAGIC = b"HMV4"
+MAGIC = VERIFICATION_MAGIC  # the stores count items by it (stats: verifiable_items)
 # Older formats are read as outdated (not trusted; replaced when the file is indexed again):
 # HMV2 (thumbnail + ORB keypoints, hashmatch 0.2.0), HMV3 (no fine codes, 0.3.0 development).
 OLD_MAGICS = {b"HMV2": "hashmatch 0.2", b"HMV3": "an earlier hashmatch 0.3"}

@@ -189,7 +189,7 @@ def test_big_segments_use_mih_and_stay_exact():
     ids = np.arange(300_000, dtype=np.int64)
     index = CodeIndex(256)
     index.add(codes, ids)
-    assert index._segments[0].mih is not None and index.paths(31) == ["mih"]
+    assert index.paths(31) == ["mih"]
     queries = queries_with_planted_neighbours(codes, 30, rng)
     expected = fast.range_search(queries, codes, 31)  # the scan kernel, proven = its twin
     assert_same(index.range_search(queries, 31), expected)
@@ -227,7 +227,7 @@ def test_codes_of_returns_stored_codes_from_segments_and_buffer():
     codes = rng.integers(0, 256, (total, 32), dtype=np.uint8)
     index.add(codes[:sealed], np.arange(sealed))               # a sealed segment
     index.add(codes[sealed:], np.arange(sealed, total))        # the write buffer
-    assert index._buf_n == total - sealed and index._segments
+    assert len(index.paths()) == 1 and index.buffered_rows == total - sealed
     wanted = np.array([total - 1, 0, 1234, sealed])
     assert (index.codes_of(wanted) == codes[wanted]).all()
     index.remove([1234])
@@ -312,7 +312,7 @@ def test_prefiltered_hits_are_the_pairs_the_prefilter_lets_through(seed, m, radi
             index.remove(ids[lo:hi:3][:100])  # tombstones, the 400-row segment compacted
             model.add(codes[lo:hi], ids[lo:hi])
             model.remove(ids[lo:hi:3][:100])
-        assert len(index._segments) > 1 and index._buf_n
+        assert len(index.paths()) > 1 and index.buffered_rows
         needles = queries_with_planted_neighbours(codes, m, rng)
         got = index.prefiltered_hits(needles, radius, coarse_radius, key_radius)
         expected = _prefilter_brute_force(model, needles, radius, coarse_radius, key_radius)
@@ -333,11 +333,10 @@ def test_range_search_hits_through_big_mih_segment():
     codes = random_codes(250_000, 32, rng)
     index = CodeIndex(256)
     index.add(codes, np.arange(250_000, dtype=np.int64))
-    assert index._segments[0].mih is not None
     needles = queries_with_planted_neighbours(codes, 11, rng)
     radii = np.array([31] * 10 + [20])
     expected = fast.range_search_hits(needles, radii, codes, threads=1)  # proven = its twin
-    assert index._use_mih(index._segments[0], 31, 11)
+    assert index.paths(31, needles=11) == ["mih"]
     assert_same(index.range_search_hits(needles, radii, threads=1), expected)
     assert_same(index.range_search_hits(needles, np.full(11, 88)),
                 fast.range_search_hits(needles, np.full(11, 88), codes))

@@ -4,20 +4,17 @@ near-duplicate items straight. Data: the bundled examples and the public corpus.
 from __future__ import annotations
 
 import io
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import edits
 import hashmatch as hm
+from conftest import CORPUS
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import edits  # noqa: E402
-
-from conftest import CORPUS  # noqa: E402
 
 KNOWN = sorted((ROOT / "examples" / "known").glob("*"))
 REPOSTS = ROOT / "examples" / "reposts"

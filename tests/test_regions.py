@@ -3,8 +3,6 @@ windows cover one-side crops, the decision rule keeps only distinct best matches
 from __future__ import annotations
 
 import io
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +12,7 @@ from hashmatch import regions
 from hashmatch.regions import RegionConfig, RegionName, tilt
 from hashmatch.regions import boxes as region_boxes
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-import edits  # noqa: E402
+import edits
 
 
 def photo_like(seed: int, size=(400, 300)) -> Image.Image:

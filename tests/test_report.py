@@ -290,3 +290,15 @@ def test_verdicts_show_in_the_summary_and_per_match():
     card = page.split('id="q1"')[1]
     assert "same picture, edited" in card and "checked against the known picture" in card
     assert "score 21" in card  # technical detail kept, in the small line
+
+
+def test_the_report_states_whether_regions_were_searched(tmp_path):
+    with hm.Index.open(tmp_path / "pdq.hmdb", create=True) as index:
+        assert index.uses_regions() and not index.uses_regions(False)
+    with hm.Index.open(tmp_path / "flat.hmdb", create=True, regions=False) as index:
+        assert not index.uses_regions() and index.uses_regions(True)
+    # region fingerprints are PDQ only: an index querying phash never searches them
+    with hm.Index.open(tmp_path / "phash.hmdb", create=True, algorithms=("phash",)) as index:
+        assert not index.uses_regions(True)
+        document, _ = build_query_report(index, [], regions=True, workers=1)
+        assert document["report"]["options"]["regions"] is False

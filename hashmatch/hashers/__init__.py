@@ -9,8 +9,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from ..errors import HashFormatError
-from ..fingerprint import ALGORITHMS, Fingerprint
+from ..fingerprint import Fingerprint, check_algorithm
 from . import imagehash_compat
 
 DEFAULT_ALGORITHM = "pdq"
@@ -47,14 +46,6 @@ def merge_needs(needs: list[DecodeNeeds]) -> DecodeNeeds:
     if any(n.draft_min_side is None for n in needs):
         return DecodeNeeds(mode, None)
     return DecodeNeeds(mode, max(n.draft_min_side for n in needs))
-
-
-def check_algorithm(algorithm: str) -> str:
-    if algorithm not in ALGORITHMS:
-        raise HashFormatError(
-            f"unknown algorithm {algorithm!r}; choose one of: {', '.join(ALGORITHMS)}"
-        )
-    return algorithm
 
 
 def compute(image: Image.Image, algorithm: str = DEFAULT_ALGORITHM, *, exact: bool = False,

@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ..errors import HashFormatError
-from ..fingerprint import DEFAULT_BITS, Fingerprint
+from ..fingerprint import DEFAULT_BITS, Fingerprint, check_algorithm
 from .errors import ApiError, not_found
 from .http import blocking, flag, int_param, json_body, requires, service_of, upload
 from .settings import banks_of
@@ -64,11 +64,10 @@ def _fingerprints(values, algorithm: str, limit: int) -> list[Fingerprint]:
 
 
 def _algorithm(data: dict) -> str:
-    algorithm = data.get("algorithm", "pdq")
-    if algorithm not in DEFAULT_BITS:
-        raise ApiError(400, f"unknown algorithm {str(algorithm)[:50]!r} "
-                            f"(one of {', '.join(DEFAULT_BITS)})")
-    return algorithm
+    try:
+        return check_algorithm(data.get("algorithm", "pdq"))
+    except HashFormatError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 async def lookup_hashes(request: Request):

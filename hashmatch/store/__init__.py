@@ -3,13 +3,13 @@
 import os
 
 from .base import (
-    AddOutcome,
     AuditEntry,
     Change,
     Codes,
     FingerprintRecord,
     Item,
     ItemRecord,
+    RecordOutcome,
     Store,
     StoreError,
 )
@@ -45,7 +45,6 @@ def open_store(location, create: bool = False) -> Store:
 
 
 __all__ = [
-    "AddOutcome",
     "AuditEntry",
     "CacheInvalid",
     "Change",
@@ -54,6 +53,7 @@ __all__ = [
     "Item",
     "ItemRecord",
     "LoadedCodes",
+    "RecordOutcome",
     "SQLiteStore",
     "Store",
     "StoreError",

@@ -37,13 +37,13 @@ import mmap
 import os
 import stat
 import struct
-import tempfile
 import uuid as uuid_module
 from dataclasses import replace
 from typing import Iterable, NamedTuple
 
 import numpy as np
 
+from ..paths import write_atomically
 from .base import Codes, Store, StoreError
 
 MAGIC = b"HMCODES\0"
@@ -152,22 +152,11 @@ def save_cache(
     prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header), hashlib.sha256(header).digest())
     head_padding = b"\0" * (-(len(prefix) + len(header)) % _ALIGN)
 
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp_path = tempfile.mkstemp(
-        dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for part in (prefix, header, head_padding, *chunks):
-                f.write(part)
-            f.flush()
-            os.fsync(f.fileno())  # the data is on disk before the rename makes it visible
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.unlink(tmp_path)
-        raise
-    _fsync_directory(directory)  # make the rename itself durable
+    def write(out) -> None:
+        for part in (prefix, header, head_padding, *chunks):
+            out.write(part)
+
+    write_atomically(path, write)
 
 
 def load_cache(path, store_uuid: str, seq: int) -> tuple[dict[str, np.ndarray], dict]:
@@ -285,19 +274,6 @@ def _array_from(path: str, payload: memoryview, entry: dict) -> np.ndarray:
     ):
         raise CacheInvalid(path, f"array {entry.get('name')!r} does not fit the payload")
     return np.frombuffer(payload, dtype=dtype, count=count, offset=offset).reshape(shape)
-
-
-def _fsync_directory(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open directories; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # -- the store's codes, cached -----------------------------------------------------------

@@ -43,9 +43,10 @@ from datetime import datetime, timezone
 from typing import Iterable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .base import (AddOutcome, AuditEntry, Change, Codes, Item, Store, StoreError, check_kind,
-                   checked_item, items_matching, prepare_record, stats_summary)
-from .sqlite import _actor, _codes_from_rows
+from .base import (VERIFICATION_MAGIC, AuditEntry, Change, Codes, Item, RecordOutcome, Store,
+                   StoreError)
+from .common import (audit_actor, check_kind, check_meta_key, checked_item, codes_from_rows,
+                     items_matching, prepare_record, stats_summary)
 
 SCHEMA = "hashmatch"
 SCHEMA_VERSION = 2  # 2: the verification table
@@ -359,7 +360,7 @@ class PostgresStore(Store):
         return self._snapshot()
 
     # -- writes -------------------------------------------------------------------------
-    def add_items(self, records, *, action="add", detail=None) -> list[AddOutcome]:
+    def add_items(self, records, *, action="add", detail=None) -> list[RecordOutcome]:
         prepared = [prepare_record(r) for r in records]  # all validated before any write
         for record, _, _ in prepared:
             where = f"record {record.path!r}"
@@ -372,7 +373,7 @@ class PostgresStore(Store):
             return []
         return self._write(lambda db: self._add(db, prepared, action, detail))
 
-    def _add(self, db, prepared, action, detail) -> list[AddOutcome]:
+    def _add(self, db, prepared, action, detail) -> list[RecordOutcome]:
         """The body of add_items: a handful of statements per call, whatever its size.
 
         Ids are drawn from the identity sequence up front (in record order) so that items and
@@ -381,7 +382,7 @@ class PostgresStore(Store):
         also waits for a concurrent writer adding the same file, then sees its row).
         """
         now = db.execute("SELECT now()").fetchone()[0]
-        outcomes: list[AddOutcome | None] = [None] * len(prepared)
+        outcomes: list[RecordOutcome | None] = [None] * len(prepared)
         first_of: dict[str, int] = {}  # sha256 -> index of its first record in this call
         fresh = []  # indexes of the records to insert
         for k, (record, _, _) in enumerate(prepared):
@@ -415,20 +416,20 @@ class PostgresStore(Store):
         for item_id, k in zip(ids, fresh):
             record = prepared[k][0]
             if item_id in inserted:
-                outcomes[k] = AddOutcome("added", item_id)
+                outcomes[k] = RecordOutcome("added", item_id)
                 new_ids.append(item_id)
                 fingerprints += [(item_id, *fp) for fp in record.fingerprints]
                 if record.verification is not None:
                     verification.append((item_id, record.verification))
             elif record.sha256 in live:
-                outcomes[k] = AddOutcome("duplicate", live[record.sha256])
+                outcomes[k] = RecordOutcome("duplicate", live[record.sha256])
                 if record.verification is not None:
                     upgrades.append((live[record.sha256], record.verification))
             else:  # the conflicting item was removed meanwhile by another writer: start over
                 raise _race()
         for k, (record, _, _) in enumerate(prepared):
             if outcomes[k] is None:  # a repeat of an earlier record of this call
-                outcomes[k] = AddOutcome("duplicate", outcomes[first_of[record.sha256]].item_id)
+                outcomes[k] = RecordOutcome("duplicate", outcomes[first_of[record.sha256]].item_id)
         if fingerprints:
             db.execute(
                 "INSERT INTO hashmatch.fingerprints (item_id, algorithm, nbits, region, variant,"
@@ -543,7 +544,7 @@ class PostgresStore(Store):
             else:
                 rows = _fetch_codes(db, _LOAD_CODES_OF_ITEMS,
                                     (_ids(item_ids), algorithm, int(nbits)))
-        return _codes_from_rows(algorithm, int(nbits), seq, rows, self.path)
+        return codes_from_rows(self.path, algorithm, int(nbits), seq, rows)
 
     def load_codes_for_items(self, item_ids) -> dict[tuple[str, int], Codes]:
         wanted = _ids(item_ids)
@@ -596,8 +597,6 @@ class PostgresStore(Store):
 
     def stats(self) -> dict:
         # Verifiable: verification data in the format this version reads.
-        from ..verify import MAGIC as verification_format
-
         with self._read() as db:
             live, removed = db.execute(
                 "SELECT COUNT(*) FILTER (WHERE removed_at IS NULL),"
@@ -615,7 +614,7 @@ class PostgresStore(Store):
             verifiable = db.execute(
                 "SELECT COUNT(*) FROM hashmatch.verification v JOIN hashmatch.items i"
                 " ON i.id = v.item_id WHERE i.removed_at IS NULL"
-                " AND substring(v.data from 1 for 4) = %s", (verification_format,)).fetchone()[0]
+                " AND substring(v.data from 1 for 4) = %s", (VERIFICATION_MAGIC,)).fetchone()[0]
         stats = stats_summary(self, SCHEMA_VERSION, live, removed, per_algorithm, seq, db_bytes)
         stats["verifiable_items"] = int(verifiable)
         return stats
@@ -724,8 +723,6 @@ class PostgresStore(Store):
         return None if row is None else row[0]
 
     def set_meta_value(self, key: str, value: str, *, action=None, detail=None) -> None:
-        from .base import check_meta_key
-
         check_meta_key(key, value)
 
         def body(db):
@@ -737,8 +734,6 @@ class PostgresStore(Store):
         self._write(body)
 
     def delete_meta_value(self, key: str, *, action=None, detail=None) -> bool:
-        from .base import check_meta_key
-
         check_meta_key(key)
 
         def body(db):
@@ -872,7 +867,7 @@ def _append_audit(db, at, action: str, detail: dict) -> None:
     db.execute(
         "INSERT INTO hashmatch.audit (at, actor, action, detail)"
         " VALUES (COALESCE(%s, now()), %s, %s, %s::json)",
-        (at, _actor(), action, json.dumps(detail, ensure_ascii=False, default=str)))
+        (at, audit_actor(), action, json.dumps(detail, ensure_ascii=False, default=str)))
 
 
 def _last_seq(db) -> int:

@@ -16,11 +16,9 @@ Every statement is parameterised; id lists travel as one JSON array parameter (`
 
 from __future__ import annotations
 
-import getpass
 import itertools
 import json
 import os
-import socket
 import sqlite3
 import threading
 import uuid as uuid_module
@@ -30,15 +28,12 @@ from typing import Iterable
 
 import numpy as np
 
-from .base import (
-    AddOutcome,
-    AuditEntry,
-    Change,
-    Codes,
-    Item,
-    Store,
-    StoreError,
+from .base import (VERIFICATION_MAGIC, AuditEntry, Change, Codes, Item, RecordOutcome, Store,
+                   StoreError)
+from .common import (
+    audit_actor,
     check_kind,
+    check_meta_key,
     checked_item,
     codes_from_rows,
     items_matching,
@@ -118,15 +113,6 @@ _LOAD_CODES_OF_ITEMS = f"""
 
 def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
-def _actor() -> str:
-    """Who is acting, for the audit log: OS user, host and process."""
-    try:
-        user = getpass.getuser()
-    except Exception:  # no passwd entry (containers): the uid still identifies the account
-        user = f"uid {os.getuid()}"
-    return f"{user}@{socket.gethostname()} pid {os.getpid()}"
 
 
 def _id_list(item_ids: Iterable[int]) -> str:
@@ -231,7 +217,7 @@ class SQLiteStore(Store):
         return self._conn
 
     # -- writes -------------------------------------------------------------------------
-    def add_items(self, records, *, action="add", detail=None) -> list[AddOutcome]:
+    def add_items(self, records, *, action="add", detail=None) -> list[RecordOutcome]:
         prepared = [prepare_record(r) for r in records]  # all validated before any write
         if not prepared:
             return []
@@ -245,10 +231,10 @@ class SQLiteStore(Store):
         return outcomes
 
     def add_items_streaming(self, records, *, action="add", detail=None,
-                            batch=10_000) -> list[AddOutcome]:
+                            batch=10_000) -> list[RecordOutcome]:
         """One transaction, ``batch`` records validated and inserted at a time (see Store)."""
         now = _utc_now()
-        outcomes: list[AddOutcome] = []
+        outcomes: list[RecordOutcome] = []
         iterator = iter(records)
         with self._write() as db:
             while True:
@@ -274,7 +260,7 @@ class SQLiteStore(Store):
                 if row is not None:
                     if record.verification is not None:
                         db.execute(_UPGRADE_VERIFICATION, (row[0], record.verification))
-                    outcomes.append(AddOutcome("duplicate", row[0]))
+                    outcomes.append(RecordOutcome("duplicate", row[0]))
                     continue
             item = (record.path, record.sha256, record.size, now, labels_json, record.source)
             item_id = db.execute(
@@ -293,7 +279,7 @@ class SQLiteStore(Store):
             db.execute(
                 "INSERT INTO changes (item_id, op, at) VALUES (?, 'add', ?)", (item_id, now)
             )
-            outcomes.append(AddOutcome("added", item_id))
+            outcomes.append(RecordOutcome("added", item_id))
 
     def remove_items(self, item_ids, *, detail=None) -> int:
         requested = sorted({int(i) for i in item_ids})
@@ -387,7 +373,7 @@ class SQLiteStore(Store):
                 rows = cursor.fetchmany(_FETCH_ROWS)
                 if not rows and parts:
                     break
-                parts.append(_codes_from_rows(algorithm, nbits, seq, rows, self.path))
+                parts.append(codes_from_rows(self.path, algorithm, nbits, seq, rows))
                 if len(rows) < _FETCH_ROWS:
                     break
         return parts[0] if len(parts) == 1 else _concatenate_codes(parts)
@@ -447,8 +433,6 @@ class SQLiteStore(Store):
 
     def stats(self) -> dict:
         # Verifiable: verification data in the format this version reads.
-        from ..verify import MAGIC as verification_format
-
         with self._read() as db:
             live = db.execute("SELECT COUNT(*) FROM items WHERE removed_at IS NULL").fetchone()[0]
             removed = db.execute(
@@ -462,7 +446,7 @@ class SQLiteStore(Store):
             verifiable = db.execute(
                 "SELECT COUNT(*) FROM verification v JOIN items i ON i.id = v.item_id"
                 " WHERE i.removed_at IS NULL AND substr(v.data, 1, 4) = ?",
-                (verification_format,)).fetchone()[0]
+                (VERIFICATION_MAGIC,)).fetchone()[0]
         db_bytes = sum(
             os.path.getsize(p) for p in (self.path, self.path + "-wal") if os.path.exists(p)
         )
@@ -575,8 +559,6 @@ class SQLiteStore(Store):
         return None if row is None else row[0]
 
     def set_meta_value(self, key: str, value: str, *, action=None, detail=None) -> None:
-        from .base import check_meta_key
-
         check_meta_key(key, value)
         with self._write() as db:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
@@ -584,8 +566,6 @@ class SQLiteStore(Store):
                 _append_audit(db, _utc_now(), action, detail or {})
 
     def delete_meta_value(self, key: str, *, action=None, detail=None) -> bool:
-        from .base import check_meta_key
-
         check_meta_key(key)
         with self._write() as db:
             existed = db.execute("DELETE FROM meta WHERE key = ?", (key,)).rowcount > 0
@@ -791,7 +771,7 @@ def _table_names(conn: sqlite3.Connection) -> set[str]:
 def _append_audit(db: sqlite3.Connection, at: str, action: str, detail: dict) -> None:
     db.execute(
         "INSERT INTO audit (at, actor, action, detail) VALUES (?, ?, ?, ?)",
-        (at, _actor(), action, json.dumps(detail, ensure_ascii=False, default=str)),
+        (at, audit_actor(), action, json.dumps(detail, ensure_ascii=False, default=str)),
     )
 
 
@@ -820,10 +800,3 @@ def _concatenate_codes(parts: list) -> Codes:
         variants=np.concatenate([p.variants for p in parts]),
         qualities=np.concatenate([p.qualities for p in parts]),
     )
-
-
-def _codes_from_rows(algorithm: str, nbits: int, seq: int, rows: list,
-                     where: str = "store") -> Codes:
-    """Turn (item_id, fingerprint_id, region, variant, quality, code) rows into arrays,
-    checking every value (base.codes_from_rows)."""
-    return codes_from_rows(where, algorithm, nbits, seq, rows)

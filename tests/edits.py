@@ -11,9 +11,11 @@ Two halves:
   ``rng`` it is given, so ``apply_edit(name, image, seed)`` is reproducible. Screenshot edits
   render the image inside a Facebook-style post and inside a phone screenshot.
 
-Used by benchmarks/bench_robustness.py and tests/test_regions.py (which need ground-truth
-boxes: :func:`render_post` and :func:`render_phone_screenshot` return the box where the
-picture was pasted).
+Used by the tests (test_regions.py needs ground-truth boxes: :func:`render_post` and
+:func:`render_phone_screenshot` return the box where the picture was pasted;
+test_region_matching.py the edits) and by the benchmarks (bench_robustness, bench_precision,
+index_cost, bench_prefilter, match_snapshot), which add tests/ to their path for it: it lives
+here, next to conftest.py, so that tests import nothing from benchmarks/.
 """
 from __future__ import annotations
 
