@@ -504,8 +504,6 @@ class PostgresStore(Store):
         return {int(item_id): bytes(data) for item_id, data in rows}
 
     def verifiable_items(self, item_ids) -> set[int]:
-        from ..verify import MAGIC as verification_format
-
         wanted = _ids(item_ids)
         if not wanted:
             return set()
@@ -513,7 +511,7 @@ class PostgresStore(Store):
             rows = db.execute(
                 "SELECT item_id FROM hashmatch.verification"
                 " WHERE item_id = ANY(%s::bigint[]) AND substring(data from 1 for 4) = %s",
-                (wanted, verification_format)).fetchall()
+                (wanted, VERIFICATION_MAGIC)).fetchall()
         return {int(item_id) for item_id, in rows}
 
     def get_items(self, item_ids) -> dict[int, Item]:

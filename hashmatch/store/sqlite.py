@@ -326,14 +326,12 @@ class SQLiteStore(Store):
                 if isinstance(item_id, int) and isinstance(data, bytes)}
 
     def verifiable_items(self, item_ids) -> set[int]:
-        from ..verify import MAGIC as verification_format
-
         try:
             with self._read() as db:
                 rows = db.execute(
                     "SELECT item_id FROM verification"
                     " WHERE item_id IN (SELECT value FROM json_each(?)) AND substr(data, 1, 4) = ?",
-                    (_id_list(item_ids), verification_format),
+                    (_id_list(item_ids), VERIFICATION_MAGIC),
                 ).fetchall()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: cannot read the verification table ({exc}): "
