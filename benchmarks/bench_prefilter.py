@@ -1,4 +1,4 @@
-"""Query cost at 1M items with and without the low-frequency prefilter (index.PREFILTER_THRESHOLD,
+"""Query cost at 1M items with and without the low-frequency prefilter (shard.PREFILTER_THRESHOLD,
 PREFILTER_KEY_RADIUS).
 
     .venv/bin/python benchmarks/bench_prefilter.py                     # ~3 min, ~4 GB RAM
@@ -35,10 +35,12 @@ sys.path.insert(0, str(HERE.parent))
 
 import bench_robustness as br  # noqa: E402
 
-from hashmatch import index as hm_index  # noqa: E402
+from hashmatch import shard as hm_shard  # noqa: E402
 from hashmatch import regions as rg  # noqa: E402
 from hashmatch.hashers.pdq import low_frequency_codes, low_frequency_keys  # noqa: E402
-from hashmatch.index import _Shard, query_fingerprints, search_shard  # noqa: E402
+from hashmatch.needles import query_fingerprints  # noqa: E402
+from hashmatch.search import search_shard  # noqa: E402
+from hashmatch.shard import Shard  # noqa: E402
 
 # Rows per item on the full robustness suite's database (2250 items): 1 full frame, 1.63
 # regions (content, embedded), 17.99 crop windows.
@@ -112,7 +114,7 @@ def parse_config(text: str) -> dict:
 
 
 def build_shard(item_ids, region_names, codes):
-    shard = _Shard("pdq", 256)  # crop windows and regions keep their bucketed prefilter codes
+    shard = Shard("pdq", 256)  # crop windows and regions keep their bucketed prefilter codes
     n = len(item_ids)
     shard.append(np.arange(n), item_ids, codes, region_names,
                  np.full(n, "original", object), np.full(n, 100))
@@ -177,10 +179,10 @@ def main(argv=None):
     def run(key):
         mix, name = key
         config = configs.get(name, {})
-        hm_index.PREFILTER_THRESHOLD.clear()
-        hm_index.PREFILTER_THRESHOLD.update({role: t for role, (t, _) in config.items()})
-        hm_index.PREFILTER_KEY_RADIUS.clear()
-        hm_index.PREFILTER_KEY_RADIUS.update({role: k for role, (_, k) in config.items()})
+        hm_shard.PREFILTER_THRESHOLD.clear()
+        hm_shard.PREFILTER_THRESHOLD.update({role: t for role, (t, _) in config.items()})
+        hm_shard.PREFILTER_KEY_RADIUS.clear()
+        hm_shard.PREFILTER_KEY_RADIUS.update({role: k for role, (_, k) in config.items()})
         start = time.perf_counter()
         result = searches[key]()
         elapsed = time.perf_counter() - start

@@ -224,7 +224,7 @@ def hashmatch_index_scores(db: list[str], queries: list[Query], workers: int,
     default"), and one per dict of query options in ``variants``, and stats. Cutting the
     sweep at t approximates querying at t: the decision rule is exact under a cut
     (regions.select_matches) and the prefilter does not depend on the radius
-    (index.PREFILTER_THRESHOLD), but which items are aligned does (the closest within the
+    (shard.PREFILTER_THRESHOLD), but which items are aligned does (the closest within the
     radius: regions.ALIGN_WINDOW), hence the separate query at the default radius.
     ``region_config``: the Index's (``--set``)."""
     import tempfile
@@ -601,7 +601,7 @@ def main(argv=None):
                  f"stored roles `regions.search_roles` names). Search time of one query at "
                  f"{lat['items']:,} items "
                  f"({lat['rows']:,} stored rows, {lat['needles']} needles of a real post query, "
-                 f"1 thread, `hashmatch.index.search_shard`): hashmatch default "
+                 f"1 thread, `hashmatch.search.search_shard`): hashmatch default "
                  f"{lat['default_ms']:.1f} ms; full frames only {lat['full_wide_ms']:.1f} ms at the "
                  f"same radius {lat['radius']} (x{lat['ratio_wide']:.1f}) and {lat['full31_ms']:.2f} ms "
                  f"at PDQ's radius 31 with MIH tables (x{lat['ratio_31']:.0f}); with 5 % of the "
@@ -737,7 +737,7 @@ def latency_mixes(role_share: dict, needles, items: int, near_share: float = 0.0
 def latency_ratio(role_share: dict, sample_query: str, quick: bool, repeat: int = 7,
                   more_queries=()) -> dict:
     """Search time of one query at 1M items through the Index's own search
-    (``hashmatch.index.search_shard``, 1 thread, the needles of a real query): hashmatch
+    (``hashmatch.search.search_shard``, 1 thread, the needles of a real query): hashmatch
     default vs full frames only, the latter both at PDQ's usual radius 31 (what a
     full-frame-only index answers; MIH tables) and at the default's radius (a scan, like
     the default). Stored codes: random, and clustered around the query (latency_mixes).
@@ -746,12 +746,14 @@ def latency_ratio(role_share: dict, sample_query: str, quick: bool, repeat: int 
     random codes: "sample_*" is the median over them of each query's ratio (a post
     screenshot, the sample query, has more needles than most queries)."""
     from hashmatch import regions as rg
-    from hashmatch.index import _Shard, query_fingerprints, search_shard
+    from hashmatch.needles import query_fingerprints
+    from hashmatch.search import search_shard
+    from hashmatch.shard import Shard
     items = 200_000 if quick else 1_000_000
     needles = query_fingerprints(sample_query, ("pdq",), False, True, True)[0]
 
     def shard(item_ids, region_names, codes):
-        out = _Shard("pdq", 256)
+        out = Shard("pdq", 256)
         n = len(item_ids)
         out.append(np.arange(n), item_ids, codes, region_names, np.full(n, "original", object),
                    np.full(n, 100))

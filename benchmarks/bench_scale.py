@@ -116,7 +116,8 @@ def add_random(index_or_store, n, rng, batch=100):
 
 # -- 1. sync vs rebuild ------------------------------------------------------------------------
 def bench_sync(url: str, runs: int, cache_dir: str) -> dict:
-    from hashmatch.index import Index, _Shard
+    from hashmatch.index import Index
+    from hashmatch.shard import Shard
     from hashmatch.store import open_store
 
     os.environ["HASHMATCH_CACHE_DIR"] = cache_dir
@@ -128,7 +129,7 @@ def bench_sync(url: str, runs: int, cache_dir: str) -> dict:
             t0 = time.perf_counter()
             codes = store.load_codes("pdq", 256)
             t1 = time.perf_counter()
-            shard = _Shard("pdq", 256)
+            shard = Shard("pdq", 256)
             shard.append(codes.fingerprint_ids, codes.item_ids, codes.codes, codes.regions,
                          codes.variants, codes.qualities)
             t2 = time.perf_counter()

@@ -17,6 +17,7 @@ import click
 from . import __version__
 from .fingerprint import ALGORITHMS
 from .paths import PathProblem, expand_paths
+from .policy import MATCH_POLICY
 from .text import csv_field, safe, storable
 
 EXIT_OK, EXIT_NO_MATCH, EXIT_ERROR = 0, 1, 2
@@ -358,8 +359,21 @@ def _match_options(f):
                           "checked to be the same picture are listed.")(f)
     return click.option(
         "-d", "--max-distance", type=click.IntRange(min=0), default=None,
-        help="Largest distance that counts as a match (default: 76 for pdq, 31 with "
-             "--whole-images, 10 for phash/dhash/ahash). Lower = stricter.")(f)
+        help=f"Largest distance that counts as a match (default: "
+             f"{MATCH_POLICY.default_max_distance('pdq', regions=True)} for pdq, "
+             f"{MATCH_POLICY.default_max_distance('pdq')} with --whole-images, "
+             f"{_other_radius_defaults()}). Lower = stricter.")(f)
+
+
+def _other_radius_defaults() -> str:
+    """The policy's default radius of each algorithm but PDQ, in words: '10 for
+    phash/dhash/ahash, 20 for grid'."""
+    by_radius: dict[int, list[str]] = {}
+    for algorithm in ALGORITHMS:
+        if algorithm != "pdq":
+            by_radius.setdefault(MATCH_POLICY.default_max_distance(algorithm), []).append(
+                algorithm)
+    return ", ".join(f"{radius} for {'/'.join(names)}" for radius, names in by_radius.items())
 
 
 @main.command("index")
@@ -867,8 +881,9 @@ def _write_report_or_fail(document, thumbnails, html_path, json_path, protected)
 @click.argument("paths", nargs=-1, type=click.Path())
 @_db_option
 @click.option("-d", "--max-distance", type=click.IntRange(min=0), default=None,
-              help="Largest distance between two images of one group (default: 31 for pdq, 10 "
-                   "for phash/dhash/ahash). Lower = only very close copies.")
+              help=f"Largest distance between two images of one group (default: "
+                   f"{MATCH_POLICY.default_max_distance('pdq')} for pdq, "
+                   f"{_other_radius_defaults()}). Lower = only very close copies.")
 @click.option("-a", "--algorithm", type=click.Choice(ALGORITHMS), default="pdq",
               show_default=True, help="Which fingerprint to compare.")
 @click.option("-r", "--recursive", is_flag=True, help="Read the images inside folders.")
@@ -896,11 +911,10 @@ def dedup_command(paths, db, max_distance, algorithm, recursive, all_files, as_j
     Exit code 0 if any group was found, 1 if every image is unique, 2 on error (unreadable
     files are listed; the others are still grouped).
     """
-    from .index import DEFAULT_MAX_DISTANCE
-
     if paths and db:
         _fail("give either images/folders or --db (to group a database), not both")
-    radius = DEFAULT_MAX_DISTANCE[algorithm] if max_distance is None else max_distance
+    radius = MATCH_POLICY.default_max_distance(algorithm) if max_distance is None \
+        else max_distance
     if not paths:  # the database: --db, else the default one (as query uses)
         db = _db_path(db)
         clusters_json, errors, database, files = _dedup_database(db, algorithm, radius)

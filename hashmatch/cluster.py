@@ -233,19 +233,19 @@ def _row_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # -- inputs -------------------------------------------------------------------------------
 def _default_radius(algorithm: str | None, nbits: int) -> int:
     """The industry "same picture" cut-off: 31 for PDQ, 10 for the 64-bit hashes."""
-    from .index import DEFAULT_MAX_DISTANCE
+    from .policy import MATCH_POLICY
 
-    if algorithm in DEFAULT_MAX_DISTANCE:
-        return DEFAULT_MAX_DISTANCE[algorithm]
-    return DEFAULT_MAX_DISTANCE["pdq" if nbits == 256 else "phash"]
+    if algorithm in MATCH_POLICY.max_distances:
+        return MATCH_POLICY.max_distances[algorithm]
+    return MATCH_POLICY.max_distances["pdq" if nbits == 256 else "phash"]
 
 
 def _rows_from(source, algorithm: str, qualities):
     """(codes uint8 (n, nbytes), keys int64, qualities int16 (-1 = unknown), algorithm or
     None when the input does not say)."""
-    from .index import Index
-
-    if isinstance(source, Index):
+    # An Index (anything that hands out its stored rows), without importing the index
+    # module: the index's search imports this module's component_labels.
+    if hasattr(source, "fingerprint_rows"):
         return _rows_from_index(source, algorithm)
     if isinstance(source, np.ndarray):
         codes = _as_code_array(source)

@@ -1,6 +1,6 @@
 """Verification: is a candidate the same picture? An absolute test on stored pixels.
 
-The search (hashmatch.index.search_shard) proposes candidates from PDQ distances, which are
+The search (hashmatch.search.search_shard) proposes candidates from PDQ distances, which are
 relative by nature: an unrelated photo can come within 60 bits of some stored photo, and
 documents made from one template (ID cards of one design, receipts of one shop) sit 14-30
 bits apart, inside any radius that also finds edited copies. So every candidate whose stored
@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from .policy import MATCH_POLICY
 from .regions.names import RegionName
 from .store.base import VERIFICATION_MAGIC
 
@@ -814,7 +815,8 @@ def _judge(thumb: np.ndarray, query: np.ndarray, qbox: FBox, limit: FBox | None,
 # words for investigators
 
 PLAIN_WORDS = "whole-image hash match (not verified: no pixels stored for this item)"
-PLAIN_RULE = "plain PDQ: whole image, any rotation or flip, distance <= 31"
+PLAIN_RULE = ("plain PDQ: whole image, any rotation or flip, distance <= "
+              f"{MATCH_POLICY.plain_pdq_distance}")
 TEMPLATE_WORDS = "same template, not a copy"
 
 

@@ -298,7 +298,7 @@ def test_prefiltered_hits_are_the_pairs_the_prefilter_lets_through(seed, m, radi
     definition admits, with exact distances, across sealed, merged and compacted segments,
     tombstones and the append buffer."""
     from hashmatch import codeindex
-    from hashmatch.index import _pdq_prefilter
+    from hashmatch.shard import pdq_prefilter
 
     mp = pytest.MonkeyPatch()
     mp.setattr(codeindex, "BUFFER_ROWS", 300)  # many segments, merges, a buffer
@@ -306,7 +306,7 @@ def test_prefiltered_hits_are_the_pairs_the_prefilter_lets_through(seed, m, radi
         rng = np.random.default_rng(seed)
         codes = clustered_codes(1800, rng)
         ids = rng.choice(10**9, len(codes), replace=False).astype(np.int64)
-        index, model = CodeIndex(256, method="scan", prefilter=_pdq_prefilter()), Model()
+        index, model = CodeIndex(256, method="scan", prefilter=pdq_prefilter()), Model()
         for lo, hi in ((0, 1200), (1200, 1600), (1600, 1750)):
             index.add(codes[lo:hi], ids[lo:hi])
             index.remove(ids[lo:hi:3][:100])  # tombstones, the 400-row segment compacted

@@ -123,9 +123,9 @@ def test_query_hashes_is_plain_pdq_on_an_index_with_regions(photo_index):
 
 @pytest.mark.parametrize("item_order", [[1, 1, 2, 2, 3], [3, 2, 2, 1, 1]])
 def test_each_items_full_frame_row_is_found_in_any_row_order(item_order):
-    from hashmatch.index import _Shard
+    from hashmatch.shard import Shard
 
-    shard = _Shard("pdq", 256)
+    shard = Shard("pdq", 256)
     regions = ["full", "content", "content", "full", "full"] if item_order[0] == 1 else \
         ["full", "content", "full", "content", "full"]
     codes = np.random.default_rng(0).integers(0, 256, (5, 32), dtype=np.uint8)

@@ -5,6 +5,7 @@ import pytest
 
 import hashmatch as hm
 from hashmatch.index import FULL_REGION, Index
+from hashmatch.needles import DIHEDRAL_VARIANTS, as_fingerprints, hash_variants
 from hashmatch.store import ItemRecord
 
 
@@ -86,10 +87,10 @@ def test_query_hashes_equals_the_per_needle_search(index, dihedral, top_k):
     _, codes = stored_full(index)
     queries = np.concatenate([codes[:5], rng.integers(0, 256, (3, 32), dtype=np.uint8)])
     got = index.query_hashes(queries, max_distance=45, top_k=top_k, dihedral=dihedral)
-    for q, fp in enumerate(hm.index._as_fingerprints(queries, "pdq", None)):
+    for q, fp in enumerate(as_fingerprints(queries, "pdq", None)):
         if dihedral:
             needles = [(hm.Fingerprint("pdq", b), FULL_REGION, name) for b, name in
-                       zip(index._hash_variants(fp, True), hm.index.DIHEDRAL_VARIANTS)]
+                       zip(hash_variants(fp, True), DIHEDRAL_VARIANTS)]
         else:
             needles = [(fp, FULL_REGION, "original")]
         want = index._search(needles, 45, top_k, None, margin=0, use_regions=False)

@@ -1,4 +1,4 @@
-"""hashmatch.index.search_shard (one scan per stored role, crop windows through the
+"""hashmatch.search.search_shard (one scan per stored role, crop windows through the
 low-frequency prefilter) equals a brute-force search over every stored row on small random
 shards."""
 import numpy as np
@@ -6,11 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hashmatch import index as hm_index
+from hashmatch import shard as hm_shard
 from hashmatch import regions as rg
 from hashmatch._hamming import distance_matrix
 from hashmatch.fingerprint import Fingerprint
-from hashmatch.index import _duplicate_groups, _Shard, search_shard
+from hashmatch.search import collect_pairs, duplicate_groups, search_shard, usable_needles
+from hashmatch.shard import Shard
 
 STORED = ["full", "content", "embedded", "crop:l12", "crop:t12", "crop:r12", "crop:b12"]
 QUERY = [("full", v) for v in ("original", "rot90", "rot180", "flipy")] + [
@@ -77,7 +78,7 @@ def shards(draw):
             names.append(name)
             qualities.append(int(rng.choice([100, 100, 100, 20, -1])))
     order = rng.permutation(len(fp_ids)) if draw(st.booleans()) else np.arange(len(fp_ids))
-    shard = _Shard("pdq", 256)
+    shard = Shard("pdq", 256)
     shard.append(np.asarray(fp_ids)[order], np.asarray(items)[order],
                  np.asarray(codes)[order], np.asarray(names, object)[order],
                  np.full(len(fp_ids), "original", object), np.asarray(qualities)[order])
@@ -89,13 +90,13 @@ def shards(draw):
 def brute_force(shard, needles, max_distance, margin, min_quality, use_regions,
                 prefilter=None):
     """Item -> best score, from every (needle, live row) pair, then the decision rule.
-    ``prefilter``: role -> (threshold, key radius) (default index.PREFILTER_THRESHOLD and
+    ``prefilter``: role -> (threshold, key radius) (default shard.PREFILTER_THRESHOLD and
     PREFILTER_KEY_RADIUS): in the region-aware search, a pair with a row of that role counts
     only when their distance over the 8x8 lowest DCT signs is within the threshold and over
     the 4x4 lowest within the key radius; plain-PDQ searches (use_regions False) are exact."""
     if prefilter is None:
-        prefilter = {role: (threshold, hm_index.PREFILTER_KEY_RADIUS.get(role, 16))
-                     for role, threshold in hm_index.PREFILTER_THRESHOLD.items()}
+        prefilter = {role: (threshold, hm_shard.PREFILTER_KEY_RADIUS.get(role, 16))
+                     for role, threshold in hm_shard.PREFILTER_THRESHOLD.items()}
     if not use_regions:
         prefilter = {}
     if max_distance is None:
@@ -142,13 +143,13 @@ def brute_force(shard, needles, max_distance, margin, min_quality, use_regions,
         if len(contenders) > 1:
             full = shard.full_rows_of(items[contenders], np.full(len(contenders), -1))
             assert (full >= 0).all()
-            groups[contenders] = contenders[_duplicate_groups(shard.codes_of(full))]
+            groups[contenders] = contenders[duplicate_groups(shard.codes_of(full))]
         keep = rg.select_matches(scores[None], max_distance, margin, groups=groups[None])[0]
     return {int(i): int(s) for i, s in zip(items[keep], scores[keep])}
 
 
 def _scores(found):
-    return {item: value[0][0] for item, value in found.items()}
+    return {item: evidence.score for item, evidence in found.items()}
 
 
 @settings(max_examples=150, deadline=None)
@@ -160,10 +161,11 @@ def test_search_equals_brute_force(shard_needles, max_distance, margin, min_qual
     got = search_shard(shard, "pdq", needles, max_distance, min_quality, margin, use_regions)
     assert _scores(got) == brute_force(shard, needles, max_distance, margin, min_quality,
                                        use_regions)
-    for item, (_, _, distance, qregion, qvariant, sregion, _, _, _) in got.items():
+    for evidence in got.values():
         # the evidence is a real pair of the search
-        assert rg.stored_role(sregion) in rg.search_roles(qregion, qvariant)
-        assert 0 <= distance <= 256
+        assert rg.stored_role(evidence.stored_region) in rg.search_roles(
+            evidence.query_region, evidence.query_variant)
+        assert 0 <= evidence.distance <= 256
 
 
 @settings(max_examples=60, deadline=None)
@@ -174,8 +176,8 @@ def test_a_prefilter_threshold_covering_every_code_is_the_exhaustive_search(
     the two-stage search finds exactly what the exhaustive search over every pair finds,
     with the same exact distances."""
     shard, needles = shard_needles
-    monkeypatch_module.setattr(hm_index, "PREFILTER_THRESHOLD", {"crop": 64, "region": 64})
-    monkeypatch_module.setattr(hm_index, "PREFILTER_KEY_RADIUS", {"crop": 16, "region": 16})
+    monkeypatch_module.setattr(hm_shard, "PREFILTER_THRESHOLD", {"crop": 64, "region": 64})
+    monkeypatch_module.setattr(hm_shard, "PREFILTER_KEY_RADIUS", {"crop": 16, "region": 16})
     try:
         got = search_shard(shard, "pdq", needles, max_distance, None, None, True)
     finally:
@@ -197,7 +199,7 @@ def _one_item_shard(rows):
     names = [name for name, _ in rows] + ["full"] * 50
     codes = [code for _, code in rows] + list(rng.integers(0, 256, (50, 32), dtype=np.uint8))
     items = [7] * len(rows) + list(range(100, 150))
-    shard = _Shard("pdq", 256)
+    shard = Shard("pdq", 256)
     shard.append(np.arange(len(names)), items, np.asarray(codes), np.asarray(names, object),
                  np.full(len(names), "original", object), np.full(len(names), 100))
     return shard
@@ -214,8 +216,9 @@ def test_an_item_whose_crop_window_is_the_only_close_row_matches(monkeypatch):
                (Fingerprint("pdq", _near(query, rng, 128), 100), "full", "rot90")]
     found = search_shard(shard, "pdq", needles, None, None, None, True)
     assert list(found) == [7]
-    _, _, distance, qregion, qvariant, sregion, _, _, _ = found[7]
-    assert (distance, qregion, qvariant, sregion) == (30, "full", "original", "crop:l12")
+    evidence = found[7]
+    assert (evidence.distance, evidence.query_region, evidence.query_variant,
+            evidence.stored_region) == (30, "full", "original", "crop:l12")
     # a rotated needle never meets crop windows
     rotated = [(Fingerprint("pdq", query, 100), "full", "rot90")]
     assert search_shard(shard, "pdq", rotated, None, None, None, True) == {}
@@ -236,22 +239,22 @@ def test_crop_window_match_needs_its_low_frequency_bits_close_too(monkeypatch):
     stored = np.stack([near_low, far_low, far_key])
     assert _low_distances(stored, query[None])[:, 0].tolist() == [12, 30, 10]
     assert _low_distances(stored, query[None], side=4)[:, 0].tolist() == [3, 0, 6]
-    assert hm_index.PREFILTER_THRESHOLD["crop"] == 15
-    assert hm_index.PREFILTER_KEY_RADIUS["crop"] == 4
+    assert hm_shard.PREFILTER_THRESHOLD["crop"] == 15
+    assert hm_shard.PREFILTER_KEY_RADIUS["crop"] == 4
     needles = [(Fingerprint("pdq", query, 100), "full", "original")]
     for code, expected in ((near_low, [7]), (far_low, []), (far_key, [])):
         shard = _one_item_shard([("full", _near(query, rng, 125)), ("crop:t12", code)])
         found = search_shard(shard, "pdq", needles, None, None, None, True)
         assert list(found) == expected
         if expected:
-            assert found[7][5] == "crop:t12" and found[7][2] == 60
+            assert found[7].stored_region == "crop:t12" and found[7].distance == 60
         # a plain-PDQ search (whole images) at the same radius is exact
         found = search_shard(shard, "pdq", needles, 88, None, 0, False)
-        assert list(found) == [7] and found[7][2] == 60
-        monkeypatch.setattr(hm_index, "PREFILTER_THRESHOLD", {"crop": 64})
-        monkeypatch.setattr(hm_index, "PREFILTER_KEY_RADIUS", {"crop": 16})
+        assert list(found) == [7] and found[7].distance == 60
+        monkeypatch.setattr(hm_shard, "PREFILTER_THRESHOLD", {"crop": 64})
+        monkeypatch.setattr(hm_shard, "PREFILTER_KEY_RADIUS", {"crop": 16})
         found = search_shard(shard, "pdq", needles, None, None, None, True)
-        assert list(found) == [7] and found[7][5] == "crop:t12" and found[7][2] == 60
+        assert list(found) == [7] and found[7].stored_region == "crop:t12" and found[7].distance == 60
         monkeypatch.undo()
 
 
@@ -273,13 +276,13 @@ def test_crop_window_codes_follow_adds_and_removes():
                  np.full(41, "crop:b6", object), np.full(41, "original", object),
                  np.full(41, 100))
     found = search_shard(shard, "pdq", needles, None, None, None, True)
-    assert list(found) == [340] and found[340][2] == 36
+    assert list(found) == [340] and found[340].distance == 36
     shard.remove_items([340])
     shard.append([start + 41, start + 42], [7, 7], np.stack([_near(query, rng, 120), window]),
                  np.array(["full", "crop:l6"], object), np.full(2, "original", object),
                  np.full(2, 100))
     found = search_shard(shard, "pdq", needles, None, None, None, True)
-    assert list(found) == [7] and found[7][2] == 24 and found[7][5] == "crop:l6"
+    assert list(found) == [7] and found[7].distance == 24 and found[7].stored_region == "crop:l6"
     assert len(shard.codes.parts["crop"]) == 41
 
 
@@ -295,7 +298,7 @@ def test_duplicate_groups_are_the_components_of_near_pairs(n, seed):
     for i in range(1, n):
         if rng.random() < 0.5:  # near (or equal to) an earlier code: chains form
             codes[i] = _near(codes[rng.integers(0, i)], rng, int(rng.choice([0, 4, 8, 9])))
-    got = _duplicate_groups(codes)
+    got = duplicate_groups(codes)
     expected = component_labels(codes, np.arange(n), rg.DUPLICATE_DISTANCE, threads=1)
     # the same partition: equal labels exactly where the reference's are equal
     assert ((got[:, None] == got[None, :]) == (expected[:, None] == expected[None, :])).all()
@@ -305,12 +308,13 @@ def test_duplicate_groups_are_the_components_of_near_pairs(n, seed):
 
 def test_searching_only_boxes_below_the_quality_floor_finds_nothing_instead_of_failing():
     """Issue 16: when every aligned box of a query was below the quality floor, the second
-    search returned {} where its caller unpacked a tuple (KeyError: 0 in query_many)."""
+    search returned {} where its caller unpacked a tuple (KeyError: 0 in query_many): the
+    search again of aligned boxes collects no pair, and the search finds nothing."""
     rng = np.random.default_rng(5)
     query = rng.integers(0, 256, 32, dtype=np.uint8)
     shard = _one_item_shard([("full", _near(query, rng, 4))])
     flat = [(Fingerprint("pdq", query, 10), "content+aligned", "original")]
-    assert search_shard(shard, "pdq", flat, 88, 50, 0, True, _pairs_only=True) is None
+    assert len(collect_pairs(shard, usable_needles(flat, 50), 88, 50, True)) == 0
     assert search_shard(shard, "pdq", flat, 88, 50, 0, True) == {}
 
 

@@ -1,6 +1,6 @@
 """Query-time alignment: a query region's box moved side by side onto a stored picture.
 
-The search (:func:`hashmatch.index.search_shard`) aligns the pairs of the few closest
+The search (:func:`hashmatch.search.search_shard`) aligns the pairs of the few closest
 items (``RegionConfig.align``); :class:`Aligner` carries what that needs of the query, and
 the pixels verification compares (:mod:`hashmatch.verify`).
 """

@@ -31,7 +31,7 @@ class RegionConfig:
     # Stored side: the crop windows of the content region (fingerprints.CROP_WINDOWS).
     store_crop_windows: bool = True
     # Query side: the closest items' pairs are aligned and the moved boxes searched again
-    # (align.Aligner, hashmatch.index.search_shard).
+    # (align.Aligner, hashmatch.search.search_shard).
     align: bool = True
 
 

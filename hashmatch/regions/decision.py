@@ -4,35 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..policy import MATCH_POLICY
 from .names import RegionName
 
-# Recommended defaults for PDQ over regions (measured, benchmarks/RESULTS.md "Robustness"):
-# the best item must be within PDQ_MAX_DISTANCE and at least PDQ_MARGIN bits closer than any
-# other item. Template-made images (ID cards of one design, chat screenshots of one app) sit
-# 10-25 bits from each other; a copy is much closer to its source than to the source's siblings,
-# a query of an unknown card of the same design is about equally close to all of them.
-# The margin test is only as good as the database is dense: in a case folder of 40 photos
-# the runner-up of an unrelated query is far, and unrelated photos come as close as ~85
-# (tests/test_region_matching.py). The default radius stays below that; a big database lets
-# the margin test carry a wider one (the benchmark's operating point is at 128).
-PDQ_MAX_DISTANCE = 76
-PDQ_MARGIN = 12
-# Added to the distance of any pair involving an ``embedded`` region: loosely trimmed regions
-# of UI-heavy images (chat screenshots, posters) resemble each other; measured: +14 bits
-# raised recall at 1% false alarm on the --quick suite (see the ablation table).
-# "turned": the blind guesses of _straightened meet wrong items a few bits closer than the
-# other needles do, which broke the margin test of a cropped copy (quick suite, 6 bits: crop_20
-# back to its recall without guesses at 1 % false alarm, rotate_5 -1 query of 41).
-REGION_PENALTY = {"embedded": 14, "turned": 6}  # by kind: "embedded:1" pays it too
-
-
-# PDQ quality below this: the region carries too little information to match on (flat: 0,
-# near-empty page with one word: 5, smooth gradient: 44; every corpus photo, receipt and
-# generated advert: >= 90). Such fingerprints are stored and reported with their quality but
-# take no part in matching unless the query lowers min_quality. Measured: 50 or 80 changes
-# recall by <= 0.001 on the benchmark. Dense text is NOT flagged by PDQ quality (100); the
-# margin test is what keeps text-heavy template images from flooding results.
-MIN_QUALITY = 50
+# The decision's thresholds (why each value: hashmatch.policy.MatchPolicy).
+PDQ_MAX_DISTANCE = MATCH_POLICY.region_max_distance
+PDQ_MARGIN = MATCH_POLICY.region_margin
+REGION_PENALTY = MATCH_POLICY.region_penalty  # by kind: "embedded:1" pays it too
+MIN_QUALITY = MATCH_POLICY.region_min_quality
 
 
 def region_penalty(name: str) -> int:
@@ -42,13 +21,10 @@ def region_penalty(name: str) -> int:
     return REGION_PENALTY.get(region.kind, 0) if region is not None else 0
 
 
-# A pair this close is a match whatever else is near: it keeps near-duplicates in the
-# database (a photo and its re-encode) from cancelling each other in the margin test. Not
-# PDQ's usual 31: unknown posters of a known poster's template sit 28 bits from it (quick
-# suite: 31 -> 16 raised recall at 1 % false alarm from 0.725 to 0.756).
-PDQ_CERTAIN = 16
+# A pair this close is a match whatever else is near (hashmatch.policy.MatchPolicy.certain).
+PDQ_CERTAIN = MATCH_POLICY.certain
 # Stored items whose full frames are this close are one picture for the margin test.
-DUPLICATE_DISTANCE = 8
+DUPLICATE_DISTANCE = MATCH_POLICY.duplicate_distance
 
 
 def select_matches(scores: np.ndarray, max_distance: int, margin: int | None = None,

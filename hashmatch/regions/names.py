@@ -165,7 +165,7 @@ def _parse(text: str) -> RegionName:
 
 # Stored rows fall in three roles, each kept in its own code index so that a needle scans
 # only the rows it may pair with; a query reads each role's codes once, with every needle
-# that may meet them (hashmatch.index.search_shard; cost: RESULTS.md, "Query cost at 1M").
+# that may meet them (hashmatch.search.search_shard; cost: RESULTS.md, "Query cost at 1M").
 ROLES = ("full", "region", "crop")
 
 
