@@ -414,11 +414,10 @@ def verify_candidates(store, ranked, aligner, templates: bool) -> list[Judged]:
     # that was not among the verified few is unchecked, not a match: in a database of
     # many same-template cards, the siblings beyond the first few would otherwise all
     # pass as "whole-image hash matches".
-    unchecked: set[int] = set()
-    if aligner is not None:
-        unchecked = store.verifiable_items(
-            [item for item, evidence in ranked if evidence.algorithm == "pdq"
-             and item not in wanted and _plain_pdq_match(evidence)])
+    beyond = [item for item, evidence in ranked if evidence.algorithm == "pdq"
+              and item not in wanted and _plain_pdq_match(evidence)] if aligner is not None else []
+    # Most queries have no such candidate: no store round trip for them.
+    unchecked = store.verifiable_items(beyond) if beyond else set()
     copies: list[Judged] = []
     leads: list[Judged] = []
     plain: list[Judged] = []
